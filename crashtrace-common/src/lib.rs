@@ -1,0 +1,231 @@
+//! The one definition of every record that crosses the kernel/user boundary.
+//!
+//! Everything here is `#[repr(C)]`, has no implicit padding and no `bool`, so the
+//! same bytes mean the same thing to the eBPF programs and to the loader.
+#![no_std]
+
+/// Bytes of user stack a capture can hold. The ring-buffer reservation has to be a
+/// verifier-known constant, so this is the size of every capture record; how much of
+/// it is filled is set at load time (`Config::stack_bytes`).
+pub const MAX_STACK_BYTES: usize = 128 * 1024;
+/// The stack is copied in page-sized chunks, starting at the page that holds `sp`.
+pub const STACK_CHUNK: usize = 4096;
+pub const MAX_STACK_CHUNKS: usize = MAX_STACK_BYTES / STACK_CHUNK;
+/// Default copy budget: enough for deep C++/CPython stacks, small enough for bursts.
+pub const DEFAULT_STACK_BYTES: u32 = 64 * 1024;
+pub const TASK_COMM_LEN: usize = 16;
+/// How many `--comm` patterns and `--pid`s the kernel-side filter holds.
+pub const MAX_COMM_FILTERS: usize = 8;
+pub const MAX_PID_FILTERS: usize = 8;
+
+/// The kind tag at the start of every ring-buffer record. Numbers are never reused.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordKind {
+    /// A signal from the configured set reached a thread (`signal_deliver`):
+    /// registers and stack of that thread at that moment.
+    SignalCapture = 1,
+}
+
+impl RecordKind {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::SignalCapture),
+            _ => None,
+        }
+    }
+}
+
+/// Common header of every ring-buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RecordHeader {
+    pub kind: u32,
+    /// Size in bytes of the whole record, header included.
+    pub size: u32,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the record was made.
+    pub ktime_ns: u64,
+    /// Thread-group id (the process id users see) and thread id, host namespace.
+    pub pid: u32,
+    pub tid: u32,
+}
+
+/// x86-64 `struct pt_regs`, in kernel order. The layout is ABI: it is what
+/// `bpf_task_pt_regs` points at and what ptrace exposes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UserRegs {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub rbp: u64,
+    pub rbx: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rax: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub orig_rax: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub eflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+/// Values of `SignalCapture::handler_kind`.
+pub const HANDLER_DEFAULT: u32 = 0;
+pub const HANDLER_IGNORE: u32 = 1;
+pub const HANDLER_CUSTOM: u32 = 2;
+
+/// Bits of `SignalCapture::flags`.
+/// `info` was a real siginfo (not SEND_SIG_NOINFO/SEND_SIG_PRIV): si_* fields are valid.
+pub const CAPTURE_HAS_SIGINFO: u32 = 1 << 0;
+/// The user registers could not be read.
+pub const CAPTURE_NO_REGS: u32 = 1 << 1;
+/// The page holding `sp` was unreadable (e.g. `sp` is in the guard page after a stack
+/// overflow); the copy starts one page higher.
+pub const CAPTURE_SP_PAGE_SKIPPED: u32 = 1 << 2;
+/// The copy stopped because the budget ran out, not at the end of the stack mapping.
+pub const CAPTURE_STACK_TRUNCATED: u32 = 1 << 3;
+
+/// Everything taken in the receiving thread's own context when a signal of the
+/// configured set is delivered to it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SignalCapture {
+    pub header: RecordHeader,
+    pub signo: u32,
+    pub flags: u32,
+    pub si_code: i32,
+    pub si_errno: i32,
+    /// `si_addr` for fault signals; for kill-style signals the first word of the
+    /// union holds `si_pid` and `si_uid`.
+    pub si_addr: u64,
+    pub si_pid: u32,
+    pub si_uid: u32,
+    pub handler_kind: u32,
+    pub _pad0: u32,
+    /// `sa_handler` and `sa_flags` of the disposition in force.
+    pub handler: u64,
+    pub sa_flags: u64,
+    /// The thread's name and the process's name (its thread-group leader's).
+    pub thread_comm: [u8; TASK_COMM_LEN],
+    pub process_comm: [u8; TASK_COMM_LEN],
+    pub regs: UserRegs,
+    /// User address of `stack[0]`; `stack_len` bytes of `stack` are valid.
+    pub stack_start: u64,
+    pub stack_len: u32,
+    pub _pad1: u32,
+    pub stack: [u8; MAX_STACK_BYTES],
+}
+
+/// One `--comm` pattern, matched in the kernel against the process's name.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommPattern {
+    pub bytes: [u8; TASK_COMM_LEN],
+    /// Number of significant bytes in `bytes` (1..=15).
+    pub len: u32,
+    /// 1: the name must equal the pattern; 0: the name must start with it.
+    pub exact: u32,
+}
+
+/// Kernel structure offsets the eBPF side needs, read from the running kernel's BTF
+/// at load time (Rust eBPF emits no CO-RE relocations).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    pub task_group_leader: u32,
+    pub task_comm: u32,
+}
+
+/// Load-time configuration of the eBPF programs, set as one global.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Bit n set: signal n is captured.
+    pub signal_mask: u64,
+    /// crashtrace's own process id: never captured.
+    pub self_pid: u32,
+    /// Bytes of stack to copy, a multiple of STACK_CHUNK, at most MAX_STACK_BYTES.
+    pub stack_bytes: u32,
+    pub pid_count: u32,
+    pub comm_count: u32,
+    pub pids: [u32; MAX_PID_FILTERS],
+    pub comms: [CommPattern; MAX_COMM_FILTERS],
+    pub offsets: KernelOffsets,
+}
+
+impl Config {
+    pub const fn empty() -> Self {
+        Self {
+            signal_mask: 0,
+            self_pid: 0,
+            stack_bytes: DEFAULT_STACK_BYTES,
+            pid_count: 0,
+            comm_count: 0,
+            pids: [0; MAX_PID_FILTERS],
+            comms: [CommPattern {
+                bytes: [0; TASK_COMM_LEN],
+                len: 0,
+                exact: 0,
+            }; MAX_COMM_FILTERS],
+            offsets: KernelOffsets {
+                task_group_leader: 0,
+                task_comm: 0,
+            },
+        }
+    }
+}
+
+/// Indices into the per-CPU `STATS` array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stat {
+    /// Signals of the configured set that passed the filters.
+    Matched = 0,
+    /// Captures written to the ring buffer.
+    Captured = 1,
+    /// Captures lost because the ring buffer was full.
+    RingFull = 2,
+    /// Captures whose registers could not be read.
+    RegsFailed = 3,
+}
+pub const STAT_COUNT: u32 = 4;
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain #[repr(C)] data without padding or invalid bit patterns.
+    unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::CommPattern {}
+    unsafe impl aya::Pod for super::KernelOffsets {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::{offset_of, size_of};
+
+    #[test]
+    fn layouts_have_no_hidden_padding() {
+        assert_eq!(size_of::<RecordHeader>(), 24);
+        assert_eq!(size_of::<UserRegs>(), 21 * 8);
+        assert_eq!(offset_of!(UserRegs, rip), 16 * 8);
+        assert_eq!(offset_of!(UserRegs, rsp), 19 * 8);
+        let fixed = offset_of!(SignalCapture, stack);
+        assert_eq!(fixed % 8, 0);
+        assert_eq!(size_of::<SignalCapture>(), fixed + MAX_STACK_BYTES);
+        assert_eq!(size_of::<CommPattern>(), 24);
+        assert_eq!(
+            size_of::<Config>(),
+            8 + 4 * 4 + 4 * MAX_PID_FILTERS + 24 * MAX_COMM_FILTERS + size_of::<KernelOffsets>()
+        );
+        assert_eq!(MAX_STACK_BYTES % STACK_CHUNK, 0);
+    }
+}

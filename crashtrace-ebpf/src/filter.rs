@@ -1,0 +1,73 @@
+//! In-kernel filters, applied before anything is copied.
+
+use crashtrace_common::{MAX_COMM_FILTERS, MAX_PID_FILTERS, TASK_COMM_LEN};
+
+/// Reads a field of the `CONFIG` global. Volatile so the compiler cannot fold the
+/// compiled-in defaults: the loader rewrites them.
+macro_rules! config {
+    ($($field:tt)+) => {
+        // SAFETY: CONFIG is a plain static; the loader only writes it before load.
+        unsafe { ::core::ptr::read_volatile(::core::ptr::addr_of!($crate::CONFIG.$($field)+)) }
+    };
+}
+pub(crate) use config;
+
+pub fn signal_wanted(sig: i32) -> bool {
+    if !(1..64).contains(&sig) {
+        return false;
+    }
+    config!(signal_mask) & (1u64 << sig) != 0
+}
+
+pub fn pid_wanted(pid: u32) -> bool {
+    if pid == config!(self_pid) {
+        return false;
+    }
+    let n = config!(pid_count);
+    if n == 0 {
+        return true;
+    }
+    for i in 0..MAX_PID_FILTERS {
+        if i as u32 >= n {
+            break;
+        }
+        if config!(pids[i]) == pid {
+            return true;
+        }
+    }
+    false
+}
+
+/// `--comm`: the process name matches one pattern, by prefix or exactly.
+pub fn comm_wanted(name: &[u8; TASK_COMM_LEN]) -> bool {
+    let n = config!(comm_count);
+    if n == 0 {
+        return true;
+    }
+    for i in 0..MAX_COMM_FILTERS {
+        if i as u32 >= n {
+            break;
+        }
+        if comm_matches(i, name) {
+            return true;
+        }
+    }
+    false
+}
+
+fn comm_matches(i: usize, name: &[u8; TASK_COMM_LEN]) -> bool {
+    let len = config!(comms[i].len) as usize;
+    for (j, &c) in name.iter().enumerate() {
+        if j >= len {
+            break;
+        }
+        if c != config!(comms[i].bytes[j]) {
+            return false;
+        }
+    }
+    if config!(comms[i].exact) != 0 {
+        // The loader guarantees len < TASK_COMM_LEN; the mask keeps the verifier sure.
+        return name[len & (TASK_COMM_LEN - 1)] == 0;
+    }
+    true
+}

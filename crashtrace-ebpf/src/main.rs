@@ -1,0 +1,52 @@
+//! crashtrace's eBPF side: catch fatal signals where they land and copy what the
+//! user-space unwinder needs (registers, user stack) while the thread still exists.
+#![no_std]
+#![no_main]
+
+mod capture;
+mod filter;
+
+use aya_ebpf::{
+    macros::{btf_tracepoint, map},
+    maps::{PerCpuArray, RingBuf},
+    programs::BtfTracePointContext,
+};
+use crashtrace_common::{Config, STAT_COUNT, Stat};
+
+/// Load-time configuration; the loader overwrites it with `EbpfLoader::set_global`.
+#[unsafe(no_mangle)]
+static CONFIG: Config = Config::empty();
+
+/// Kernel-to-user records. The loader may resize it (`--ring-buffer-size`).
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
+
+/// Per-CPU counters, indexed by `Stat`: drops are counted here, never silent.
+#[map]
+static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
+
+fn count(stat: Stat) {
+    if let Some(v) = STATS.get_ptr_mut(stat as u32) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *v += 1 };
+    }
+}
+
+/// `signal_deliver(int sig, struct kernel_siginfo *info, struct k_sigaction *ka)` runs in
+/// the receiving thread, in `get_signal()`, before any handler frame is pushed: its user
+/// registers are the interrupted (faulting) context and its stack is readable.
+#[btf_tracepoint(function = "signal_deliver")]
+pub fn signal_deliver(ctx: BtfTracePointContext) -> i32 {
+    capture::on_signal_deliver(&ctx);
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,295 @@
+//! Command-line interface.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use crashtrace_common::{
+    CommPattern, DEFAULT_STACK_BYTES, MAX_COMM_FILTERS, MAX_PID_FILTERS, MAX_STACK_BYTES,
+    STACK_CHUNK, TASK_COMM_LEN,
+};
+
+use crate::signals::{DEFAULT_SIGNALS, parse_signal, signal_name};
+
+const EXAMPLES: &str = "\
+EXAMPLES:
+    crashtrace                        # report every crash on the machine
+    crashtrace --comm python          # processes named python, python3, python3.11, ...
+    crashtrace --comm =python3        # exactly python3, not python3.11
+    crashtrace -p 4242 --json         # one process, one JSON object per line
+    crashtrace --signals SEGV,ABRT    # only segmentation faults and aborts
+
+PROCESS AND THREAD NAMES:
+    --comm matches the process name: the name (comm) of the process's main thread, as
+    in /proc/PID/comm and ps. A crash in any thread counts for its process, whatever
+    that thread is called (threads renamed with pthread_setname_np or PR_SET_NAME are
+    still attributed to their process). Matching happens in the kernel, before anything
+    is copied. Names are at most 15 bytes, as the kernel keeps them.
+
+Needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN) and a kernel with BTF.";
+
+/// Symbolized native stacks of crashing processes, caught system-wide with eBPF.
+///
+/// Watches every process on the machine; when one receives a crash signal it prints
+/// the signal, the fault and the crashing thread's stack, unwound with DWARF CFI and
+/// symbolized after the process is gone. Nothing is attached to the processes themselves.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "crashtrace", version, after_help = EXAMPLES)]
+pub struct Args {
+    /// Only this process (by process id; repeatable, up to 8).
+    #[arg(short = 'p', long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+
+    /// Only processes whose name starts with NAME; `=NAME` for an exact match
+    /// (repeatable, up to 8; see PROCESS AND THREAD NAMES).
+    #[arg(short = 'n', long = "comm", value_name = "NAME", value_parser = parse_comm)]
+    pub comms: Vec<CommFilter>,
+
+    /// Signals to report, by name or number, comma-separated.
+    #[arg(
+        short = 's',
+        long = "signals",
+        value_name = "LIST",
+        default_value = "SEGV,BUS,FPE,ILL,ABRT,TRAP,SYS",
+        value_parser = parse_signal_list
+    )]
+    pub signals: SignalSet,
+
+    /// Print each report as one JSON object per line.
+    #[arg(short = 'j', long)]
+    pub json: bool,
+
+    /// Bytes of the crashing thread's stack to copy (with K/M suffix; 4K to 128K).
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_STACK_BYTES, value_parser = parse_stack_size)]
+    pub stack_size: u32,
+
+    /// Size of the kernel-to-user ring buffer (power of two, with K/M suffix).
+    #[arg(long, value_name = "BYTES", default_value = "16M", value_parser = parse_ring_size)]
+    pub ring_buffer_size: u32,
+
+    /// Extra directories to search for separate debug files (besides /usr/lib/debug).
+    #[arg(long = "debug-dir", value_name = "DIR")]
+    pub debug_dirs: Vec<PathBuf>,
+
+    /// More diagnostics on stderr (repeat for more).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+impl Args {
+    /// Checks limits that clap cannot express.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.pids.len() > MAX_PID_FILTERS {
+            return Err(format!("at most {MAX_PID_FILTERS} --pid filters"));
+        }
+        if self.comms.len() > MAX_COMM_FILTERS {
+            return Err(format!("at most {MAX_COMM_FILTERS} --comm filters"));
+        }
+        if self.pids.contains(&0) {
+            return Err("--pid 0 is not a process".into());
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommFilter {
+    pub name: String,
+    pub exact: bool,
+}
+
+impl CommFilter {
+    pub fn to_pattern(&self) -> CommPattern {
+        let mut bytes = [0u8; TASK_COMM_LEN];
+        bytes[..self.name.len()].copy_from_slice(self.name.as_bytes());
+        CommPattern {
+            bytes,
+            len: self.name.len() as u32,
+            exact: self.exact as u32,
+        }
+    }
+}
+
+fn parse_comm(s: &str) -> Result<CommFilter, String> {
+    let (name, exact) = match s.strip_prefix('=') {
+        Some(rest) => (rest, true),
+        None => (s, false),
+    };
+    if name.is_empty() {
+        return Err("empty name".into());
+    }
+    if name.len() >= TASK_COMM_LEN {
+        return Err(format!(
+            "process names are at most {} bytes in the kernel; `{name}` is {}",
+            TASK_COMM_LEN - 1,
+            name.len()
+        ));
+    }
+    if name.bytes().any(|b| b == 0) {
+        return Err("name contains a NUL byte".into());
+    }
+    Ok(CommFilter {
+        name: name.to_string(),
+        exact,
+    })
+}
+
+/// A set of signal numbers (bit n = signal n).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SignalSet(pub u64);
+
+impl SignalSet {
+    pub fn default_set() -> Self {
+        Self(DEFAULT_SIGNALS.iter().fold(0, |m, s| m | 1 << s))
+    }
+    pub fn contains(&self, sig: i32) -> bool {
+        (1..64).contains(&sig) && self.0 & (1 << sig) != 0
+    }
+    pub fn names(&self) -> Vec<String> {
+        (1..64)
+            .filter(|s| self.contains(*s))
+            .map(signal_name)
+            .collect()
+    }
+}
+
+fn parse_signal_list(s: &str) -> Result<SignalSet, String> {
+    let mut mask = 0u64;
+    for part in s.split(',').filter(|p| !p.trim().is_empty()) {
+        let sig = parse_signal(part).ok_or_else(|| format!("unknown signal `{part}`"))?;
+        if sig == libc::SIGSTOP {
+            return Err("SIGSTOP is never delivered to a process".into());
+        }
+        mask |= 1 << sig;
+    }
+    if mask == 0 {
+        return Err("no signals given".into());
+    }
+    Ok(SignalSet(mask))
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        None => (t, 1),
+        Some((i, _)) => {
+            let mult = match t[i..].to_ascii_uppercase().as_str() {
+                "K" | "KB" | "KIB" => 1024,
+                "M" | "MB" | "MIB" => 1024 * 1024,
+                other => return Err(format!("unknown size suffix `{other}`")),
+            };
+            (&t[..i], mult)
+        }
+    };
+    let n: u64 = num.parse().map_err(|_| format!("not a size: `{s}`"))?;
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size too large: `{s}`"))
+}
+
+fn parse_stack_size(s: &str) -> Result<u32, String> {
+    let n = parse_size(s)?;
+    if n < STACK_CHUNK as u64 || n > MAX_STACK_BYTES as u64 {
+        return Err(format!(
+            "stack size must be between {}K and {}K",
+            STACK_CHUNK / 1024,
+            MAX_STACK_BYTES / 1024
+        ));
+    }
+    // Copies happen in whole pages.
+    Ok((n as u32).div_ceil(STACK_CHUNK as u32) * STACK_CHUNK as u32)
+}
+
+fn parse_ring_size(s: &str) -> Result<u32, String> {
+    let n = parse_size(s)?;
+    let min = 2 * std::mem::size_of::<crashtrace_common::SignalCapture>() as u64;
+    if !n.is_power_of_two() || n < min || n > 1 << 30 {
+        return Err(format!(
+            "ring buffer size must be a power of two between {}K and 1024M",
+            min.next_power_of_two() / 1024
+        ));
+    }
+    Ok(n as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("crashtrace").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults() {
+        let a = parse(&[]).unwrap();
+        assert!(a.pids.is_empty() && a.comms.is_empty() && !a.json);
+        assert_eq!(a.signals, SignalSet::default_set());
+        assert_eq!(
+            a.signals.names(),
+            [
+                "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE", "SIGSEGV", "SIGSYS"
+            ]
+        );
+        assert_eq!(a.stack_size, DEFAULT_STACK_BYTES);
+        assert_eq!(a.ring_buffer_size, 16 << 20);
+    }
+
+    #[test]
+    fn comm_prefix_and_exact() {
+        let a = parse(&["--comm", "python", "-n", "=python3"]).unwrap();
+        assert_eq!(
+            a.comms,
+            [
+                CommFilter {
+                    name: "python".into(),
+                    exact: false
+                },
+                CommFilter {
+                    name: "python3".into(),
+                    exact: true
+                }
+            ]
+        );
+        let p = a.comms[1].to_pattern();
+        assert_eq!(&p.bytes[..8], b"python3\0");
+        assert_eq!((p.len, p.exact), (7, 1));
+        assert!(parse(&["--comm", "a-name-way-too-long"]).is_err());
+        assert!(parse(&["--comm", "="]).is_err());
+    }
+
+    #[test]
+    fn signals_and_sizes() {
+        let a = parse(&["--signals", "segv,6,SIGBUS", "--stack-size", "32K", "-j"]).unwrap();
+        assert_eq!(a.signals.names(), ["SIGABRT", "SIGBUS", "SIGSEGV"]);
+        assert_eq!(a.stack_size, 32 * 1024);
+        assert!(a.json);
+        assert_eq!(parse(&["--stack-size", "5000"]).unwrap().stack_size, 8192);
+        assert!(parse(&["--stack-size", "1M"]).is_err());
+        assert!(parse(&["--signals", "SEGV,NOPE"]).is_err());
+        assert!(parse(&["--ring-buffer-size", "3M"]).is_err());
+        assert_eq!(
+            parse(&["--ring-buffer-size", "64M"])
+                .unwrap()
+                .ring_buffer_size,
+            64 << 20
+        );
+    }
+
+    #[test]
+    fn filter_limits() {
+        let many: Vec<String> = (1..=9).flat_map(|i| ["-p".into(), i.to_string()]).collect();
+        let a =
+            Args::try_parse_from(std::iter::once("crashtrace".to_string()).chain(many)).unwrap();
+        assert!(a.validate().is_err());
+        assert!(parse(&["-p", "0"]).unwrap().validate().is_err());
+        assert!(parse(&["-p", "1", "-p", "2"]).unwrap().validate().is_ok());
+    }
+
+    #[test]
+    fn help_explains_thread_names() {
+        let help = <Args as clap::CommandFactory>::command()
+            .render_long_help()
+            .to_string();
+        assert!(help.contains("PROCESS AND THREAD NAMES"));
+        assert!(help.contains("EXAMPLES"));
+    }
+}

@@ -1,0 +1,174 @@
+//! Decoding of ring-buffer records into owned values.
+
+use anyhow::{Result, bail};
+use bytes::Bytes;
+use crashtrace_common::{
+    CAPTURE_HAS_SIGINFO, CAPTURE_NO_REGS, CAPTURE_SP_PAGE_SKIPPED, CAPTURE_STACK_TRUNCATED,
+    HANDLER_DEFAULT, MAX_STACK_BYTES, RecordHeader, RecordKind, SignalCapture, TASK_COMM_LEN,
+    UserRegs,
+};
+use std::mem::{offset_of, size_of};
+
+/// A signal capture, decoded: what the eBPF program saw in the receiving thread.
+#[derive(Clone, Debug)]
+pub struct Capture {
+    pub ktime_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub signo: i32,
+    pub si_code: i32,
+    pub si_errno: i32,
+    /// Present when the kernel passed a real siginfo.
+    pub has_siginfo: bool,
+    pub si_addr: u64,
+    pub si_pid: u32,
+    pub si_uid: u32,
+    /// The disposition in force: SIG_DFL (the signal kills) or a handler.
+    pub default_action: bool,
+    pub handler: u64,
+    pub thread_name: String,
+    pub process_name: String,
+    pub regs: Option<UserRegs>,
+    pub stack_start: u64,
+    pub stack: Bytes,
+    pub sp_page_skipped: bool,
+    pub stack_truncated: bool,
+}
+
+pub enum Event {
+    Signal(Box<Capture>),
+}
+
+pub fn decode(buf: &[u8]) -> Result<Event> {
+    if buf.len() < size_of::<RecordHeader>() {
+        bail!("short record: {} bytes", buf.len());
+    }
+    // SAFETY: RecordHeader is plain old data and the buffer is long enough.
+    let header: RecordHeader = unsafe { std::ptr::read_unaligned(buf.as_ptr().cast()) };
+    match RecordKind::from_u32(header.kind) {
+        Some(RecordKind::SignalCapture) => decode_signal(buf).map(|c| Event::Signal(Box::new(c))),
+        None => bail!("unknown record kind {}", header.kind),
+    }
+}
+
+fn decode_signal(buf: &[u8]) -> Result<Capture> {
+    let fixed = offset_of!(SignalCapture, stack);
+    if buf.len() < fixed {
+        bail!("short signal record: {} bytes", buf.len());
+    }
+    // Read the fixed part only; the stack is sliced out below without a copy of the rest.
+    let mut head = std::mem::MaybeUninit::<SignalCapture>::uninit();
+    // SAFETY: copying `fixed` bytes of plain data into the front of the struct; the
+    // stack array is never read from `head`.
+    let r = unsafe {
+        std::ptr::copy_nonoverlapping(buf.as_ptr(), head.as_mut_ptr().cast::<u8>(), fixed);
+        &*head.as_ptr()
+    };
+    let len = r.stack_len as usize;
+    if len > MAX_STACK_BYTES || fixed + len > buf.len() {
+        bail!(
+            "signal record claims {len} stack bytes, holds {}",
+            buf.len() - fixed
+        );
+    }
+    Ok(Capture {
+        ktime_ns: r.header.ktime_ns,
+        pid: r.header.pid,
+        tid: r.header.tid,
+        signo: r.signo as i32,
+        si_code: r.si_code,
+        si_errno: r.si_errno,
+        has_siginfo: r.flags & CAPTURE_HAS_SIGINFO != 0,
+        si_addr: r.si_addr,
+        si_pid: r.si_pid,
+        si_uid: r.si_uid,
+        default_action: r.handler_kind == HANDLER_DEFAULT,
+        handler: r.handler,
+        thread_name: comm_to_string(&r.thread_comm),
+        process_name: comm_to_string(&r.process_comm),
+        regs: (r.flags & CAPTURE_NO_REGS == 0).then_some(r.regs),
+        stack_start: r.stack_start,
+        stack: Bytes::copy_from_slice(&buf[fixed..fixed + len]),
+        sp_page_skipped: r.flags & CAPTURE_SP_PAGE_SKIPPED != 0,
+        stack_truncated: r.flags & CAPTURE_STACK_TRUNCATED != 0,
+    })
+}
+
+pub fn comm_to_string(c: &[u8; TASK_COMM_LEN]) -> String {
+    let end = c.iter().position(|&b| b == 0).unwrap_or(c.len());
+    String::from_utf8_lossy(&c[..end]).into_owned()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crashtrace_common::HANDLER_CUSTOM;
+
+    /// Builds the bytes of a signal record the way the eBPF program lays them out.
+    pub fn record_bytes(tweak: impl FnOnce(&mut SignalCapture), stack: &[u8]) -> Vec<u8> {
+        let mut buf = vec![0u8; size_of::<SignalCapture>()];
+        // SAFETY: the buffer is exactly one SignalCapture; all-zero is a valid value.
+        let rec = unsafe { &mut *(buf.as_mut_ptr() as *mut SignalCapture) };
+        rec.header = RecordHeader {
+            kind: RecordKind::SignalCapture as u32,
+            size: size_of::<SignalCapture>() as u32,
+            ktime_ns: 123,
+            pid: 10,
+            tid: 11,
+        };
+        rec.signo = 11;
+        rec.si_code = 1;
+        rec.flags = CAPTURE_HAS_SIGINFO;
+        rec.thread_comm[..6].copy_from_slice(b"worker");
+        rec.process_comm[..7].copy_from_slice(b"python3");
+        rec.regs.rip = 0x401000;
+        rec.regs.rsp = 0x7ffd_0000_1010;
+        rec.stack_start = 0x7ffd_0000_1000;
+        rec.stack_len = stack.len() as u32;
+        rec.stack[..stack.len()].copy_from_slice(stack);
+        tweak(rec);
+        buf
+    }
+
+    #[test]
+    fn decodes_a_signal_record() {
+        let stack: Vec<u8> = (0..8192u32).map(|i| i as u8).collect();
+        let buf = record_bytes(
+            |r| {
+                r.si_addr = 0xdead;
+                r.handler_kind = HANDLER_CUSTOM;
+                r.handler = 0x5555_0000;
+            },
+            &stack,
+        );
+        let Event::Signal(c) = decode(&buf).unwrap();
+        assert_eq!((c.pid, c.tid, c.signo, c.si_code), (10, 11, 11, 1));
+        assert_eq!(c.si_addr, 0xdead);
+        assert!(c.has_siginfo && !c.default_action);
+        assert_eq!(c.handler, 0x5555_0000);
+        assert_eq!(c.thread_name, "worker");
+        assert_eq!(c.process_name, "python3");
+        assert_eq!(c.regs.unwrap().rip, 0x401000);
+        assert_eq!(c.stack_start, 0x7ffd_0000_1000);
+        assert_eq!(&c.stack[..], &stack[..]);
+    }
+
+    #[test]
+    fn rejects_bad_records() {
+        assert!(decode(&[0u8; 4]).is_err());
+        let mut buf = record_bytes(|_| {}, &[]);
+        buf[0] = 99;
+        assert!(decode(&buf).is_err());
+        let buf = record_bytes(|r| r.stack_len = (MAX_STACK_BYTES + 1) as u32, &[]);
+        assert!(decode(&buf).is_err());
+        let buf = record_bytes(|_| {}, &[1, 2, 3]);
+        assert!(decode(&buf[..offset_of!(SignalCapture, stack) + 2]).is_err());
+    }
+
+    #[test]
+    fn no_regs_flag() {
+        let buf = record_bytes(|r| r.flags |= CAPTURE_NO_REGS, &[]);
+        let Event::Signal(c) = decode(&buf).unwrap();
+        assert!(c.regs.is_none());
+    }
+}

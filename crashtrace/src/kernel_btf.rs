@@ -1,0 +1,93 @@
+//! Kernel structure offsets from the running kernel's BTF.
+//!
+//! Rust eBPF programs carry no CO-RE relocations, so the few kernel fields they read
+//! are located here, at load time, and handed to them as globals.
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use btf_rs::{Btf, Type};
+use crashtrace_common::KernelOffsets;
+
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+pub fn load_vmlinux() -> Result<Btf> {
+    if !std::path::Path::new(VMLINUX_BTF).exists() {
+        bail!(
+            "this kernel exposes no BTF ({VMLINUX_BTF} is missing): crashtrace needs a kernel built \
+             with CONFIG_DEBUG_INFO_BTF=y (every major distribution kernel since 2021 has it)"
+        );
+    }
+    Btf::from_file(VMLINUX_BTF).map_err(|e| anyhow!("cannot parse {VMLINUX_BTF}: {e}"))
+}
+
+pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets> {
+    Ok(KernelOffsets {
+        task_group_leader: member_offset(btf, "task_struct", "group_leader")?,
+        task_comm: member_offset(btf, "task_struct", "comm")?,
+    })
+}
+
+/// Byte offset of `path` (dot-separated, e.g. `se.sum_exec_runtime`) inside `struct name`,
+/// looking through anonymous structs and unions.
+pub fn member_offset(btf: &Btf, name: &str, path: &str) -> Result<u32> {
+    let root = btf
+        .resolve_types_by_name(name)
+        .map_err(|e| anyhow!("BTF has no type {name}: {e}"))?
+        .into_iter()
+        .find(|t| matches!(t, Type::Struct(_)))
+        .with_context(|| format!("BTF has no struct {name}"))?;
+    let mut ty = root;
+    let mut bits = 0u32;
+    for field in path.split('.') {
+        let (off, member_ty) = find_member(btf, &ty, field)?
+            .with_context(|| format!("struct {name} has no member {path} in this kernel"))?;
+        bits += off;
+        ty = member_ty;
+    }
+    if !bits.is_multiple_of(8) {
+        bail!("{name}.{path} is a bitfield");
+    }
+    Ok(bits / 8)
+}
+
+/// Finds `field` in a struct/union type, descending into anonymous members.
+/// Returns the bit offset and the member's type (typedefs and qualifiers resolved).
+fn find_member(btf: &Btf, ty: &Type, field: &str) -> Result<Option<(u32, Type)>> {
+    let members = match ty {
+        Type::Struct(s) | Type::Union(s) => &s.members,
+        _ => return Ok(None),
+    };
+    for m in members {
+        let member_name = btf.resolve_name(m).unwrap_or_default();
+        let member_ty = resolve(
+            btf,
+            btf.resolve_chained_type(m).map_err(|e| anyhow!("{e}"))?,
+        )?;
+        if member_name == field {
+            return Ok(Some((m.bit_offset(), member_ty)));
+        }
+        if member_name.is_empty()
+            && let Some((off, t)) = find_member(btf, &member_ty, field)?
+        {
+            return Ok(Some((m.bit_offset() + off, t)));
+        }
+    }
+    Ok(None)
+}
+
+/// Strips typedefs and qualifiers.
+fn resolve(btf: &Btf, mut ty: Type) -> Result<Type> {
+    for _ in 0..32 {
+        match &ty {
+            Type::Typedef(_) | Type::Const(_) | Type::Volatile(_) | Type::Restrict(_) => {
+                let inner = ty
+                    .as_btf_type()
+                    .ok_or_else(|| anyhow!("BTF type without id"))?;
+                ty = btf
+                    .resolve_chained_type(inner)
+                    .map_err(|e| anyhow!("{e}"))?;
+            }
+            _ => return Ok(ty),
+        }
+    }
+    Err(anyhow!("BTF typedef chain too long"))
+}

@@ -1,0 +1,83 @@
+//! Loading and attaching the eBPF programs, with errors a user can act on.
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use aya::{
+    Btf, Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::BtfTracePoint,
+};
+use crashtrace_common::{Config, STAT_COUNT, Stat};
+
+/// The eBPF object, built by build.rs from crashtrace-ebpf.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/crashtrace"));
+
+pub struct Probes {
+    /// Owns the programs and their links: dropping it detaches everything.
+    _ebpf: Ebpf,
+    stats: PerCpuArray<MapData, u64>,
+}
+
+impl Probes {
+    /// Loads and attaches; returns the probes and the ring buffer their records arrive in.
+    pub fn load(config: &Config, ring_bytes: u32) -> Result<(Self, RingBuf<MapData>)> {
+        preflight()?;
+        let mut ebpf = EbpfLoader::new()
+            .override_global("CONFIG", config, true)
+            .map_max_entries("EVENTS", ring_bytes)
+            .load(EBPF_OBJECT)
+            .map_err(|e| explain(anyhow!(e), "loading the eBPF programs"))?;
+        let btf = Btf::from_sys_fs().context("reading the kernel's BTF")?;
+        let prog: &mut BtfTracePoint = ebpf
+            .program_mut("signal_deliver")
+            .context("program signal_deliver missing from the eBPF object")?
+            .try_into()?;
+        prog.load("signal_deliver", &btf)
+            .map_err(|e| explain(anyhow!(e), "verifying the signal_deliver program"))?;
+        prog.attach()
+            .map_err(|e| explain(anyhow!(e), "attaching to the signal_deliver tracepoint"))?;
+        let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("EVENTS map missing")?)?;
+        let stats = PerCpuArray::try_from(ebpf.take_map("STATS").context("STATS map missing")?)?;
+        Ok((Self { _ebpf: ebpf, stats }, events))
+    }
+
+    /// A counter summed over CPUs.
+    pub fn stat(&self, s: Stat) -> u64 {
+        debug_assert!((s as u32) < STAT_COUNT);
+        self.stats
+            .get(&(s as u32), 0)
+            .map(|v| v.iter().sum())
+            .unwrap_or(0)
+    }
+}
+
+/// Checks what can be checked before the kernel says no, to say it better.
+fn preflight() -> Result<()> {
+    if !std::path::Path::new(crate::kernel_btf::VMLINUX_BTF).exists() {
+        bail!(
+            "this kernel has no BTF ({} is missing): crashtrace needs CONFIG_DEBUG_INFO_BTF=y",
+            crate::kernel_btf::VMLINUX_BTF
+        );
+    }
+    Ok(())
+}
+
+/// Turns permission errors into one sentence saying what to do.
+pub fn explain(err: anyhow::Error, what: &str) -> anyhow::Error {
+    let text = format!("{err:#}");
+    let denied = text.contains("Operation not permitted")
+        || text.contains("Permission denied")
+        || text.contains("EPERM")
+        || text.contains("EACCES");
+    if denied {
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        let hint = if euid != 0 {
+            "crashtrace needs root: run it with sudo (or grant CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN)"
+        } else {
+            "the kernel refused even root: check kernel.unprivileged_bpf_disabled, lockdown mode, or \
+             a container without CAP_BPF/CAP_PERFMON/CAP_SYS_ADMIN (docker run --privileged)"
+        };
+        return anyhow!("{what} failed: {hint} ({text})");
+    }
+    err.context(format!("{what} failed"))
+}

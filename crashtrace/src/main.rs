@@ -1,0 +1,27 @@
+use clap::Parser as _;
+use crashtrace::{cli::Args, monitor};
+
+fn main() {
+    let args = Args::parse();
+    if let Err(e) = args.validate() {
+        eprintln!("crashtrace: {e}");
+        std::process::exit(2);
+    }
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(
+        match args.verbose {
+            0 => "warn",
+            1 => "info",
+            _ => "debug",
+        },
+    ))
+    .init();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let stdout = std::io::stdout();
+    if let Err(e) = rt.block_on(monitor::run(args, stdout.lock())) {
+        eprintln!("crashtrace: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,180 @@
+//! ELF files behind executable mappings: opened once, kept mapped, and described the
+//! way the unwinder (section data) and the report (build ID, bias) need.
+
+use std::{
+    collections::HashMap,
+    fs::File,
+    ops::{Deref, Range},
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use anyhow::{Context as _, Result, bail};
+use memmap2::Mmap;
+use object::{Object as _, ObjectSection as _, ObjectSegment as _};
+
+use crate::procmaps::Mapping;
+
+/// A sub-slice of a mapped file, cheap to clone; what framehop reads sections through.
+#[derive(Clone)]
+pub struct FileSlice {
+    map: Arc<Mmap>,
+    range: Range<usize>,
+}
+
+impl Deref for FileSlice {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.map[self.range.clone()]
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Section {
+    pub svma: Range<u64>,
+    pub file_range: Option<Range<usize>>,
+}
+
+/// A loadable segment: where a file range goes in the object's address space.
+#[derive(Clone, Debug)]
+pub struct LoadSegment {
+    pub file_offset: u64,
+    pub file_size: u64,
+    pub svma: u64,
+}
+
+pub struct ElfModule {
+    pub path: PathBuf,
+    pub map: Arc<Mmap>,
+    pub build_id: Option<Vec<u8>>,
+    /// SVMA of the first loadable segment: the base that relative addresses count from.
+    pub base_svma: u64,
+    pub segments: Vec<LoadSegment>,
+    pub text: Option<Section>,
+    pub eh_frame: Option<Section>,
+    pub eh_frame_hdr: Option<Section>,
+    pub got: Option<Section>,
+    pub debug_frame: Option<Section>,
+}
+
+impl ElfModule {
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        // SAFETY: read-only private mapping; a file truncated under us can fault, which
+        // is the same risk every symbolizer that maps files takes.
+        let map =
+            unsafe { Mmap::map(&file) }.with_context(|| format!("mapping {}", path.display()))?;
+        let map = Arc::new(map);
+        let obj = object::File::parse(&**map)
+            .with_context(|| format!("{} is not a valid ELF file", path.display()))?;
+        let segments: Vec<LoadSegment> = obj
+            .segments()
+            .map(|s| {
+                let (off, size) = s.file_range();
+                LoadSegment {
+                    file_offset: off,
+                    file_size: size,
+                    svma: s.address(),
+                }
+            })
+            .collect();
+        if segments.is_empty() {
+            bail!("{} has no loadable segments", path.display());
+        }
+        let section = |name: &str| {
+            obj.section_by_name(name).map(|s| Section {
+                svma: s.address()..s.address() + s.size(),
+                file_range: s
+                    .compressed_file_range()
+                    .ok()
+                    .filter(|c| c.format == object::CompressionFormat::None)
+                    .and_then(|_| s.file_range())
+                    .map(|(o, n)| o as usize..(o + n) as usize)
+                    .filter(|r| r.end <= map.len()),
+            })
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            build_id: obj.build_id().ok().flatten().map(|b| b.to_vec()),
+            base_svma: segments.iter().map(|s| s.svma).min().unwrap_or(0),
+            text: section(".text"),
+            eh_frame: section(".eh_frame"),
+            eh_frame_hdr: section(".eh_frame_hdr"),
+            got: section(".got"),
+            debug_frame: section(".debug_frame"),
+            segments,
+            map,
+        })
+    }
+
+    pub fn slice(&self, s: &Option<Section>) -> Option<FileSlice> {
+        let range = s.as_ref()?.file_range.clone()?;
+        Some(FileSlice {
+            map: self.map.clone(),
+            range,
+        })
+    }
+
+    /// Load bias of a mapping of this file: AVMA minus SVMA.
+    pub fn bias(&self, m: &Mapping) -> Option<u64> {
+        let seg = self.segments.iter().find(|s| {
+            let page_start = s.file_offset & !0xfff;
+            page_start <= m.offset && m.offset < s.file_offset + s.file_size.max(1)
+        })?;
+        let svma_at_start = seg
+            .svma
+            .wrapping_add(m.offset)
+            .wrapping_sub(seg.file_offset);
+        Some(m.start.wrapping_sub(svma_at_start))
+    }
+
+    pub fn build_id_hex(&self) -> Option<String> {
+        self.build_id
+            .as_ref()
+            .map(|b| b.iter().map(|x| format!("{x:02x}")).collect())
+    }
+}
+
+/// Opened modules, keyed by file identity so a replaced file is never confused with the
+/// one that was mapped.
+#[derive(Default)]
+pub struct ModuleCache {
+    modules: HashMap<(u64, Arc<str>), Result<Arc<ElfModule>, String>>,
+}
+
+impl ModuleCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The ELF file behind `m`, or why it cannot be had.
+    pub fn get(&mut self, m: &Mapping) -> Result<Arc<ElfModule>, String> {
+        let key = (m.inode, m.path.clone());
+        if let Some(r) = self.modules.get(&key) {
+            return r.clone();
+        }
+        let r = open_verified(m).map(Arc::new).map_err(|e| format!("{e:#}"));
+        self.modules.insert(key, r.clone());
+        r
+    }
+}
+
+fn open_verified(m: &Mapping) -> Result<ElfModule> {
+    let path = Path::new(&*m.path);
+    let meta = std::fs::metadata(path).with_context(|| format!("{} is gone", m.path))?;
+    if m.inode != 0 && meta.ino() != m.inode {
+        bail!(
+            "{} was replaced after it was mapped (inode {} now, {} when mapped)",
+            m.path,
+            meta.ino(),
+            m.inode
+        );
+    }
+    ElfModule::open(path)
+}
+
+/// The basename of a module path, for compact frame lines.
+pub fn short_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}

@@ -1,0 +1,244 @@
+//! The data path: ring buffer → decode → pair handler re-raises → mappings → unwind →
+//! symbolize → report. One thread; the ring buffer holds what arrives meanwhile.
+
+use std::{collections::HashMap, io::Write, time::Duration};
+
+use anyhow::{Context as _, Result};
+use crashtrace_common::{Config, Stat};
+use tokio::io::unix::AsyncFd;
+
+use crate::{
+    analyze::Analyzer,
+    cli::Args,
+    events::{Capture, Event, decode},
+    kernel_btf,
+    loader::{Probes, explain},
+    perf::MappingStream,
+    procmaps::ProcessTable,
+    report::{CrashReport, text},
+    symbolize::Symbolizer,
+};
+
+/// Captures taken while a handler was installed wait this long for the process to die
+/// of the same signal; if it does not, the handler recovered and nothing is reported.
+const HANDLED_WAIT_NS: u64 = 10_000_000_000;
+/// Per-CPU buffer for mapping records: bursts of execs must fit between two drains.
+const MAPPING_RING_BYTES: usize = 4 << 20;
+
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+pub fn build_config(args: &Args) -> Result<Config> {
+    let btf = kernel_btf::load_vmlinux()?;
+    let mut cfg = Config::empty();
+    cfg.signal_mask = args.signals.0;
+    cfg.self_pid = std::process::id();
+    cfg.stack_bytes = args.stack_size;
+    cfg.pid_count = args.pids.len() as u32;
+    for (slot, pid) in cfg.pids.iter_mut().zip(&args.pids) {
+        *slot = *pid;
+    }
+    cfg.comm_count = args.comms.len() as u32;
+    for (slot, c) in cfg.comms.iter_mut().zip(&args.comms) {
+        *slot = c.to_pattern();
+    }
+    cfg.offsets = kernel_btf::kernel_offsets(&btf)?;
+    Ok(cfg)
+}
+
+struct Pipeline<W: Write> {
+    table: ProcessTable,
+    stream: MappingStream,
+    analyzer: Analyzer,
+    /// Captures taken under a handler, by thread id, waiting for a fatal re-raise.
+    handled: HashMap<u32, Capture>,
+    json: bool,
+    out: W,
+}
+
+impl<W: Write> Pipeline<W> {
+    fn on_record(&mut self, buf: &[u8]) {
+        match decode(buf) {
+            Ok(Event::Signal(c)) => self.on_signal(*c),
+            Err(e) => eprintln!("crashtrace: dropped an undecodable record: {e:#}"),
+        }
+    }
+
+    fn on_signal(&mut self, c: Capture) {
+        if !c.default_action {
+            // A handler will run: maybe it recovers, maybe it re-raises. Keep the
+            // original fault's context until we know.
+            self.handled.insert(c.tid, c);
+            return;
+        }
+        // The default action kills the process. Was this a handler's re-raise?
+        let original = self.take_original(&c);
+        // Mapping records written before the crash may still sit in the perf buffers.
+        self.stream.drain_into(&mut self.table);
+        let subject = original.as_ref().unwrap_or(&c);
+        let maps = self.table.mappings_at(subject.pid, subject.ktime_ns);
+        let report = self.analyzer.analyze(
+            subject,
+            original.as_ref().map(|_| &c),
+            &maps,
+            monotonic_ns(),
+        );
+        self.emit(&report);
+    }
+
+    fn take_original(&mut self, fatal: &Capture) -> Option<Capture> {
+        // Handlers re-raise from the faulting thread (raise, tgkill) or to the process.
+        let same_thread = self
+            .handled
+            .get(&fatal.tid)
+            .is_some_and(|o| o.signo == fatal.signo);
+        let key = if same_thread {
+            Some(fatal.tid)
+        } else {
+            self.handled
+                .iter()
+                .find(|(_, o)| o.pid == fatal.pid && o.signo == fatal.signo)
+                .map(|(k, _)| *k)
+        }?;
+        let o = self.handled.remove(&key)?;
+        (fatal.si_code <= 0 && fatal.ktime_ns.saturating_sub(o.ktime_ns) < HANDLED_WAIT_NS)
+            .then_some(o)
+    }
+
+    fn emit(&mut self, report: &CrashReport) {
+        let text = if self.json {
+            report.to_json_line() + "\n"
+        } else {
+            text::render(report) + "\n"
+        };
+        // A closed stdout (crashtrace | head) ends the run; anything else is reported.
+        if let Err(e) = self
+            .out
+            .write_all(text.as_bytes())
+            .and_then(|_| self.out.flush())
+        {
+            eprintln!("crashtrace: cannot write the report: {e}");
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }
+
+    fn tick(&mut self) {
+        self.stream.drain_into(&mut self.table);
+        let now = monotonic_ns();
+        self.table.expire(now);
+        self.handled
+            .retain(|_, c| now.saturating_sub(c.ktime_ns) < HANDLED_WAIT_NS);
+    }
+}
+
+/// Runs until SIGINT/SIGTERM. Reports go to `out`; status lines to stderr.
+pub async fn run<W: Write>(args: Args, out: W) -> Result<()> {
+    let config = build_config(&args)?;
+    // The mapping stream starts before the /proc scan so nothing falls between the two.
+    let mut stream = MappingStream::open(MAPPING_RING_BYTES)
+        .map_err(|e| explain(e, "opening the kernel's mapping records (perf_event_open)"))?;
+    let mut table = ProcessTable::new();
+    table.scan_proc();
+    stream.drain_into(&mut table);
+    let (probes, events) = Probes::load(&config, args.ring_buffer_size)?;
+    // SAFETY: the ring buffer owns its fd and the AsyncFd owns the ring buffer until the end.
+    let mut ring = unsafe { AsyncFd::register(events) }.context("registering the ring buffer")?;
+
+    let mut pipeline = Pipeline {
+        table,
+        stream,
+        analyzer: Analyzer::new(Symbolizer::new(&args.debug_dirs)),
+        handled: HashMap::new(),
+        json: args.json,
+        out,
+    };
+    eprintln!(
+        "crashtrace: attached; watching {} for {} ({} processes known). Ctrl-C to stop.",
+        describe_filters(&args),
+        args.signals.names().join(" "),
+        pipeline.table.process_count()
+    );
+
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stats_tick = tokio::time::interval(Duration::from_secs(1));
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut lost_reported = (0u64, 0u64);
+    loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard?;
+                let rb = guard.get_inner_mut();
+                while let Some(item) = rb.next() {
+                    pipeline.on_record(&item);
+                }
+                guard.clear_ready();
+            }
+            _ = tick.tick() => pipeline.tick(),
+            _ = stats_tick.tick() => {
+                let ring_full = probes.stat(Stat::RingFull);
+                if ring_full > lost_reported.0 {
+                    eprintln!(
+                        "crashtrace: {} captures lost because the ring buffer was full \
+                         ({} in total; raise --ring-buffer-size)",
+                        ring_full - lost_reported.0, ring_full
+                    );
+                }
+                let maps_lost = pipeline.stream.lost;
+                if maps_lost > lost_reported.1 {
+                    eprintln!(
+                        "crashtrace: {} mapping records lost ({} in total): frames of processes \
+                         started then may be unnamed",
+                        maps_lost - lost_reported.1, maps_lost
+                    );
+                }
+                lost_reported = (ring_full, maps_lost);
+            }
+            _ = tokio::signal::ctrl_c() => break,
+            _ = sigterm.recv() => break,
+        }
+    }
+    eprintln!(
+        "crashtrace: detached; {} signals matched, {} captured, {} lost (ring buffer full)",
+        probes.stat(Stat::Matched),
+        probes.stat(Stat::Captured),
+        probes.stat(Stat::RingFull)
+    );
+    Ok(())
+}
+
+fn describe_filters(args: &Args) -> String {
+    let mut parts = Vec::new();
+    if !args.pids.is_empty() {
+        let pids: Vec<String> = args.pids.iter().map(|p| p.to_string()).collect();
+        parts.push(format!("pid {}", pids.join(",")));
+    }
+    if !args.comms.is_empty() {
+        let names: Vec<String> = args
+            .comms
+            .iter()
+            .map(|c| {
+                if c.exact {
+                    format!("={}", c.name)
+                } else {
+                    format!("{}*", c.name)
+                }
+            })
+            .collect();
+        parts.push(format!("processes named {}", names.join(",")));
+    }
+    if parts.is_empty() {
+        "all processes".into()
+    } else {
+        parts.join(" and ")
+    }
+}

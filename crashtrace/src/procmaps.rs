@@ -1,0 +1,283 @@
+//! What each address of each process belonged to, kept from before the crash.
+//!
+//! A crashed process is gone before user space sees its record (its /proc/PID/maps is
+//! usually empty by then), so the executable mappings of every process are tracked as
+//! they are made: seeded from /proc at start, then kept current from the kernel's
+//! mmap/fork/exec/exit records (see `perf.rs`).
+
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    sync::Arc,
+};
+
+/// One executable mapping of a process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    pub start: u64,
+    pub end: u64,
+    /// File offset of `start`, in bytes.
+    pub offset: u64,
+    pub dev_major: u32,
+    pub dev_minor: u32,
+    pub inode: u64,
+    /// The path as the kernel printed it: a file path, `[vdso]`, `//anon`, ...
+    pub path: Arc<str>,
+}
+
+impl Mapping {
+    pub fn contains(&self, addr: u64) -> bool {
+        self.start <= addr && addr < self.end
+    }
+    pub fn file_offset(&self, addr: u64) -> u64 {
+        addr - self.start + self.offset
+    }
+    /// Backed by a regular file (as opposed to anonymous memory or a kernel image).
+    pub fn is_file(&self) -> bool {
+        self.path.starts_with('/') && self.inode != 0
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+struct Process {
+    maps: BTreeMap<u64, Mapping>,
+    /// CLOCK_MONOTONIC ns of the fork/exec that created this image; 0 if seen at start.
+    since_ns: u64,
+    exited_ns: Option<u64>,
+}
+
+/// How long an exited process's mappings are kept for reports still in flight.
+const KEEP_EXITED_NS: u64 = 30_000_000_000;
+
+#[derive(Default)]
+pub struct ProcessTable {
+    live: HashMap<u32, Process>,
+    /// Processes whose pid was reused while their mappings might still be needed.
+    replaced: VecDeque<(u32, Process)>,
+}
+
+impl ProcessTable {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn process_count(&self) -> usize {
+        self.live.len()
+    }
+
+    pub fn on_mmap(&mut self, pid: u32, m: Mapping) {
+        let p = self.live.entry(pid).or_default();
+        // A new mapping replaces whatever it overlaps (munmap is not reported).
+        let overlapping: Vec<u64> = p
+            .maps
+            .range(..m.end)
+            .rev()
+            .take_while(|(_, old)| old.end > m.start)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in overlapping {
+            p.maps.remove(&k);
+        }
+        p.maps.insert(m.start, m);
+    }
+
+    /// A new process (not a new thread) forked from `parent`: it starts with a copy of
+    /// the parent's mappings.
+    pub fn on_fork(&mut self, pid: u32, parent: u32, time_ns: u64) {
+        let maps = self
+            .live
+            .get(&parent)
+            .map(|p| p.maps.clone())
+            .unwrap_or_default();
+        self.replace(
+            pid,
+            Process {
+                maps,
+                since_ns: time_ns,
+                exited_ns: None,
+            },
+        );
+    }
+
+    /// `execve` replaced the image: the mappings that follow are the new program's.
+    pub fn on_exec(&mut self, pid: u32, time_ns: u64) {
+        self.replace(
+            pid,
+            Process {
+                maps: BTreeMap::new(),
+                since_ns: time_ns,
+                exited_ns: None,
+            },
+        );
+    }
+
+    pub fn on_exit(&mut self, pid: u32, time_ns: u64) {
+        if let Some(p) = self.live.get_mut(&pid) {
+            p.exited_ns = Some(time_ns);
+        }
+    }
+
+    fn replace(&mut self, pid: u32, new: Process) {
+        if let Some(old) = self.live.insert(pid, new)
+            && !old.maps.is_empty()
+        {
+            self.replaced.push_back((pid, old));
+        }
+    }
+
+    /// The mappings process `pid` had at `time_ns` (CLOCK_MONOTONIC).
+    pub fn mappings_at(&self, pid: u32, time_ns: u64) -> Vec<Mapping> {
+        if let Some(p) = self.live.get(&pid)
+            && p.since_ns <= time_ns
+        {
+            return p.maps.values().cloned().collect();
+        }
+        // The pid was reused, or the image replaced, after the event: look further back.
+        self.replaced
+            .iter()
+            .rev()
+            .find(|(p, proc_)| *p == pid && proc_.since_ns <= time_ns)
+            .map(|(_, p)| p.maps.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Forgets processes that exited (or were replaced) long enough ago.
+    pub fn expire(&mut self, now_ns: u64) {
+        self.live.retain(|_, p| match p.exited_ns {
+            Some(t) => now_ns.saturating_sub(t) < KEEP_EXITED_NS,
+            None => true,
+        });
+        while let Some((_, p)) = self.replaced.front() {
+            let done = p.exited_ns.unwrap_or(p.since_ns);
+            if now_ns.saturating_sub(done) < KEEP_EXITED_NS && self.replaced.len() < 4096 {
+                break;
+            }
+            self.replaced.pop_front();
+        }
+    }
+
+    /// Seeds the table from /proc for processes that started before crashtrace.
+    pub fn scan_proc(&mut self) {
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            // A process may exit mid-scan: then it simply has nothing to add.
+            let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+                continue;
+            };
+            for m in parse_proc_maps(&text) {
+                self.on_mmap(pid, m);
+            }
+        }
+    }
+}
+
+/// Parses the executable mappings of a /proc/PID/maps text.
+pub fn parse_proc_maps(text: &str) -> Vec<Mapping> {
+    text.lines().filter_map(parse_maps_line).collect()
+}
+
+fn parse_maps_line(line: &str) -> Option<Mapping> {
+    // 7f1c2a000000-7f1c2a022000 r-xp 00028000 fd:01 1054   /usr/lib/x86_64-linux-gnu/libc.so.6
+    let mut it = line.splitn(6, ' ');
+    let range = it.next()?;
+    let perms = it.next()?;
+    let offset = it.next()?;
+    let dev = it.next()?;
+    let inode = it.next()?;
+    let path = it.next().unwrap_or("").trim_start();
+    if perms.as_bytes().get(2) != Some(&b'x') {
+        return None;
+    }
+    let (start, end) = range.split_once('-')?;
+    let (major, minor) = dev.split_once(':')?;
+    Some(Mapping {
+        start: u64::from_str_radix(start, 16).ok()?,
+        end: u64::from_str_radix(end, 16).ok()?,
+        offset: u64::from_str_radix(offset, 16).ok()?,
+        dev_major: u32::from_str_radix(major, 16).ok()?,
+        dev_minor: u32::from_str_radix(minor, 16).ok()?,
+        inode: inode.parse().ok()?,
+        path: Arc::from(if path.is_empty() { "//anon" } else { path }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(start: u64, end: u64, path: &str) -> Mapping {
+        Mapping {
+            start,
+            end,
+            offset: 0,
+            dev_major: 8,
+            dev_minor: 1,
+            inode: 42,
+            path: path.into(),
+        }
+    }
+
+    #[test]
+    fn parses_proc_maps() {
+        let text = "\
+55d0c0000000-55d0c0001000 r--p 00000000 fd:01 131 /usr/bin/victim
+55d0c0001000-55d0c0002000 r-xp 00001000 fd:01 131 /usr/bin/victim
+7f00aa000000-7f00aa100000 r-xp 00028000 fd:01 1054                       /usr/lib/lib with space.so
+7ffc1e5f0000-7ffc1e5f2000 r-xp 00000000 00:00 0                          [vdso]
+7f00bb000000-7f00bb001000 rwxp 00000000 00:00 0 
+";
+        let maps = parse_proc_maps(text);
+        assert_eq!(maps.len(), 4);
+        assert_eq!(maps[0].start, 0x55d0c0001000);
+        assert_eq!(maps[0].offset, 0x1000);
+        assert_eq!(
+            (maps[0].dev_major, maps[0].dev_minor, maps[0].inode),
+            (0xfd, 1, 131)
+        );
+        assert_eq!(&*maps[1].path, "/usr/lib/lib with space.so");
+        assert_eq!(maps[1].file_offset(0x7f00aa000010), 0x28010);
+        assert!(maps[1].is_file());
+        assert_eq!(&*maps[2].path, "[vdso]");
+        assert!(!maps[2].is_file());
+        assert_eq!(&*maps[3].path, "//anon");
+    }
+
+    #[test]
+    fn fork_exec_exit_and_reuse() {
+        let mut t = ProcessTable::new();
+        t.on_mmap(1, m(0x1000, 0x2000, "/bin/parent"));
+        t.on_fork(2, 1, 100);
+        assert_eq!(t.mappings_at(2, 150).len(), 1);
+        t.on_exec(2, 200);
+        t.on_mmap(2, m(0x5000, 0x6000, "/bin/child"));
+        assert_eq!(&*t.mappings_at(2, 250)[0].path, "/bin/child");
+        // Before the exec, the child still ran the parent's image.
+        assert_eq!(&*t.mappings_at(2, 150)[0].path, "/bin/parent");
+        t.on_exit(2, 300);
+        // Reused pid: the old process's mappings stay reachable by time.
+        t.on_fork(2, 1, 400);
+        assert_eq!(&*t.mappings_at(2, 250)[0].path, "/bin/child");
+        assert_eq!(&*t.mappings_at(2, 450)[0].path, "/bin/parent");
+        t.expire(300 + KEEP_EXITED_NS + 1);
+        assert_eq!(t.mappings_at(2, 250).len(), 0);
+    }
+
+    #[test]
+    fn new_mapping_replaces_overlaps() {
+        let mut t = ProcessTable::new();
+        t.on_mmap(1, m(0x1000, 0x3000, "/a"));
+        t.on_mmap(1, m(0x4000, 0x5000, "/c"));
+        t.on_mmap(1, m(0x2000, 0x4000, "/b"));
+        let maps = t.mappings_at(1, 0);
+        let names: Vec<&str> = maps.iter().map(|m| &*m.path).collect();
+        assert_eq!(names, ["/b", "/c"]);
+    }
+}

@@ -1,0 +1,130 @@
+//! The report: one value per crash, rendered as text or as a JSON line. Both renderings
+//! come from this model, so they never disagree.
+
+pub mod text;
+
+use serde::Serialize;
+
+use crate::symbolize::Location;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CrashReport {
+    /// Wall-clock time of the report, RFC 3339.
+    pub time: String,
+    pub pid: u32,
+    pub tid: u32,
+    pub process_name: String,
+    pub thread_name: String,
+    pub signal: SignalReport,
+    /// A handler was installed and re-raised the signal: the stack is the original fault's.
+    pub handler: Option<HandlerReport>,
+    pub registers: Option<Registers>,
+    pub frames: Vec<Frame>,
+    pub unwind: UnwindReport,
+    /// From the signal reaching the thread (kernel clock) to this report, in milliseconds.
+    pub latency_ms: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SignalReport {
+    pub number: i32,
+    pub name: String,
+    pub code: i32,
+    pub code_name: Option<String>,
+    pub code_description: Option<String>,
+    pub fault_address: Option<u64>,
+    /// Sender of a signal sent with kill/tgkill/sigqueue.
+    pub sender_pid: Option<u32>,
+    pub sender_uid: Option<u32>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct HandlerReport {
+    pub address: u64,
+    /// How the signal came back once the handler had run (e.g. SI_TKILL from raise()).
+    pub reraised_with: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Registers {
+    pub rip: u64,
+    pub rsp: u64,
+    pub rbp: u64,
+    pub rax: u64,
+    pub rbx: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub r8: u64,
+    pub r9: u64,
+    pub r10: u64,
+    pub r11: u64,
+    pub r12: u64,
+    pub r13: u64,
+    pub r14: u64,
+    pub r15: u64,
+    pub eflags: u64,
+}
+
+impl From<&crashtrace_common::UserRegs> for Registers {
+    fn from(r: &crashtrace_common::UserRegs) -> Self {
+        Self {
+            rip: r.rip,
+            rsp: r.rsp,
+            rbp: r.rbp,
+            rax: r.rax,
+            rbx: r.rbx,
+            rcx: r.rcx,
+            rdx: r.rdx,
+            rsi: r.rsi,
+            rdi: r.rdi,
+            r8: r.r8,
+            r9: r.r9,
+            r10: r.r10,
+            r11: r.r11,
+            r12: r.r12,
+            r13: r.r13,
+            r14: r.r14,
+            r15: r.r15,
+            eflags: r.eflags,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Frame {
+    pub index: usize,
+    pub address: u64,
+    /// The file the address belongs to (`[vdso]`, `//anon` for memory without a file).
+    pub module: Option<String>,
+    /// Offset of the looked-up address within the module file.
+    pub module_offset: Option<u64>,
+    pub build_id: Option<String>,
+    pub function: Option<String>,
+    pub function_offset: Option<u64>,
+    pub location: Option<Location>,
+    pub inlined: Vec<InlinedFrame>,
+    /// Why the frame has no name, where it has none.
+    pub unnamed_reason: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct InlinedFrame {
+    pub function: String,
+    pub call_location: Option<Location>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct UnwindReport {
+    pub method: &'static str,
+    pub stack_bytes: usize,
+    pub stack_truncated: bool,
+    pub stop_reason: String,
+}
+
+impl CrashReport {
+    pub fn to_json_line(&self) -> String {
+        serde_json::to_string(self).expect("report serializes")
+    }
+}

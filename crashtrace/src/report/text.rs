@@ -1,0 +1,132 @@
+//! The human-readable report: gdb's `bt` layout, with the fault on top.
+
+use std::fmt::Write as _;
+
+use super::CrashReport;
+use crate::symbolize::Location;
+
+fn loc(l: &Location) -> String {
+    match (l.line, l.column) {
+        (Some(line), Some(col)) if col > 0 => format!("{}:{line}:{col}", l.file),
+        (Some(line), _) => format!("{}:{line}", l.file),
+        _ => l.file.clone(),
+    }
+}
+
+pub fn render(r: &CrashReport) -> String {
+    let mut s = String::new();
+    let sig = &r.signal;
+    let _ = writeln!(
+        s,
+        "=== crashtrace: {} in process {} ({}), thread {} ({}) ===",
+        sig.name, r.pid, r.process_name, r.tid, r.thread_name
+    );
+    let _ = write!(s, "signal:   {} ({})", sig.name, sig.number);
+    match (&sig.code_name, &sig.code_description) {
+        (Some(n), Some(d)) => {
+            let _ = write!(s, ", {n}: {d}");
+        }
+        _ => {
+            let _ = write!(s, ", si_code {}", sig.code);
+        }
+    }
+    s.push('\n');
+    if let Some(a) = sig.fault_address {
+        let _ = writeln!(s, "fault:    address 0x{a:x}");
+    }
+    if let Some(p) = sig.sender_pid {
+        let _ = writeln!(s, "sender:   pid {p}, uid {}", sig.sender_uid.unwrap_or(0));
+    }
+    if let Some(h) = &r.handler {
+        let _ = writeln!(
+            s,
+            "handler:  0x{:x} ran and re-raised the signal{}; the stack below is the original fault's",
+            h.address,
+            h.reraised_with
+                .as_deref()
+                .map(|w| format!(" ({w})"))
+                .unwrap_or_default()
+        );
+    }
+    let _ = writeln!(
+        s,
+        "time:     {} (reported {:.1} ms after the signal)",
+        r.time, r.latency_ms
+    );
+    if let Some(g) = &r.registers {
+        let _ = writeln!(
+            s,
+            "registers:\n  rip 0x{:016x}  rsp 0x{:016x}  rbp 0x{:016x}  eflags 0x{:x}\n  rax 0x{:016x}  rbx 0x{:016x}  rcx 0x{:016x}  rdx 0x{:016x}\n  rsi 0x{:016x}  rdi 0x{:016x}  r8  0x{:016x}  r9  0x{:016x}\n  r10 0x{:016x}  r11 0x{:016x}  r12 0x{:016x}  r13 0x{:016x}\n  r14 0x{:016x}  r15 0x{:016x}",
+            g.rip,
+            g.rsp,
+            g.rbp,
+            g.eflags,
+            g.rax,
+            g.rbx,
+            g.rcx,
+            g.rdx,
+            g.rsi,
+            g.rdi,
+            g.r8,
+            g.r9,
+            g.r10,
+            g.r11,
+            g.r12,
+            g.r13,
+            g.r14,
+            g.r15
+        );
+    }
+    let _ = writeln!(
+        s,
+        "backtrace of thread {} ({} frames; {} over {} bytes of stack{}):",
+        r.tid,
+        r.frames.len(),
+        r.unwind.method,
+        r.unwind.stack_bytes,
+        if r.unwind.stack_truncated {
+            ", copy truncated"
+        } else {
+            ""
+        }
+    );
+    for f in &r.frames {
+        let module = f
+            .module
+            .as_deref()
+            .map(crate::modules::short_name)
+            .unwrap_or("??");
+        let _ = write!(s, "#{:<3} 0x{:016x} in ", f.index, f.address);
+        match &f.function {
+            Some(func) => {
+                let _ = write!(
+                    s,
+                    "{func}+0x{:x} ({module})",
+                    f.function_offset.unwrap_or(0)
+                );
+            }
+            None => {
+                let _ = write!(s, "{module}+0x{:x}", f.module_offset.unwrap_or(f.address));
+                if let Some(b) = &f.build_id {
+                    let _ = write!(s, " [build-id {b}]");
+                }
+                if let Some(why) = &f.unnamed_reason {
+                    let _ = write!(s, " ({why})");
+                }
+            }
+        }
+        if let Some(l) = &f.location {
+            let _ = write!(s, " at {}", loc(l));
+        }
+        s.push('\n');
+        for i in &f.inlined {
+            let _ = write!(s, "       inlined {}", i.function);
+            if let Some(l) = &i.call_location {
+                let _ = write!(s, " (called at {})", loc(l));
+            }
+            s.push('\n');
+        }
+    }
+    let _ = writeln!(s, "unwinding: {}", r.unwind.stop_reason);
+    s
+}
