@@ -1,1 +1,322 @@
+//! Harness for the root integration tests: runs the real crashtrace binary (real eBPF,
+//! real kernel), runs victims that really crash, and matches reports to victims by pid.
 
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, Command, Stdio},
+    sync::{Arc, Condvar, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// How long any single wait may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// Tests that load eBPF run one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+pub fn victim(name: &str) -> PathBuf {
+    Path::new(env!("VICTIMS_DIR")).join(name)
+}
+
+pub fn victims_dir() -> PathBuf {
+    PathBuf::from(env!("VICTIMS_DIR"))
+}
+
+pub fn source(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("victims")
+        .join(name)
+}
+
+/// The crashtrace binary under test: CRASHTRACE_BIN, else the workspace's release build.
+pub fn crashtrace_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("CRASHTRACE_BIN") {
+        return p.into();
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/crashtrace");
+    assert!(
+        p.exists(),
+        "{} is missing: run the suite with `cargo xtask test` (it builds crashtrace first)",
+        p.display()
+    );
+    p
+}
+
+pub fn require_root() {
+    // SAFETY: no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "these tests load eBPF programs: run them as root (`sudo cargo xtask test`)"
+    );
+}
+
+#[derive(Default)]
+struct Output {
+    reports: Vec<Value>,
+    text: String,
+    stderr: Vec<String>,
+    exited: bool,
+}
+
+/// A running crashtrace. Dropping it stops it (SIGINT, then SIGKILL) and reaps it.
+pub struct Crashtrace {
+    child: Child,
+    out: Arc<(Mutex<Output>, Condvar)>,
+    _serial: MutexGuard<'static, ()>,
+}
+
+impl Crashtrace {
+    /// Starts crashtrace with `args` (plus `--json` unless `text` is set) and waits for
+    /// its "attached" line.
+    pub fn start(args: &[&str]) -> Self {
+        Self::start_mode(args, true)
+    }
+
+    pub fn start_text(args: &[&str]) -> Self {
+        Self::start_mode(args, false)
+    }
+
+    fn start_mode(args: &[&str], json: bool) -> Self {
+        require_root();
+        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cmd = Command::new(crashtrace_bin());
+        if json {
+            cmd.arg("--json");
+        }
+        let mut child = cmd
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting crashtrace");
+        let out = Arc::new((Mutex::new(Output::default()), Condvar::new()));
+        let stdout = child.stdout.take().unwrap();
+        let o = out.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let (lock, cv) = &*o;
+                let mut g = lock.lock().unwrap();
+                if json {
+                    let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
+                        panic!("crashtrace printed a non-JSON line {line:?}: {e}")
+                    });
+                    g.reports.push(v);
+                } else {
+                    g.text.push_str(&line);
+                    g.text.push('\n');
+                }
+                cv.notify_all();
+            }
+            let (lock, cv) = &*o;
+            lock.lock().unwrap().exited = true;
+            cv.notify_all();
+        });
+        let stderr = child.stderr.take().unwrap();
+        let o = out.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("[crashtrace] {line}");
+                let (lock, cv) = &*o;
+                lock.lock().unwrap().stderr.push(line);
+                cv.notify_all();
+            }
+        });
+        let ct = Self {
+            child,
+            out,
+            _serial: serial,
+        };
+        ct.wait_for(
+            |o| o.stderr.iter().any(|l| l.contains("attached")) || o.exited,
+            "the attached line",
+        );
+        let g = ct.out.0.lock().unwrap();
+        assert!(
+            g.stderr.iter().any(|l| l.contains("attached")),
+            "crashtrace did not attach: {:?}",
+            g.stderr
+        );
+        drop(g);
+        ct
+    }
+
+    fn wait_for(&self, mut done: impl FnMut(&Output) -> bool, what: &str) {
+        let (lock, cv) = &*self.out;
+        let deadline = Instant::now() + WAIT;
+        let mut g = lock.lock().unwrap();
+        while !done(&g) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "timed out after {WAIT:?} waiting for {what}; stderr: {:?}",
+                g.stderr
+            );
+            g = cv.wait_timeout(g, left).unwrap().0;
+        }
+    }
+
+    /// The JSON report for process `pid`; fails the test after `WAIT`.
+    pub fn report_for(&self, pid: u32) -> Value {
+        self.wait_for(
+            |o| o.reports.iter().any(|r| r["pid"] == pid) || o.exited,
+            &format!("a report for pid {pid}"),
+        );
+        let g = self.out.0.lock().unwrap();
+        g.reports
+            .iter()
+            .find(|r| r["pid"] == pid)
+            .cloned()
+            .unwrap_or_else(|| panic!("crashtrace exited without reporting pid {pid}"))
+    }
+
+    /// All JSON reports for `pid` seen so far.
+    pub fn reports_for(&self, pid: u32) -> Vec<Value> {
+        let g = self.out.0.lock().unwrap();
+        g.reports
+            .iter()
+            .filter(|r| r["pid"] == pid)
+            .cloned()
+            .collect()
+    }
+
+    /// Text output seen so far, waiting until it mentions `needle`.
+    pub fn text_containing(&self, needle: &str) -> String {
+        self.wait_for(|o| o.text.contains(needle) || o.exited, needle);
+        self.out.0.lock().unwrap().text.clone()
+    }
+}
+
+impl Drop for Crashtrace {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A victim process; killed and reaped on drop if still alive.
+pub struct Victim {
+    pub child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+impl Victim {
+    pub fn spawn(cmd: &mut Command) -> Self {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+        let stdin = child.stdin.take();
+        Self { child, stdin }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the victim's "ready" line.
+    pub fn wait_ready(&mut self) {
+        let stdout = self.child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(WAIT).expect("victim never said ready");
+        assert_eq!(line.trim(), "ready");
+    }
+
+    /// Tells a waiting victim to crash now.
+    pub fn trigger(&mut self) {
+        self.stdin
+            .take()
+            .expect("stdin")
+            .write_all(b"x")
+            .expect("trigger");
+    }
+
+    /// Waits for exit (bounded) and returns the terminating signal.
+    pub fn wait_signal(&mut self) -> Option<i32> {
+        use std::os::unix::process::ExitStatusExt as _;
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(st) = self.child.try_wait().expect("wait") {
+                return st.signal();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "victim {} did not exit",
+                self.pid()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Victim {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Function names of a report's frames, in order (None where a frame has no name).
+pub fn function_names(report: &Value) -> Vec<String> {
+    report["frames"]
+        .as_array()
+        .expect("frames")
+        .iter()
+        .map(|f| f["function"].as_str().unwrap_or("??").to_string())
+        .collect()
+}
+
+/// Asserts that `expected` appear in `names` in this order (others may sit between).
+/// An entry `a|b` accepts either name (exported alias or the debug file's internal name).
+#[track_caller]
+pub fn assert_in_order(names: &[String], expected: &[&str]) {
+    let mut it = names.iter();
+    for want in expected {
+        assert!(
+            it.any(|n| want.split('|').any(|w| n == w)),
+            "expected {expected:?} in this order among the frames, missing {want:?} after the previous ones; frames: {names:#?}"
+        );
+    }
+}
+
+/// Runs `cmd` to a crash under an attached crashtrace and returns its report.
+pub fn crash_and_report(ct: &Crashtrace, cmd: &mut Command, expect_signal: i32) -> Value {
+    let mut v = Victim::spawn(cmd);
+    let pid = v.pid();
+    assert_eq!(
+        v.wait_signal(),
+        Some(expect_signal),
+        "victim did not die of signal {expect_signal}"
+    );
+    let r = ct.report_for(pid);
+    eprintln!(
+        "pid {pid}: {} frames, reported {:.2} ms after the signal",
+        r["frames"].as_array().map_or(0, |f| f.len()),
+        r["latency_ms"].as_f64().unwrap_or(-1.0)
+    );
+    r
+}

@@ -1,0 +1,20 @@
+/* Loads a library with dlopen right before crashing in it: its mapping exists only
+ * for the last moments of the process. Usage: use_dlopen PATH_TO_LIBRARY */
+#include <dlfcn.h>
+#include <stdio.h>
+
+int main(int argc, char **argv) {
+    if (argc < 2)
+        return 2;
+    void *h = dlopen(argv[1], RTLD_NOW);
+    if (!h) {
+        fprintf(stderr, "dlopen: %s\n", dlerror());
+        return 2;
+    }
+    void (*entry)(void) = (void (*)(void))dlsym(h, "dl_entry");
+    if (!entry)
+        return 2;
+    entry();
+    __asm__ volatile("" ::: "memory");
+    return 0;
+}
