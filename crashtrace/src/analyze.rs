@@ -168,7 +168,7 @@ impl Analyzer {
                                 let f = &mut frames[*i];
                                 // Report the offset from the real address, not the lookup one.
                                 f.function_offset =
-                                    Some(s.offset + (raw[*i].address - raw[*i].lookup));
+                                    s.offset.map(|o| o + (raw[*i].address - raw[*i].lookup));
                                 f.function = Some(s.function);
                                 f.location = s.location;
                                 f.inlined = s

@@ -18,8 +18,8 @@ pub struct Location {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SymInfo {
     pub function: String,
-    /// Offset of the address from the start of the function.
-    pub offset: u64,
+    /// Offset of the address from the start of the function, where it is known.
+    pub offset: Option<u64>,
     pub location: Option<Location>,
     /// Functions inlined at this address, outermost first, each with the call's location.
     pub inlined: Vec<(String, Option<Location>)>,
@@ -57,16 +57,20 @@ impl Symbolizer {
         Ok(syms
             .into_iter()
             .map(|s| match s {
-                Symbolized::Sym(sym) => Some(SymInfo {
-                    function: sym.name.to_string(),
-                    offset: sym.offset as u64,
-                    location: sym.code_info.as_deref().map(location),
-                    inlined: sym
-                        .inlined
-                        .iter()
-                        .map(|i| (i.name.to_string(), i.code_info.as_ref().map(location)))
-                        .collect(),
-                }),
+                Symbolized::Sym(sym) => {
+                    Some(SymInfo {
+                        function: sym.name.to_string(),
+                        // A function split into several ranges (hot/cold) comes back from
+                        // DWARF with address 0 and no size: its offset would be meaningless.
+                        offset: (sym.addr != 0 || sym.size.is_some()).then_some(sym.offset as u64),
+                        location: sym.code_info.as_deref().map(location),
+                        inlined: sym
+                            .inlined
+                            .iter()
+                            .map(|i| (i.name.to_string(), i.code_info.as_ref().map(location)))
+                            .collect(),
+                    })
+                }
                 Symbolized::Unknown(_) => None,
             })
             .collect())

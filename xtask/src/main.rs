@@ -1,1 +1,257 @@
-fn main() {}
+//! Project tasks: `cargo xtask setup | build | run | test`.
+//!
+//! `setup` installs whatever is missing on a Debian 12 machine (idempotent, and fast
+//! when everything is present); `run` and `test` call it first.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+    time::Instant,
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install missing prerequisites: Debian packages, rust-src for nightly, bpf-linker.
+    Setup,
+    /// Build crashtrace (release).
+    Build,
+    /// Set up, build, and run crashtrace as root with the given arguments.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, build, and run every test: unit tests and the root integration tests.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+/// Debian packages: bpf-linker's build needs LLVM 22; the test victims need gcc/g++ and
+/// libc's debug file (to name libc-internal frames); python3 for the Python victims.
+const APT_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+    "gcc",
+    "g++",
+    "libc6-dbg",
+    "python3",
+];
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.task {
+        Task::Setup => setup(),
+        Task::Build => setup().and_then(|_| build()),
+        Task::Run { args } => setup().and_then(|_| build()).and_then(|_| run(&args)),
+        Task::Test { args } => setup().and_then(|_| build()).and_then(|_| test(&args)),
+    };
+    match r {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn is_root() -> bool {
+    // `id -u` avoids a libc dependency for one call.
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn step(what: &str, status: &str) {
+    eprintln!("setup: {what:<34} {status}");
+}
+
+fn status(cmd: &mut Command) -> Result<()> {
+    let st = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !st.success() {
+        bail!("{cmd:?} failed ({st})");
+    }
+    Ok(())
+}
+
+fn setup() -> Result<ExitCode> {
+    let t = Instant::now();
+    // 1. Debian packages.
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !dpkg_installed(p))
+        .collect();
+    if missing.is_empty() {
+        step("Debian packages", "present");
+    } else {
+        step(
+            "Debian packages",
+            &format!("installing {}", missing.join(" ")),
+        );
+        if !is_root() {
+            bail!("installing Debian packages needs root: run `sudo cargo xtask setup`");
+        }
+        status(Command::new("apt-get").args(["update", "-qq"]))?;
+        status(
+            Command::new("apt-get")
+                .args(["install", "-y", "-qq", "--no-install-recommends"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+    }
+    // 2. The nightly toolchain with rust-src (the eBPF crate builds core from source).
+    let toolchains = output(Command::new("rustup").args(["toolchain", "list"]))
+        .context("rustup is required (the eBPF programs build with a nightly toolchain)")?;
+    if !toolchains.lines().any(|l| l.starts_with("nightly")) {
+        step("nightly toolchain", "installing");
+        status(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
+        ]))?;
+    } else {
+        step("nightly toolchain", "present");
+    }
+    let comps = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))?;
+    if comps.lines().any(|l| l.starts_with("rust-src")) {
+        step("rust-src (nightly)", "present");
+    } else {
+        step("rust-src (nightly)", "installing");
+        status(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
+    }
+    // 3. bpf-linker, built against Debian's LLVM 22 (no prebuilt download is reachable).
+    if Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        step("bpf-linker", "present");
+    } else {
+        step("bpf-linker", "building against LLVM 22 (about a minute)");
+        let path = format!(
+            "{LLVM_PREFIX}/bin:{}",
+            std::env::var("PATH").unwrap_or_default()
+        );
+        status(
+            Command::new("cargo")
+                .args([
+                    "install",
+                    "--locked",
+                    "bpf-linker",
+                    "--no-default-features",
+                    "--features",
+                    "llvm-22",
+                ])
+                .env("PATH", path)
+                .env("LLVM_PREFIX", LLVM_PREFIX)
+                .env("LLVM_SYS_221_PREFIX", LLVM_PREFIX),
+        )?;
+    }
+    step("done", &format!("in {:.1}s", t.elapsed().as_secs_f64()));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn dpkg_installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let o = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !o.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+fn build() -> Result<ExitCode> {
+    status(Command::new("cargo").current_dir(root()).args([
+        "build",
+        "--release",
+        "--package",
+        "crashtrace",
+    ]))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn binary() -> PathBuf {
+    root().join("target/release/crashtrace")
+}
+
+fn run(args: &[String]) -> Result<ExitCode> {
+    let mut cmd = if is_root() {
+        Command::new(binary())
+    } else {
+        eprintln!("xtask: crashtrace needs root; running it with sudo");
+        let mut c = Command::new("sudo");
+        c.arg(binary());
+        c
+    };
+    let st = cmd.args(args).status().context("running crashtrace")?;
+    Ok(ExitCode::from(st.code().unwrap_or(1) as u8))
+}
+
+fn test(args: &[String]) -> Result<ExitCode> {
+    if !is_root() {
+        bail!(
+            "the integration tests load eBPF programs and crash real processes: run \
+             `sudo cargo xtask test` (or as root)"
+        );
+    }
+    let st = Command::new("cargo")
+        .current_dir(root())
+        // default-members: every crate but the eBPF one, which only builds for BPF.
+        .args(["test"])
+        .args(args)
+        .env("CRASHTRACE_BIN", binary())
+        .status()
+        .context("running cargo test")?;
+    Ok(if st.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
