@@ -14,6 +14,8 @@ pub const MAX_STACK_CHUNKS: usize = MAX_STACK_BYTES / STACK_CHUNK;
 /// Default copy budget: enough for deep C++/CPython stacks, small enough for bursts.
 pub const DEFAULT_STACK_BYTES: u32 = 64 * 1024;
 pub const TASK_COMM_LEN: usize = 16;
+/// Bytes kept of the executable's file name (a dentry name; longer names are cut).
+pub const EXE_NAME_LEN: usize = 64;
 /// How many `--comm` patterns and `--pid`s the kernel-side filter holds.
 pub const MAX_COMM_FILTERS: usize = 8;
 pub const MAX_PID_FILTERS: usize = 8;
@@ -117,6 +119,12 @@ pub struct SignalCapture {
     /// The thread's name and the process's name (its thread-group leader's).
     pub thread_comm: [u8; TASK_COMM_LEN],
     pub process_comm: [u8; TASK_COMM_LEN],
+    /// Base name of the process's executable (`mm->exe_file`), NUL-terminated.
+    pub exe_name: [u8; EXE_NAME_LEN],
+    /// The parent process (`real_parent`): its process id and name.
+    pub parent_pid: u32,
+    pub _pad2: u32,
+    pub parent_comm: [u8; TASK_COMM_LEN],
     pub regs: UserRegs,
     /// User address of `stack[0]`; `stack_len` bytes of `stack` are valid.
     pub stack_start: u64,
@@ -143,6 +151,14 @@ pub struct CommPattern {
 pub struct KernelOffsets {
     pub task_group_leader: u32,
     pub task_comm: u32,
+    pub task_real_parent: u32,
+    pub task_tgid: u32,
+    pub task_mm: u32,
+    pub mm_exe_file: u32,
+    /// `file.f_path.dentry`
+    pub file_dentry: u32,
+    /// `dentry.d_name.name`
+    pub dentry_name: u32,
 }
 
 /// Load-time configuration of the eBPF programs, set as one global.
@@ -179,6 +195,12 @@ impl Config {
             offsets: KernelOffsets {
                 task_group_leader: 0,
                 task_comm: 0,
+                task_real_parent: 0,
+                task_tgid: 0,
+                task_mm: 0,
+                mm_exe_file: 0,
+                file_dentry: 0,
+                dentry_name: 0,
             },
         }
     }

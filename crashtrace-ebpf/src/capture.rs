@@ -5,15 +5,16 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
         generated::{
-            bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_probe_read_user, bpf_task_pt_regs,
+            bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_probe_read_kernel_str,
+            bpf_probe_read_user, bpf_task_pt_regs,
         },
     },
     programs::BtfTracePointContext,
 };
 use crashtrace_common::{
     CAPTURE_HAS_SIGINFO, CAPTURE_NO_REGS, CAPTURE_SP_PAGE_SKIPPED, CAPTURE_STACK_TRUNCATED,
-    HANDLER_CUSTOM, HANDLER_DEFAULT, MAX_STACK_CHUNKS, RecordHeader, RecordKind, STACK_CHUNK,
-    SignalCapture, Stat, TASK_COMM_LEN, UserRegs,
+    EXE_NAME_LEN, HANDLER_CUSTOM, HANDLER_DEFAULT, MAX_STACK_CHUNKS, RecordHeader, RecordKind,
+    STACK_CHUNK, SignalCapture, Stat, TASK_COMM_LEN, UserRegs,
 };
 
 use crate::{
@@ -37,7 +38,9 @@ pub fn on_signal_deliver(ctx: &BtfTracePointContext) {
     // SAFETY: helper without arguments; returns the current task (BTF pointer).
     let task = unsafe { bpf_get_current_task_btf() };
     let process_comm = process_comm(task as u64);
-    if !comm_wanted(&process_comm) {
+    let mut exe_name = [0u8; EXE_NAME_LEN];
+    read_exe_name(task as u64, &mut exe_name);
+    if !comm_wanted(&process_comm, &exe_name) {
         return;
     }
     let ka: u64 = ctx.arg(2);
@@ -76,6 +79,21 @@ pub fn on_signal_deliver(ctx: &BtfTracePointContext) {
         (*rec)._pad1 = 0;
         (*rec).thread_comm = bpf_get_current_comm().unwrap_or([0; TASK_COMM_LEN]);
         (*rec).process_comm = process_comm;
+        (*rec).exe_name = exe_name;
+        (*rec)._pad2 = 0;
+        let parent =
+            read_kernel::<u64>(task as u64 + config!(offsets.task_real_parent) as u64).unwrap_or(0);
+        (*rec).parent_pid = if parent != 0 {
+            read_kernel::<u32>(parent + config!(offsets.task_tgid) as u64).unwrap_or(0)
+        } else {
+            0
+        };
+        (*rec).parent_comm = if parent != 0 {
+            read_kernel::<[u8; TASK_COMM_LEN]>(parent + config!(offsets.task_comm) as u64)
+                .unwrap_or([0; TASK_COMM_LEN])
+        } else {
+            [0; TASK_COMM_LEN]
+        };
 
         let mut flags = 0;
         // info is SEND_SIG_NOINFO (0) or SEND_SIG_PRIV (1) when there is no siginfo.
@@ -171,6 +189,37 @@ fn process_comm(task: u64) -> [u8; TASK_COMM_LEN] {
         read_kernel::<u64>(task + config!(offsets.task_group_leader) as u64).unwrap_or(task);
     read_kernel::<[u8; TASK_COMM_LEN]>(leader + config!(offsets.task_comm) as u64)
         .unwrap_or([0; TASK_COMM_LEN])
+}
+
+/// Base name of the executable: `task->mm->exe_file->f_path.dentry->d_name.name`.
+/// Left empty for tasks without an mm (kernel threads, late in exit).
+fn read_exe_name(task: u64, out: &mut [u8; EXE_NAME_LEN]) {
+    let Some(mm) = read_kernel::<u64>(task + config!(offsets.task_mm) as u64) else {
+        return;
+    };
+    if mm == 0 {
+        return;
+    }
+    let Some(file) = read_kernel::<u64>(mm + config!(offsets.mm_exe_file) as u64) else {
+        return;
+    };
+    if file == 0 {
+        return;
+    }
+    let Some(dentry) = read_kernel::<u64>(file + config!(offsets.file_dentry) as u64) else {
+        return;
+    };
+    let Some(name) = read_kernel::<u64>(dentry + config!(offsets.dentry_name) as u64) else {
+        return;
+    };
+    // SAFETY: bounded copy into `out`; the helper NUL-terminates.
+    unsafe {
+        bpf_probe_read_kernel_str(
+            out.as_mut_ptr() as *mut c_void,
+            EXE_NAME_LEN as u32,
+            name as *const c_void,
+        )
+    };
 }
 
 fn read_kernel<T>(addr: u64) -> Option<T> {

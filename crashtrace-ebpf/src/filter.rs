@@ -1,14 +1,17 @@
 //! In-kernel filters, applied before anything is copied.
 
-use crashtrace_common::{MAX_COMM_FILTERS, MAX_PID_FILTERS, TASK_COMM_LEN};
+use crashtrace_common::{EXE_NAME_LEN, MAX_COMM_FILTERS, MAX_PID_FILTERS, TASK_COMM_LEN};
 
 /// Reads a field of the `CONFIG` global. Volatile so the compiler cannot fold the
 /// compiled-in defaults: the loader rewrites them.
 macro_rules! config {
-    ($($field:tt)+) => {
+    ($($field:tt)+) => {{
         // SAFETY: CONFIG is a plain static; the loader only writes it before load.
-        unsafe { ::core::ptr::read_volatile(::core::ptr::addr_of!($crate::CONFIG.$($field)+)) }
-    };
+        // (Also used inside unsafe blocks, where this one is redundant.)
+        #[allow(unused_unsafe)]
+        let v = unsafe { ::core::ptr::read_volatile(::core::ptr::addr_of!($crate::CONFIG.$($field)+)) };
+        v
+    }};
 }
 pub(crate) use config;
 
@@ -38,8 +41,9 @@ pub fn pid_wanted(pid: u32) -> bool {
     false
 }
 
-/// `--comm`: the process name matches one pattern, by prefix or exactly.
-pub fn comm_wanted(name: &[u8; TASK_COMM_LEN]) -> bool {
+/// `--comm`: the process name or the executable's base name matches one pattern, by
+/// prefix or exactly. (A renamed process, like a PyTorch worker, keeps its executable.)
+pub fn comm_wanted(name: &[u8; TASK_COMM_LEN], exe: &[u8; EXE_NAME_LEN]) -> bool {
     let n = config!(comm_count);
     if n == 0 {
         return true;
@@ -48,16 +52,16 @@ pub fn comm_wanted(name: &[u8; TASK_COMM_LEN]) -> bool {
         if i as u32 >= n {
             break;
         }
-        if comm_matches(i, name) {
+        if comm_matches(i, name) || comm_matches(i, exe) {
             return true;
         }
     }
     false
 }
 
-fn comm_matches(i: usize, name: &[u8; TASK_COMM_LEN]) -> bool {
+fn comm_matches<const N: usize>(i: usize, name: &[u8; N]) -> bool {
     let len = config!(comms[i].len) as usize;
-    for (j, &c) in name.iter().enumerate() {
+    for (j, &c) in name.iter().take(TASK_COMM_LEN).enumerate() {
         if j >= len {
             break;
         }

@@ -41,7 +41,7 @@ impl Analyzer {
         c: &Capture,
         reraise: Option<&Capture>,
         mappings: &[Mapping],
-        now_ktime_ns: u64,
+        executable: Option<&str>,
     ) -> CrashReport {
         let loaded: Vec<LoadedMapping> = mappings
             .iter()
@@ -69,13 +69,17 @@ impl Analyzer {
             reraised_with: decode_si_code(fatal.signo, fatal.si_code)
                 .map(|d| format!("{} {}", signal_name(fatal.signo), d.name)),
         });
-        let ktime = reraise.map_or(c.ktime_ns, |f| f.ktime_ns);
         CrashReport {
             time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
             pid: c.pid,
             tid: c.tid,
             process_name: c.process_name.clone(),
             thread_name: c.thread_name.clone(),
+            executable: executable
+                .map(str::to_string)
+                .or_else(|| (!c.exe_name.is_empty()).then(|| c.exe_name.clone())),
+            parent_pid: c.parent_pid,
+            parent_name: c.parent_name.clone(),
             signal,
             handler,
             registers: c.regs.as_ref().map(Registers::from),
@@ -86,7 +90,8 @@ impl Analyzer {
                 stack_truncated: c.stack_truncated,
                 stop_reason: unwound.stop,
             },
-            latency_ms: now_ktime_ns.saturating_sub(ktime) as f64 / 1e6,
+            // Set by the caller when the report is written.
+            latency_ms: 0.0,
         }
     }
 

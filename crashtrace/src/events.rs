@@ -28,6 +28,10 @@ pub struct Capture {
     pub handler: u64,
     pub thread_name: String,
     pub process_name: String,
+    /// Base name of the executable, as the kernel knows it.
+    pub exe_name: String,
+    pub parent_pid: u32,
+    pub parent_name: String,
     pub regs: Option<UserRegs>,
     pub stack_start: u64,
     pub stack: Bytes,
@@ -86,6 +90,9 @@ fn decode_signal(buf: &[u8]) -> Result<Capture> {
         handler: r.handler,
         thread_name: comm_to_string(&r.thread_comm),
         process_name: comm_to_string(&r.process_comm),
+        exe_name: c_string(&r.exe_name),
+        parent_pid: r.parent_pid,
+        parent_name: comm_to_string(&r.parent_comm),
         regs: (r.flags & CAPTURE_NO_REGS == 0).then_some(r.regs),
         stack_start: r.stack_start,
         stack: Bytes::copy_from_slice(&buf[fixed..fixed + len]),
@@ -95,6 +102,10 @@ fn decode_signal(buf: &[u8]) -> Result<Capture> {
 }
 
 pub fn comm_to_string(c: &[u8; TASK_COMM_LEN]) -> String {
+    c_string(c)
+}
+
+fn c_string(c: &[u8]) -> String {
     let end = c.iter().position(|&b| b == 0).unwrap_or(c.len());
     String::from_utf8_lossy(&c[..end]).into_owned()
 }
@@ -121,6 +132,9 @@ pub(crate) mod tests {
         rec.flags = CAPTURE_HAS_SIGINFO;
         rec.thread_comm[..6].copy_from_slice(b"worker");
         rec.process_comm[..7].copy_from_slice(b"python3");
+        rec.exe_name[..10].copy_from_slice(b"python3.11");
+        rec.parent_pid = 9;
+        rec.parent_comm[..4].copy_from_slice(b"bash");
         rec.regs.rip = 0x401000;
         rec.regs.rsp = 0x7ffd_0000_1010;
         rec.stack_start = 0x7ffd_0000_1000;
@@ -148,6 +162,8 @@ pub(crate) mod tests {
         assert_eq!(c.handler, 0x5555_0000);
         assert_eq!(c.thread_name, "worker");
         assert_eq!(c.process_name, "python3");
+        assert_eq!(c.exe_name, "python3.11");
+        assert_eq!((c.parent_pid, c.parent_name.as_str()), (9, "bash"));
         assert_eq!(c.regs.unwrap().rip, 0x401000);
         assert_eq!(c.stack_start, 0x7ffd_0000_1000);
         assert_eq!(&c.stack[..], &stack[..]);

@@ -23,6 +23,12 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets> {
     Ok(KernelOffsets {
         task_group_leader: member_offset(btf, "task_struct", "group_leader")?,
         task_comm: member_offset(btf, "task_struct", "comm")?,
+        task_real_parent: member_offset(btf, "task_struct", "real_parent")?,
+        task_tgid: member_offset(btf, "task_struct", "tgid")?,
+        task_mm: member_offset(btf, "task_struct", "mm")?,
+        mm_exe_file: member_offset(btf, "mm_struct", "exe_file")?,
+        file_dentry: member_offset(btf, "file", "f_path.dentry")?,
+        dentry_name: member_offset(btf, "dentry", "d_name.name")?,
     })
 }
 

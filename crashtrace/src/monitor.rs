@@ -84,12 +84,15 @@ impl<W: Write> Pipeline<W> {
         self.stream.drain_into(&mut self.table);
         let subject = original.as_ref().unwrap_or(&c);
         let maps = self.table.mappings_at(subject.pid, subject.ktime_ns);
-        let report = self.analyzer.analyze(
+        let exe = self.table.exe_at(subject.pid, subject.ktime_ns);
+        let mut report = self.analyzer.analyze(
             subject,
             original.as_ref().map(|_| &c),
             &maps,
-            monotonic_ns(),
+            exe.as_deref(),
         );
+        // From the fatal signal reaching the thread to the report leaving crashtrace.
+        report.latency_ms = monotonic_ns().saturating_sub(c.ktime_ns) as f64 / 1e6;
         self.emit(&report);
     }
 

@@ -40,6 +40,9 @@ impl Mapping {
 #[derive(Clone, Debug, Default)]
 struct Process {
     maps: BTreeMap<u64, Mapping>,
+    /// The executable's path: the first file mapped after exec (the kernel maps the
+    /// program before its interpreter), or /proc/PID/exe for processes seen at start.
+    exe: Option<Arc<str>>,
     /// CLOCK_MONOTONIC ns of the fork/exec that created this image; 0 if seen at start.
     since_ns: u64,
     exited_ns: Option<u64>,
@@ -66,6 +69,9 @@ impl ProcessTable {
 
     pub fn on_mmap(&mut self, pid: u32, m: Mapping) {
         let p = self.live.entry(pid).or_default();
+        if p.exe.is_none() && m.is_file() {
+            p.exe = Some(m.path.clone());
+        }
         // A new mapping replaces whatever it overlaps (munmap is not reported).
         let overlapping: Vec<u64> = p
             .maps
@@ -83,15 +89,16 @@ impl ProcessTable {
     /// A new process (not a new thread) forked from `parent`: it starts with a copy of
     /// the parent's mappings.
     pub fn on_fork(&mut self, pid: u32, parent: u32, time_ns: u64) {
-        let maps = self
+        let (maps, exe) = self
             .live
             .get(&parent)
-            .map(|p| p.maps.clone())
+            .map(|p| (p.maps.clone(), p.exe.clone()))
             .unwrap_or_default();
         self.replace(
             pid,
             Process {
                 maps,
+                exe,
                 since_ns: time_ns,
                 exited_ns: None,
             },
@@ -104,6 +111,7 @@ impl ProcessTable {
             pid,
             Process {
                 maps: BTreeMap::new(),
+                exe: None,
                 since_ns: time_ns,
                 exited_ns: None,
             },
@@ -124,20 +132,30 @@ impl ProcessTable {
         }
     }
 
-    /// The mappings process `pid` had at `time_ns` (CLOCK_MONOTONIC).
-    pub fn mappings_at(&self, pid: u32, time_ns: u64) -> Vec<Mapping> {
+    fn process_at(&self, pid: u32, time_ns: u64) -> Option<&Process> {
         if let Some(p) = self.live.get(&pid)
             && p.since_ns <= time_ns
         {
-            return p.maps.values().cloned().collect();
+            return Some(p);
         }
         // The pid was reused, or the image replaced, after the event: look further back.
         self.replaced
             .iter()
             .rev()
             .find(|(p, proc_)| *p == pid && proc_.since_ns <= time_ns)
-            .map(|(_, p)| p.maps.values().cloned().collect())
+            .map(|(_, p)| p)
+    }
+
+    /// The mappings process `pid` had at `time_ns` (CLOCK_MONOTONIC).
+    pub fn mappings_at(&self, pid: u32, time_ns: u64) -> Vec<Mapping> {
+        self.process_at(pid, time_ns)
+            .map(|p| p.maps.values().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// The executable process `pid` ran at `time_ns`.
+    pub fn exe_at(&self, pid: u32, time_ns: u64) -> Option<Arc<str>> {
+        self.process_at(pid, time_ns).and_then(|p| p.exe.clone())
     }
 
     /// Forgets processes that exited (or were replaced) long enough ago.
@@ -172,6 +190,10 @@ impl ProcessTable {
             let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
                 continue;
             };
+            if let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) {
+                self.live.entry(pid).or_default().exe =
+                    Some(Arc::from(exe.to_string_lossy().as_ref()));
+            }
             for m in parse_proc_maps(&text) {
                 self.on_mmap(pid, m);
             }
@@ -256,8 +278,11 @@ mod tests {
         t.on_mmap(1, m(0x1000, 0x2000, "/bin/parent"));
         t.on_fork(2, 1, 100);
         assert_eq!(t.mappings_at(2, 150).len(), 1);
+        assert_eq!(t.exe_at(2, 150).as_deref(), Some("/bin/parent"));
         t.on_exec(2, 200);
         t.on_mmap(2, m(0x5000, 0x6000, "/bin/child"));
+        t.on_mmap(2, m(0x7000, 0x8000, "/lib/ld.so"));
+        assert_eq!(t.exe_at(2, 250).as_deref(), Some("/bin/child"));
         assert_eq!(&*t.mappings_at(2, 250)[0].path, "/bin/child");
         // Before the exec, the child still ran the parent's image.
         assert_eq!(&*t.mappings_at(2, 150)[0].path, "/bin/parent");

@@ -66,6 +66,9 @@ fn record(cflags: &[&str], tag: &str) -> Snapshot {
             handler: 0,
             thread_name: "self_snapshot".into(),
             process_name: "self_snapshot".into(),
+            exe_name: "self_snapshot".into(),
+            parent_pid: 0,
+            parent_name: String::new(),
             regs: Some(regs),
             stack_start: base,
             stack,
@@ -84,7 +87,7 @@ fn names(s: &Snapshot, stack_limit: Option<usize>) -> (Vec<String>, String) {
         c.stack = c.stack.slice(..n.min(c.stack.len()));
     }
     let mut a = Analyzer::new(Symbolizer::new(&[]));
-    let r = a.analyze(&c, None, &parse_proc_maps(&s.maps), 0);
+    let r = a.analyze(&c, None, &parse_proc_maps(&s.maps), None);
     (
         r.frames
             .iter()

@@ -4,8 +4,9 @@
 //! when everything is present); `run` and `test` call it first.
 
 use std::{
+    io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
-    process::{Command, ExitCode},
+    process::{Command, ExitCode, Stdio},
     time::Instant,
 };
 
@@ -241,17 +242,39 @@ fn test(args: &[String]) -> Result<ExitCode> {
              `sudo cargo xtask test` (or as root)"
         );
     }
-    let st = Command::new("cargo")
+    // default-members: every crate but the eBPF one, which only builds for BPF.
+    // Doc tests are left out: the crates have no examples in their docs.
+    let mut child = Command::new("cargo")
         .current_dir(root())
-        // default-members: every crate but the eBPF one, which only builds for BPF.
-        .args(["test"])
+        .args(["test", "--lib", "--bins", "--tests"])
         .args(args)
         .env("CRASHTRACE_BIN", binary())
-        .status()
+        .stdout(Stdio::piped())
+        .spawn()
         .context("running cargo test")?;
-    Ok(if st.success() {
+    // Pass the output through, adding up the per-binary results for one closing line.
+    let (mut passed, mut failed) = (0u64, 0u64);
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            passed += count_before(rest, " passed");
+            failed += count_before(rest, " failed");
+        }
+    }
+    let st = child.wait()?;
+    println!("tests: {passed} passed, {failed} failed");
+    Ok(if st.success() && failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// In `ok. 14 passed; 0 failed; ...`, the number before `word`.
+fn count_before(s: &str, word: &str) -> u64 {
+    s.find(word)
+        .and_then(|i| s[..i].rsplit([' ', '.', ';']).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }

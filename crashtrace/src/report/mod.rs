@@ -15,6 +15,10 @@ pub struct CrashReport {
     pub tid: u32,
     pub process_name: String,
     pub thread_name: String,
+    /// The executable's path where known, else its base name from the kernel.
+    pub executable: Option<String>,
+    pub parent_pid: u32,
+    pub parent_name: String,
     pub signal: SignalReport,
     /// A handler was installed and re-raised the signal: the stack is the original fault's.
     pub handler: Option<HandlerReport>,

@@ -21,6 +21,15 @@ pub fn render(r: &CrashReport) -> String {
         "=== crashtrace: {} in process {} ({}), thread {} ({}) ===",
         sig.name, r.pid, r.process_name, r.tid, r.thread_name
     );
+    let _ = writeln!(
+        s,
+        "process:  {} ({}), executable {}, parent {} ({})",
+        r.pid,
+        r.process_name,
+        r.executable.as_deref().unwrap_or("unknown"),
+        r.parent_pid,
+        r.parent_name
+    );
     let _ = write!(s, "signal:   {} ({})", sig.name, sig.number);
     match (&sig.code_name, &sig.code_description) {
         (Some(n), Some(d)) => {
