@@ -37,6 +37,11 @@ fn main() {
         o("crash_nofp"),
     );
     gcc(
+        &["-O2", "-g", "-fomit-frame-pointer"],
+        s("handlers.c"),
+        o("handlers"),
+    );
+    gcc(
         &["-O2", "-g", "-fomit-frame-pointer", "-fPIC", "-shared"],
         s("shlib.c"),
         o("libvictim.so"),

@@ -13,17 +13,22 @@ use crate::signals::{DEFAULT_SIGNALS, parse_signal, signal_name};
 const EXAMPLES: &str = "\
 EXAMPLES:
     crashtrace                        # report every crash on the machine
-    crashtrace --comm python          # processes named python, python3, python3.11, ...
+    crashtrace --comm python          # python, python3, python3.11, and renamed
+                                      # processes running them (pt_data_worker, ...)
     crashtrace --comm =python3        # exactly python3, not python3.11
+    crashtrace -n python -n java      # either
     crashtrace -p 4242 --json         # one process, one JSON object per line
     crashtrace --signals SEGV,ABRT    # only segmentation faults and aborts
 
 PROCESS AND THREAD NAMES:
-    --comm matches the process name: the name (comm) of the process's main thread, as
-    in /proc/PID/comm and ps. A crash in any thread counts for its process, whatever
-    that thread is called (threads renamed with pthread_setname_np or PR_SET_NAME are
-    still attributed to their process). Matching happens in the kernel, before anything
-    is copied. Names are at most 15 bytes, as the kernel keeps them.
+    --comm NAME matches a process when its name or its executable's file name starts
+    with NAME (`=NAME`: equals NAME). The process name is its main thread's comm, as in
+    /proc/PID/comm and ps; the executable's name is the base name of /proc/PID/exe. So
+    `--comm python` catches `python3.11 train.py`, and also a PyTorch DataLoader worker
+    that renamed itself pt_data_worker but still runs python3.11. A crash in any thread
+    counts for its process, whatever that thread is called (pthread_setname_np,
+    PR_SET_NAME). Matching happens in the kernel, before anything is copied. Only the
+    first 15 bytes of a name are compared, as the kernel keeps process names.
 
 Needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN) and a kernel with BTF.";
 
@@ -39,8 +44,8 @@ pub struct Args {
     #[arg(short = 'p', long = "pid", value_name = "PID")]
     pub pids: Vec<u32>,
 
-    /// Only processes whose name starts with NAME; `=NAME` for an exact match
-    /// (repeatable, up to 8; see PROCESS AND THREAD NAMES).
+    /// Only processes whose name or executable's name starts with NAME; `=NAME` for an
+    /// exact match (repeatable, up to 8; see PROCESS AND THREAD NAMES).
     #[arg(short = 'n', long = "comm", value_name = "NAME", value_parser = parse_comm)]
     pub comms: Vec<CommFilter>,
 

@@ -1,0 +1,165 @@
+//! Crashes that go through a signal handler, renamed processes, and workers: the cases
+//! where `--comm python` and one-report-per-crash are easy to get wrong.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    process::Command,
+};
+
+use crashtrace_tests::{
+    Crashtrace, Victim, assert_in_order, crash_and_report, function_names, source, victim,
+};
+
+const SIGSEGV: i32 = libc::SIGSEGV;
+
+/// Crashes a victim that is certainly reported, and returns once its report is in: every
+/// record from crashes before it has been handled by then.
+fn sentinel(ct: &Crashtrace) {
+    crash_and_report(ct, &mut Command::new(victim("crash_nofp")), SIGSEGV);
+}
+
+#[test]
+fn handler_that_reraises_is_reported_once_with_the_original_fault() {
+    let ct = Crashtrace::start(&[]);
+    let r = crash_and_report(
+        &ct,
+        Command::new(victim("handlers")).arg("reraise"),
+        SIGSEGV,
+    );
+    let names = function_names(&r);
+    // The original fault's frame is on top, not the handler's raise().
+    assert_eq!(names[0], "crash_segv", "{names:#?}");
+    assert_in_order(&names, &["crash_segv", "level2", "level1", "main"]);
+    assert_eq!(r["signal"]["code_name"], "SEGV_MAPERR");
+    assert_eq!(r["signal"]["fault_address"], 0);
+    assert!(
+        r["handler"]["address"].as_u64().unwrap() != 0,
+        "{}",
+        r["handler"]
+    );
+    assert_eq!(r["handler"]["reraised_with"], "SIGSEGV SI_TKILL");
+    let pid = r["pid"].as_u64().unwrap() as u32;
+    sentinel(&ct);
+    assert_eq!(ct.reports_for(pid).len(), 1, "reported more than once");
+}
+
+#[test]
+fn handler_that_recovers_is_not_a_crash() {
+    let ct = Crashtrace::start(&[]);
+    let mut v = Victim::spawn(Command::new(victim("handlers")).arg("recover"));
+    let st = v.child.wait().unwrap();
+    assert!(st.success(), "the recovering victim should exit 0: {st}");
+    sentinel(&ct);
+    assert!(
+        ct.reports_for(v.pid()).is_empty(),
+        "a recovered SIGSEGV was reported as a crash"
+    );
+}
+
+#[test]
+fn python_faulthandler_reraise_is_reported_once() {
+    let ct = Crashtrace::start(&["--comm", "python"]);
+    let r = crash_and_report(
+        &ct,
+        Command::new("python3").args([
+            "-X",
+            "faulthandler",
+            "-c",
+            "import ctypes; ctypes.string_at(0)",
+        ]),
+        SIGSEGV,
+    );
+    let names = function_names(&r);
+    assert!(names[0].starts_with("__strlen"), "{names:#?}");
+    assert_in_order(&names, &["string_at", "_PyEval_EvalFrameDefault"]);
+    assert!(
+        r["handler"].is_object(),
+        "faulthandler's re-raise not recognised: {r}"
+    );
+    let pid = r["pid"].as_u64().unwrap() as u32;
+    crash_and_report(
+        &ct,
+        Command::new("python3").args(["-c", "import ctypes; ctypes.string_at(0)"]),
+        SIGSEGV,
+    );
+    assert_eq!(ct.reports_for(pid).len(), 1);
+}
+
+#[test]
+fn renamed_python_process_is_caught_by_its_executable() {
+    let ct = Crashtrace::start(&["--comm", "python"]);
+    let r = crash_and_report(
+        &ct,
+        Command::new("python3").arg(source("py_rename.py")),
+        SIGSEGV,
+    );
+    assert_eq!(r["process_name"], "pt_data_worker");
+    assert_eq!(r["thread_name"], "pt_data_worker");
+    let exe = r["executable"].as_str().unwrap();
+    assert!(
+        exe.rsplit('/').next().unwrap().starts_with("python3"),
+        "{exe}"
+    );
+    assert_in_order(
+        &function_names(&r),
+        &["string_at", "_PyEval_EvalFrameDefault"],
+    );
+}
+
+#[test]
+fn other_programs_are_not_caught_by_comm_python() {
+    let ct = Crashtrace::start(&["--comm", "python"]);
+    let mut c = Victim::spawn(&mut Command::new(victim("crash_nofp")));
+    assert_eq!(c.wait_signal(), Some(SIGSEGV));
+    crash_and_report(
+        &ct,
+        Command::new("python3").args(["-c", "import ctypes; ctypes.string_at(0)"]),
+        SIGSEGV,
+    );
+    assert!(
+        ct.reports_for(c.pid()).is_empty(),
+        "crash_nofp reported under --comm python"
+    );
+}
+
+fn multiprocessing_worker(method: &str) {
+    let ct = Crashtrace::start(&["--comm", "python"]);
+    let mut parent = Victim::spawn(
+        Command::new("python3")
+            .arg(source("py_mp_worker.py"))
+            .arg(method),
+    );
+    let stdout = parent.child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let worker: u32 = lines
+        .next()
+        .expect("worker pid")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let r = ct.report_for(worker);
+    assert_eq!(
+        lines.next().expect("exit line").unwrap().trim(),
+        "exitcode -11"
+    );
+    assert_eq!(r["parent_pid"], parent.pid(), "{r}");
+    assert!(
+        r["parent_name"].as_str().unwrap().starts_with("python"),
+        "{r}"
+    );
+    let names = function_names(&r);
+    assert!(names[0].starts_with("__strlen"), "{names:#?}");
+    assert_in_order(&names, &["string_at", "_PyEval_EvalFrameDefault"]);
+    let _ = parent.child.wait();
+}
+
+#[test]
+fn multiprocessing_fork_worker_names_its_parent() {
+    multiprocessing_worker("fork");
+}
+
+#[test]
+fn multiprocessing_spawn_worker_names_its_parent() {
+    multiprocessing_worker("spawn");
+}

@@ -1,0 +1,43 @@
+/* Processes that handle SIGSEGV themselves.
+ * Usage: handlers reraise   - the handler resets SIGSEGV to SIG_DFL and raises it again
+ *                             (what PyTorch workers, faulthandler and crash reporters do)
+ *        handlers recover   - the handler siglongjmps out, three times, then exit(0)
+ *                             (what JVMs and other runtimes with implicit null checks do) */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#define KEEP __attribute__((noinline, noclone))
+#define BARRIER() __asm__ volatile("" ::: "memory")
+
+static sigjmp_buf env;
+
+KEEP void crash_segv(volatile int *p) { *p = 42; BARRIER(); }
+KEEP void level2(volatile int *p) { crash_segv(p); BARRIER(); }
+KEEP void level1(volatile int *p) { level2(p); BARRIER(); }
+
+static void reraise(int sig) {
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static void recover(int sig) {
+    (void)sig;
+    siglongjmp(env, 1);
+}
+
+int main(int argc, char **argv) {
+    const char *mode = argc > 1 ? argv[1] : "reraise";
+    if (strcmp(mode, "recover") == 0) {
+        signal(SIGSEGV, recover);
+        for (int i = 0; i < 3; i++)
+            if (sigsetjmp(env, 1) == 0)
+                level1(NULL);
+        return 0;
+    }
+    signal(SIGSEGV, reraise);
+    level1(NULL);
+    return 0;
+}
