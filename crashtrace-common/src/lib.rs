@@ -13,6 +13,13 @@ pub const STACK_CHUNK: usize = 4096;
 pub const MAX_STACK_CHUNKS: usize = MAX_STACK_BYTES / STACK_CHUNK;
 /// Default copy budget: enough for deep C++/CPython stacks, small enough for bursts.
 pub const DEFAULT_STACK_BYTES: u32 = 64 * 1024;
+/// Stack bytes kept for each other thread of a crashing process: they are many, and
+/// their interesting frames (where they wait) sit near the top of their stacks.
+pub const THREAD_STACK_BYTES: usize = 32 * 1024;
+/// Threads of one crashing process captured at most; the rest are counted, not copied.
+pub const MAX_THREADS_PER_CRASH: u32 = 512;
+/// Bytes of code copied at the faulting instruction pointer, for disassembly.
+pub const CODE_BYTES: usize = 32;
 pub const TASK_COMM_LEN: usize = 16;
 /// Bytes kept of the executable's file name (a dentry name; longer names are cut).
 pub const EXE_NAME_LEN: usize = 64;
@@ -27,12 +34,18 @@ pub enum RecordKind {
     /// A signal from the configured set reached a thread (`signal_deliver`):
     /// registers and stack of that thread at that moment.
     SignalCapture = 1,
+    /// Another thread of a crashing process, stopped by the group exit.
+    ThreadCapture = 2,
+    /// A crashing process finished exiting: its status and resource use.
+    ProcessExit = 3,
 }
 
 impl RecordKind {
     pub fn from_u32(v: u32) -> Option<Self> {
         match v {
             1 => Some(Self::SignalCapture),
+            2 => Some(Self::ThreadCapture),
+            3 => Some(Self::ProcessExit),
             _ => None,
         }
     }
@@ -90,17 +103,18 @@ pub const HANDLER_CUSTOM: u32 = 2;
 pub const CAPTURE_HAS_SIGINFO: u32 = 1 << 0;
 /// The user registers could not be read.
 pub const CAPTURE_NO_REGS: u32 = 1 << 1;
+/// `code` holds the bytes at the instruction pointer.
+pub const CAPTURE_HAS_CODE: u32 = 1 << 4;
 /// The page holding `sp` was unreadable (e.g. `sp` is in the guard page after a stack
 /// overflow); the copy starts one page higher.
 pub const CAPTURE_SP_PAGE_SKIPPED: u32 = 1 << 2;
 /// The copy stopped because the budget ran out, not at the end of the stack mapping.
 pub const CAPTURE_STACK_TRUNCATED: u32 = 1 << 3;
 
-/// Everything taken in the receiving thread's own context when a signal of the
-/// configured set is delivered to it.
+/// Everything taken in a thread's own context when a signal reaches it, but the stack.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct SignalCapture {
+pub struct CaptureHead {
     pub header: RecordHeader,
     pub signo: u32,
     pub flags: u32,
@@ -126,11 +140,73 @@ pub struct SignalCapture {
     pub _pad2: u32,
     pub parent_comm: [u8; TASK_COMM_LEN],
     pub regs: UserRegs,
-    /// User address of `stack[0]`; `stack_len` bytes of `stack` are valid.
+    /// The bytes at `regs.rip` (valid when CAPTURE_HAS_CODE is set).
+    pub code: [u8; CODE_BYTES],
+    /// User address of `stack[0]`; `stack_len` bytes of the stack that follows are valid.
     pub stack_start: u64,
     pub stack_len: u32,
     pub _pad1: u32,
+}
+
+/// The thread that received a signal of the configured set (`signal_deliver`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SignalCapture {
+    pub head: CaptureHead,
     pub stack: [u8; MAX_STACK_BYTES],
+}
+
+/// Another thread of a crashing process, at its own group-exit `signal_deliver`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ThreadCapture {
+    pub head: CaptureHead,
+    pub stack: [u8; THREAD_STACK_BYTES],
+}
+
+/// Resource use, summed over a process's threads, as getrusage() would report it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub utime_ns: u64,
+    pub stime_ns: u64,
+    /// Precise scheduler runtime (utime/stime are tick samples scaled to this).
+    pub runtime_ns: u64,
+    pub min_flt: u64,
+    pub maj_flt: u64,
+    pub nvcsw: u64,
+    pub nivcsw: u64,
+}
+
+/// Per-process state kept in the kernel from the crash to the exit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CrashState {
+    /// Threads whose exit was seen after the crash add their usage here, on top of the
+    /// totals of the threads that were already gone at the crash.
+    pub usage: Usage,
+    pub threads_captured: u32,
+    /// Threads not copied: over MAX_THREADS_PER_CRASH, or the ring buffer was full.
+    pub threads_skipped: u32,
+    pub threads_lost: u32,
+    pub _pad: u32,
+}
+
+/// The exit of a crashing process (its last thread, at `sched_process_exit`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcessExit {
+    pub header: RecordHeader,
+    /// The wait status: terminating signal in the low 7 bits, 0x80 if a core was dumped.
+    pub exit_code: u32,
+    pub threads_captured: u32,
+    pub threads_skipped: u32,
+    pub threads_lost: u32,
+    /// The thread-group leader's start (CLOCK_MONOTONIC ns).
+    pub start_ns: u64,
+    /// Peak resident set size, in kilobytes.
+    pub maxrss_kb: u64,
+    pub usage: Usage,
 }
 
 /// One `--comm` pattern, matched in the kernel against the process's name.
@@ -154,11 +230,31 @@ pub struct KernelOffsets {
     pub task_real_parent: u32,
     pub task_tgid: u32,
     pub task_mm: u32,
+    pub task_signal: u32,
+    pub task_exit_code: u32,
+    pub task_start_time: u32,
+    pub task_utime: u32,
+    pub task_stime: u32,
+    pub task_runtime: u32,
+    pub task_min_flt: u32,
+    pub task_maj_flt: u32,
+    pub task_nvcsw: u32,
+    pub task_nivcsw: u32,
+    pub signal_live: u32,
+    pub signal_maxrss: u32,
+    pub signal_utime: u32,
+    pub signal_stime: u32,
+    pub signal_runtime: u32,
+    pub signal_min_flt: u32,
+    pub signal_maj_flt: u32,
+    pub signal_nvcsw: u32,
+    pub signal_nivcsw: u32,
     pub mm_exe_file: u32,
     /// `file.f_path.dentry`
     pub file_dentry: u32,
     /// `dentry.d_name.name`
     pub dentry_name: u32,
+    pub _pad: u32,
 }
 
 /// Load-time configuration of the eBPF programs, set as one global.
@@ -198,9 +294,29 @@ impl Config {
                 task_real_parent: 0,
                 task_tgid: 0,
                 task_mm: 0,
+                task_signal: 0,
+                task_exit_code: 0,
+                task_start_time: 0,
+                task_utime: 0,
+                task_stime: 0,
+                task_runtime: 0,
+                task_min_flt: 0,
+                task_maj_flt: 0,
+                task_nvcsw: 0,
+                task_nivcsw: 0,
+                signal_live: 0,
+                signal_maxrss: 0,
+                signal_utime: 0,
+                signal_stime: 0,
+                signal_runtime: 0,
+                signal_min_flt: 0,
+                signal_maj_flt: 0,
+                signal_nvcsw: 0,
+                signal_nivcsw: 0,
                 mm_exe_file: 0,
                 file_dentry: 0,
                 dentry_name: 0,
+                _pad: 0,
             },
         }
     }
@@ -218,8 +334,14 @@ pub enum Stat {
     RingFull = 2,
     /// Captures whose registers could not be read.
     RegsFailed = 3,
+    /// Other threads of crashing processes captured at the group exit.
+    ThreadsCaptured = 4,
+    /// Exit records lost because the ring buffer was full.
+    ExitsLost = 5,
+    /// Crashing processes not tracked to their exit (the state map was full).
+    StateFull = 6,
 }
-pub const STAT_COUNT: u32 = 4;
+pub const STAT_COUNT: u32 = 7;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -227,6 +349,8 @@ mod pod {
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::CommPattern {}
     unsafe impl aya::Pod for super::KernelOffsets {}
+    unsafe impl aya::Pod for super::CrashState {}
+    unsafe impl aya::Pod for super::Usage {}
 }
 
 #[cfg(test)]
@@ -241,8 +365,13 @@ mod tests {
         assert_eq!(offset_of!(UserRegs, rip), 16 * 8);
         assert_eq!(offset_of!(UserRegs, rsp), 19 * 8);
         let fixed = offset_of!(SignalCapture, stack);
+        assert_eq!(fixed, size_of::<CaptureHead>());
         assert_eq!(fixed % 8, 0);
         assert_eq!(size_of::<SignalCapture>(), fixed + MAX_STACK_BYTES);
+        assert_eq!(size_of::<ThreadCapture>(), fixed + THREAD_STACK_BYTES);
+        assert_eq!(size_of::<Usage>(), 7 * 8);
+        assert_eq!(size_of::<CrashState>(), 7 * 8 + 16);
+        assert_eq!(size_of::<ProcessExit>(), 24 + 16 + 16 + 7 * 8);
         assert_eq!(size_of::<CommPattern>(), 24);
         assert_eq!(
             size_of::<Config>(),

@@ -1,4 +1,6 @@
-//! The capture itself: one ring-buffer record per signal, filled in place.
+//! The captures: one ring-buffer record per thread, filled in place.
+
+use core::intrinsics::AtomicOrdering;
 
 use aya_ebpf::{
     cty::c_void,
@@ -12,34 +14,45 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use crashtrace_common::{
-    CAPTURE_HAS_SIGINFO, CAPTURE_NO_REGS, CAPTURE_SP_PAGE_SKIPPED, CAPTURE_STACK_TRUNCATED,
-    EXE_NAME_LEN, HANDLER_CUSTOM, HANDLER_DEFAULT, MAX_STACK_CHUNKS, RecordHeader, RecordKind,
-    STACK_CHUNK, SignalCapture, Stat, TASK_COMM_LEN, UserRegs,
+    CAPTURE_HAS_CODE, CAPTURE_HAS_SIGINFO, CAPTURE_NO_REGS, CAPTURE_SP_PAGE_SKIPPED,
+    CAPTURE_STACK_TRUNCATED, CODE_BYTES, CaptureHead, CrashState, EXE_NAME_LEN, HANDLER_CUSTOM,
+    HANDLER_DEFAULT, MAX_STACK_BYTES, MAX_THREADS_PER_CRASH, RecordHeader, RecordKind, STACK_CHUNK,
+    SignalCapture, Stat, TASK_COMM_LEN, THREAD_STACK_BYTES, ThreadCapture, UserRegs,
 };
 
 use crate::{
-    EVENTS, count,
+    CRASHED, EVENTS, count,
+    exit::usage_of_signal,
     filter::{comm_wanted, config, pid_wanted, signal_wanted},
 };
 
 const SIG_IGN: u64 = 1;
+const SIGKILL: i32 = 9;
+/// `info` values that are not pointers: SEND_SIG_NOINFO (0) and SEND_SIG_PRIV (1).
+const NOT_A_SIGINFO: u64 = 1;
 
 pub fn on_signal_deliver(ctx: &BtfTracePointContext) {
     let sig: i32 = ctx.arg(0);
-    if !signal_wanted(sig) {
-        return;
-    }
+    let info: u64 = ctx.arg(1);
     let pid_tgid = bpf_get_current_pid_tgid();
     let pid = (pid_tgid >> 32) as u32;
     let tid = pid_tgid as u32;
-    if !pid_wanted(pid) {
+    // The process is going down (core dump or group exit): each other thread gets SIGKILL.
+    // Only threads of a process that crashed are wanted; for the rest this is one lookup.
+    if sig == SIGKILL
+        && let Some(state) = CRASHED.get_ptr_mut(pid)
+    {
+        capture_sibling(ctx, state, pid, tid);
+        return;
+    }
+    if !signal_wanted(sig) || !pid_wanted(pid) {
         return;
     }
     // SAFETY: helper without arguments; returns the current task (BTF pointer).
-    let task = unsafe { bpf_get_current_task_btf() };
-    let process_comm = process_comm(task as u64);
+    let task = unsafe { bpf_get_current_task_btf() } as u64;
+    let process_comm = process_comm(task);
     let mut exe_name = [0u8; EXE_NAME_LEN];
-    read_exe_name(task as u64, &mut exe_name);
+    read_exe_name(task, &mut exe_name);
     if !comm_wanted(&process_comm, &exe_name) {
         return;
     }
@@ -51,92 +64,210 @@ pub fn on_signal_deliver(ctx: &BtfTracePointContext) {
         return;
     }
     count(Stat::Matched);
+    if disposition[0] == 0 {
+        // The default action ends the process: follow it to its exit. Usage of the
+        // threads already gone is in signal_struct now; later exits add their own.
+        let state = CrashState {
+            usage: usage_of_signal(task),
+            ..CrashState::default()
+        };
+        // BPF_NOEXIST: a second fatal signal must not reset the counts.
+        if CRASHED.insert(pid, state, 1).is_err() && CRASHED.get_ptr(pid).is_none() {
+            count(Stat::StateFull);
+        }
+    }
 
     let Some(mut entry) = EVENTS.reserve::<SignalCapture>(0) else {
         count(Stat::RingFull);
         return;
     };
     let rec = entry.as_mut_ptr();
-    // SAFETY: `rec` points at a reserved record of the right size; every field the
-    // reader looks at is written below before submit.
+    // SAFETY: `rec` points at a reserved record; fill_head and copy_stack write every
+    // field the reader looks at.
     unsafe {
-        (*rec).header = RecordHeader {
-            kind: RecordKind::SignalCapture as u32,
-            size: size_of::<SignalCapture>() as u32,
-            ktime_ns: bpf_ktime_get_ns(),
+        let head = &raw mut (*rec).head;
+        fill_head(
+            head,
+            RecordKind::SignalCapture,
+            size_of::<SignalCapture>(),
             pid,
             tid,
-        };
-        (*rec).signo = sig as u32;
-        (*rec).handler = disposition[0];
-        (*rec).sa_flags = disposition[1];
-        (*rec).handler_kind = if disposition[0] == 0 {
-            HANDLER_DEFAULT
-        } else {
-            HANDLER_CUSTOM
-        };
-        (*rec)._pad0 = 0;
-        (*rec)._pad1 = 0;
-        (*rec).thread_comm = bpf_get_current_comm().unwrap_or([0; TASK_COMM_LEN]);
-        (*rec).process_comm = process_comm;
-        (*rec).exe_name = exe_name;
-        (*rec)._pad2 = 0;
-        let parent =
-            read_kernel::<u64>(task as u64 + config!(offsets.task_real_parent) as u64).unwrap_or(0);
-        (*rec).parent_pid = if parent != 0 {
-            read_kernel::<u32>(parent + config!(offsets.task_tgid) as u64).unwrap_or(0)
-        } else {
-            0
-        };
-        (*rec).parent_comm = if parent != 0 {
-            read_kernel::<[u8; TASK_COMM_LEN]>(parent + config!(offsets.task_comm) as u64)
-                .unwrap_or([0; TASK_COMM_LEN])
-        } else {
-            [0; TASK_COMM_LEN]
-        };
-
-        let mut flags = 0;
-        // info is SEND_SIG_NOINFO (0) or SEND_SIG_PRIV (1) when there is no siginfo.
-        let info: u64 = ctx.arg(1);
-        let si = if info > 1 {
-            flags |= CAPTURE_HAS_SIGINFO;
-            read_kernel::<[u64; 3]>(info).unwrap_or([0; 3])
-        } else {
-            [0; 3]
-        };
-        (*rec).si_errno = (si[0] >> 32) as i32;
-        (*rec).si_code = si[1] as i32;
-        (*rec).si_addr = si[2];
-        (*rec).si_pid = si[2] as u32;
-        (*rec).si_uid = (si[2] >> 32) as u32;
-
-        let regs = bpf_task_pt_regs(task) as u64;
-        let rc = bpf_probe_read_kernel(
-            &raw mut (*rec).regs as *mut c_void,
-            size_of::<UserRegs>() as u32,
-            regs as *const c_void,
+            task,
         );
-        if rc != 0 {
-            (*rec).regs = UserRegs::default();
-            flags |= CAPTURE_NO_REGS;
-            count(Stat::RegsFailed);
-        }
-        flags |= copy_stack(rec, (*rec).regs.rsp);
-        (*rec).flags = flags;
+        fill_signal(ctx, head, sig, info, disposition);
+        (*head).process_comm = process_comm;
+        (*head).exe_name = exe_name;
+        let budget = config!(stack_bytes) as usize / STACK_CHUNK;
+        let flags = copy_stack::<{ MAX_STACK_BYTES / STACK_CHUNK }>(
+            head,
+            (*rec).stack.as_mut_ptr(),
+            budget,
+        );
+        (*head).flags |= flags;
     }
     entry.submit(0);
     count(Stat::Captured);
 }
 
-/// Copies the user stack upwards from the page that holds `sp`, a page at a time, until
-/// the budget is spent or a page cannot be read (the top of the stack mapping).
+/// Another thread of a crashing process, stopped by the group exit in its own context.
+fn capture_sibling(ctx: &BtfTracePointContext, state: *mut CrashState, pid: u32, tid: u32) {
+    // SAFETY: map value pointer from a successful lookup; counters are per process, and
+    // its threads run this one after another or on other CPUs: use atomics.
+    // The count is read back after the add: the fetching form needs BPF cpu v3, and a
+    // race at the limit only moves it by a thread or two.
+    let captured = unsafe {
+        atomic_add32(&raw mut (*state).threads_captured, 1);
+        core::ptr::read_volatile(&raw const (*state).threads_captured)
+    };
+    if captured > MAX_THREADS_PER_CRASH {
+        unsafe { atomic_add32(&raw mut (*state).threads_skipped, 1) };
+        return;
+    }
+    let Some(mut entry) = EVENTS.reserve::<ThreadCapture>(0) else {
+        unsafe { atomic_add32(&raw mut (*state).threads_lost, 1) };
+        count(Stat::RingFull);
+        return;
+    };
+    // SAFETY: helper without arguments.
+    let task = unsafe { bpf_get_current_task_btf() } as u64;
+    let rec = entry.as_mut_ptr();
+    // SAFETY: as in on_signal_deliver.
+    unsafe {
+        let head = &raw mut (*rec).head;
+        fill_head(
+            head,
+            RecordKind::ThreadCapture,
+            size_of::<ThreadCapture>(),
+            pid,
+            tid,
+            task,
+        );
+        fill_signal(ctx, head, SIGKILL, 0, [0, 0]);
+        (*head).process_comm = process_comm(task);
+        (*head).exe_name = [0; EXE_NAME_LEN];
+        let flags = copy_stack::<{ THREAD_STACK_BYTES / STACK_CHUNK }>(
+            head,
+            (*rec).stack.as_mut_ptr(),
+            THREAD_STACK_BYTES / STACK_CHUNK,
+        );
+        (*head).flags |= flags;
+    }
+    entry.submit(0);
+    count(Stat::ThreadsCaptured);
+}
+
+/// Header, thread identity, registers and code bytes.
 ///
 /// # Safety
-/// `rec` must point at a reserved `SignalCapture`.
-unsafe fn copy_stack(rec: *mut SignalCapture, sp: u64) -> u32 {
+/// `head` must point at a reserved record.
+// Inlined: a BPF call takes at most five arguments.
+#[inline(always)]
+unsafe fn fill_head(
+    head: *mut CaptureHead,
+    kind: RecordKind,
+    size: usize,
+    pid: u32,
+    tid: u32,
+    task: u64,
+) {
+    unsafe {
+        (*head).header = RecordHeader {
+            kind: kind as u32,
+            size: size as u32,
+            ktime_ns: bpf_ktime_get_ns(),
+            pid,
+            tid,
+        };
+        (*head)._pad0 = 0;
+        (*head)._pad1 = 0;
+        (*head)._pad2 = 0;
+        (*head).flags = 0;
+        (*head).thread_comm = bpf_get_current_comm().unwrap_or([0; TASK_COMM_LEN]);
+        let parent =
+            read_kernel::<u64>(task + config!(offsets.task_real_parent) as u64).unwrap_or(0);
+        (*head).parent_pid = if parent != 0 {
+            read_kernel::<u32>(parent + config!(offsets.task_tgid) as u64).unwrap_or(0)
+        } else {
+            0
+        };
+        (*head).parent_comm = if parent != 0 {
+            read_kernel::<[u8; TASK_COMM_LEN]>(parent + config!(offsets.task_comm) as u64)
+                .unwrap_or([0; TASK_COMM_LEN])
+        } else {
+            [0; TASK_COMM_LEN]
+        };
+        let regs = bpf_task_pt_regs(task as *mut _) as u64;
+        let rc = bpf_probe_read_kernel(
+            &raw mut (*head).regs as *mut c_void,
+            size_of::<UserRegs>() as u32,
+            regs as *const c_void,
+        );
+        if rc != 0 {
+            (*head).regs = UserRegs::default();
+            (*head).flags |= CAPTURE_NO_REGS;
+            count(Stat::RegsFailed);
+        }
+        let rc = bpf_probe_read_user(
+            (*head).code.as_mut_ptr() as *mut c_void,
+            CODE_BYTES as u32,
+            (*head).regs.rip as *const c_void,
+        );
+        if rc == 0 {
+            (*head).flags |= CAPTURE_HAS_CODE;
+        }
+    }
+}
+
+/// The signal, its siginfo and the disposition in force.
+///
+/// # Safety
+/// `head` must point at a reserved record.
+#[inline(always)]
+unsafe fn fill_signal(
+    _ctx: &BtfTracePointContext,
+    head: *mut CaptureHead,
+    sig: i32,
+    info: u64,
+    disposition: [u64; 2],
+) {
+    unsafe {
+        (*head).signo = sig as u32;
+        (*head).handler = disposition[0];
+        (*head).sa_flags = disposition[1];
+        (*head).handler_kind = if disposition[0] == 0 {
+            HANDLER_DEFAULT
+        } else {
+            HANDLER_CUSTOM
+        };
+        let si = if info > NOT_A_SIGINFO {
+            (*head).flags |= CAPTURE_HAS_SIGINFO;
+            read_kernel::<[u64; 3]>(info).unwrap_or([0; 3])
+        } else {
+            [0; 3]
+        };
+        (*head).si_errno = (si[0] >> 32) as i32;
+        (*head).si_code = si[1] as i32;
+        (*head).si_addr = si[2];
+        (*head).si_pid = si[2] as u32;
+        (*head).si_uid = (si[2] >> 32) as u32;
+    }
+}
+
+/// Copies the user stack upwards from the page that holds `sp`, a page at a time, until
+/// the budget is spent or a page cannot be read (the top of the stack mapping).
+/// `CHUNKS` is the record's capacity: the verifier needs it constant.
+///
+/// # Safety
+/// `head` must point at a reserved record whose stack area, at `dst`, holds `CHUNKS` pages.
+#[inline(always)]
+unsafe fn copy_stack<const CHUNKS: usize>(
+    head: *mut CaptureHead,
+    dst: *mut u8,
+    budget: usize,
+) -> u32 {
     let mut flags = 0;
-    let budget = (config!(stack_bytes) as usize / STACK_CHUNK).min(MAX_STACK_CHUNKS);
-    let dst = unsafe { (*rec).stack.as_mut_ptr() };
+    let sp = unsafe { (*head).regs.rsp };
+    let budget = budget.min(CHUNKS);
     let mut base = sp & !(STACK_CHUNK as u64 - 1);
     // Whole-page reads fail as a unit, so probe the first page alone: after a stack
     // overflow sp sits in the guard page and the frames start one page up.
@@ -147,11 +278,11 @@ unsafe fn copy_stack(rec: *mut SignalCapture, sp: u64) -> u32 {
         flags |= CAPTURE_SP_PAGE_SKIPPED;
     }
     let mut chunks = 0usize;
-    for i in 0..MAX_STACK_CHUNKS {
+    for i in 0..CHUNKS {
         if i >= budget {
             break;
         }
-        // SAFETY: i < MAX_STACK_CHUNKS keeps the chunk inside `stack`.
+        // SAFETY: i < CHUNKS keeps the chunk inside the record.
         let rc = unsafe {
             bpf_probe_read_user(
                 dst.add(i * STACK_CHUNK) as *mut c_void,
@@ -176,15 +307,15 @@ unsafe fn copy_stack(rec: *mut SignalCapture, sp: u64) -> u32 {
         }
     }
     unsafe {
-        (*rec).stack_start = base;
-        (*rec).stack_len = (chunks * STACK_CHUNK) as u32;
+        (*head).stack_start = base;
+        (*head).stack_len = (chunks * STACK_CHUNK) as u32;
     }
     flags
 }
 
 /// The process name: the comm of the thread-group leader (a thread's own comm may have
 /// been renamed with PR_SET_NAME).
-fn process_comm(task: u64) -> [u8; TASK_COMM_LEN] {
+pub fn process_comm(task: u64) -> [u8; TASK_COMM_LEN] {
     let leader =
         read_kernel::<u64>(task + config!(offsets.task_group_leader) as u64).unwrap_or(task);
     read_kernel::<[u8; TASK_COMM_LEN]>(leader + config!(offsets.task_comm) as u64)
@@ -222,7 +353,22 @@ fn read_exe_name(task: u64, out: &mut [u8; EXE_NAME_LEN]) {
     };
 }
 
-fn read_kernel<T>(addr: u64) -> Option<T> {
+pub fn read_kernel<T>(addr: u64) -> Option<T> {
     // SAFETY: bpf_probe_read_kernel tolerates any address.
     unsafe { aya_ebpf::helpers::bpf_probe_read_kernel(addr as *const T).ok() }
+}
+
+/// Atomic add on a map value field (the result is unused: see capture_sibling).
+///
+/// # Safety
+/// `p` must point into a map value.
+pub unsafe fn atomic_add32(p: *mut u32, v: u32) {
+    // The BPF target has no core::sync::atomic types; the intrinsic lowers to BPF_XADD.
+    unsafe { core::intrinsics::atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(p, v) };
+}
+
+/// # Safety
+/// `p` must point into a map value.
+pub unsafe fn atomic_add64(p: *mut u64, v: u64) {
+    unsafe { core::intrinsics::atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, v) };
 }

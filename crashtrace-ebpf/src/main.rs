@@ -2,16 +2,20 @@
 //! user-space unwinder needs (registers, user stack) while the thread still exists.
 #![no_std]
 #![no_main]
+// Atomic adds on map values: the BPF target has no core::sync::atomic types.
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
 mod capture;
+mod exit;
 mod filter;
 
 use aya_ebpf::{
     macros::{btf_tracepoint, map},
-    maps::{PerCpuArray, RingBuf},
+    maps::{LruHashMap, PerCpuArray, RingBuf},
     programs::BtfTracePointContext,
 };
-use crashtrace_common::{Config, STAT_COUNT, Stat};
+use crashtrace_common::{Config, CrashState, STAT_COUNT, Stat};
 
 /// Load-time configuration; the loader overwrites it with `EbpfLoader::set_global`.
 #[unsafe(no_mangle)]
@@ -24,6 +28,11 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
 /// Per-CPU counters, indexed by `Stat`: drops are counted here, never silent.
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
+
+/// Processes that received a fatal signal, by process id, until their exit. LRU so a
+/// lost exit can never leak an entry for good.
+#[map]
+static CRASHED: LruHashMap<u32, CrashState> = LruHashMap::with_max_entries(4096, 0);
 
 fn count(stat: Stat) {
     if let Some(v) = STATS.get_ptr_mut(stat as u32) {
@@ -38,6 +47,14 @@ fn count(stat: Stat) {
 #[btf_tracepoint(function = "signal_deliver")]
 pub fn signal_deliver(ctx: BtfTracePointContext) -> i32 {
     capture::on_signal_deliver(&ctx);
+    0
+}
+
+/// `sched_process_exit(struct task_struct *p, ...)`, in the exiting thread.
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
+    let task: u64 = ctx.arg(0);
+    exit::on_process_exit(task);
     0
 }
 

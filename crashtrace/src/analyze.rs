@@ -2,12 +2,15 @@
 
 use std::{collections::HashMap, path::Path, sync::Arc};
 
+use crashtrace_common::ProcessExit;
+
 use crate::{
     events::Capture,
     modules::ModuleCache,
     procmaps::Mapping,
     report::{
-        CrashReport, Frame, HandlerReport, InlinedFrame, Registers, SignalReport, UnwindReport,
+        CrashReport, Frame, HandlerReport, InlinedFrame, Outcome, Registers, SignalReport,
+        ThreadReport, UnwindReport,
     },
     signals::{decode_si_code, has_fault_address, has_sender, signal_name},
     symbolize::Symbolizer,
@@ -22,10 +25,17 @@ pub struct Analyzer {
     symbolizer: Symbolizer,
 }
 
-/// A fault whose handler ran, paired with the signal that finally killed the process.
-pub struct Reraise<'a> {
-    pub original: &'a Capture,
-    pub fatal: &'a Capture,
+/// Everything known about one crash when its report is made.
+pub struct CrashInput<'a> {
+    /// The capture whose stack is shown: the original fault when a handler re-raised.
+    pub capture: &'a Capture,
+    /// The fatal re-raise, when `capture` ran a handler first.
+    pub reraise: Option<&'a Capture>,
+    /// The other threads, at the group exit.
+    pub threads: &'a [Capture],
+    pub exit: Option<&'a ProcessExit>,
+    pub mappings: &'a [Mapping],
+    pub executable: Option<&'a str>,
 }
 
 impl Analyzer {
@@ -36,22 +46,31 @@ impl Analyzer {
         }
     }
 
-    pub fn analyze(
-        &mut self,
-        c: &Capture,
-        reraise: Option<&Capture>,
-        mappings: &[Mapping],
-        executable: Option<&str>,
-    ) -> CrashReport {
-        let loaded: Vec<LoadedMapping> = mappings
+    pub fn analyze(&mut self, input: &CrashInput<'_>) -> CrashReport {
+        let c = input.capture;
+        let loaded: Vec<LoadedMapping> = input
+            .mappings
             .iter()
             .map(|m| LoadedMapping {
                 mapping: m.clone(),
                 module: m.is_file().then(|| self.modules.get(m).ok()).flatten(),
             })
             .collect();
-        let unwound = unwind(c, &loaded);
-        let frames = self.symbolize(&unwound.frames, &loaded);
+        let (frames, unwind) = self.thread_stack(c, &loaded);
+        let mut threads: Vec<ThreadReport> = input
+            .threads
+            .iter()
+            .map(|t| {
+                let (frames, unwind) = self.thread_stack(t, &loaded);
+                ThreadReport {
+                    tid: t.tid,
+                    name: t.thread_name.clone(),
+                    frames,
+                    unwind,
+                }
+            })
+            .collect();
+        threads.sort_by_key(|t| t.tid);
 
         let signal = SignalReport {
             number: c.signo,
@@ -64,18 +83,46 @@ impl Analyzer {
             sender_pid: (c.has_siginfo && has_sender(c.si_code)).then_some(c.si_pid),
             sender_uid: (c.has_siginfo && has_sender(c.si_code)).then_some(c.si_uid),
         };
-        let handler = reraise.map(|fatal| HandlerReport {
+        let handler = input.reraise.map(|fatal| HandlerReport {
             address: c.handler,
             reraised_with: decode_si_code(fatal.signo, fatal.si_code)
                 .map(|d| format!("{} {}", signal_name(fatal.signo), d.name)),
         });
+        let mut notes = Vec::new();
+        let outcome = input.exit.map(outcome);
+        if input.exit.is_none() {
+            notes.push(
+                "the process's exit was not seen in time: no outcome, and threads still \
+                 running then are missing"
+                    .into(),
+            );
+        }
+        let threads_not_captured = input.exit.map_or(0, |e| e.threads_skipped + e.threads_lost);
+        if let Some(e) = input.exit
+            && e.threads_lost > 0
+        {
+            notes.push(format!(
+                "{} threads lost: the ring buffer was full (raise --ring-buffer-size)",
+                e.threads_lost
+            ));
+        }
+        if let Some(e) = input.exit
+            && e.threads_skipped > 0
+        {
+            notes.push(format!(
+                "{} threads not captured: at most {} threads are captured per crash",
+                e.threads_skipped,
+                crashtrace_common::MAX_THREADS_PER_CRASH
+            ));
+        }
         CrashReport {
             time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
             pid: c.pid,
             tid: c.tid,
             process_name: c.process_name.clone(),
             thread_name: c.thread_name.clone(),
-            executable: executable
+            executable: input
+                .executable
                 .map(str::to_string)
                 .or_else(|| (!c.exe_name.is_empty()).then(|| c.exe_name.clone())),
             parent_pid: c.parent_pid,
@@ -83,16 +130,39 @@ impl Analyzer {
             signal,
             handler,
             registers: c.regs.as_ref().map(Registers::from),
+            instruction: c
+                .code
+                .as_ref()
+                .zip(c.regs.as_ref())
+                .and_then(|(code, r)| disassemble(code, r.rip)),
             frames,
-            unwind: UnwindReport {
+            unwind,
+            threads,
+            threads_not_captured,
+            outcome,
+            notes,
+            // Set by the caller when the report is written.
+            latency_ms: 0.0,
+        }
+    }
+
+    /// One thread's frames: unwound, then symbolized.
+    fn thread_stack(
+        &mut self,
+        c: &Capture,
+        loaded: &[LoadedMapping],
+    ) -> (Vec<Frame>, UnwindReport) {
+        let unwound = unwind(c, loaded);
+        let frames = self.symbolize(&unwound.frames, loaded);
+        (
+            frames,
+            UnwindReport {
                 method: "DWARF CFI",
                 stack_bytes: c.stack.len(),
                 stack_truncated: c.stack_truncated,
                 stop_reason: unwound.stop,
             },
-            // Set by the caller when the report is written.
-            latency_ms: 0.0,
-        }
+        )
     }
 
     fn symbolize(
@@ -200,5 +270,126 @@ impl Analyzer {
             }
         }
         frames
+    }
+}
+
+/// The faulting instruction, decoded from the bytes captured at `rip`.
+pub fn disassemble(code: &[u8], rip: u64) -> Option<String> {
+    use iced_x86::{Decoder, DecoderOptions, Formatter as _, GasFormatter};
+    let mut decoder = Decoder::with_ip(64, code, rip, DecoderOptions::NONE);
+    let insn = decoder.decode();
+    if insn.is_invalid() {
+        return Some(format!(
+            "(invalid instruction: {:02x?})",
+            &code[..code.len().min(8)]
+        ));
+    }
+    let mut text = String::new();
+    let mut fmt = GasFormatter::new();
+    // gdb's spelling: lower-case hex.
+    fmt.options_mut().set_uppercase_hex(false);
+    fmt.format(&insn, &mut text);
+    let bytes: Vec<String> = code[..insn.len()]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Some(format!("0x{rip:x}: {text}   ({})", bytes.join(" ")))
+}
+
+/// The process's end as wait4() and `/usr/bin/time -v` describe it.
+pub fn outcome(e: &ProcessExit) -> Outcome {
+    let sig = (e.exit_code & 0x7f) as i32;
+    let core_dumped = e.exit_code & 0x80 != 0;
+    let (status, exit_code, signal) = if sig == 0 {
+        let code = ((e.exit_code >> 8) & 0xff) as i32;
+        (format!("exited with status {code}"), Some(code), None)
+    } else {
+        (
+            format!(
+                "killed by {}{}",
+                signal_name(sig),
+                if core_dumped { " (core dumped)" } else { "" }
+            ),
+            None,
+            Some(sig),
+        )
+    };
+    let u = &e.usage;
+    // As the kernel does for getrusage(): tick-sampled utime/stime, scaled so that they
+    // add up to the precise runtime.
+    let (user, system) = {
+        let ticks = u.utime_ns + u.stime_ns;
+        if ticks == 0 {
+            (u.runtime_ns, 0)
+        } else {
+            let stime = (u.runtime_ns as u128 * u.stime_ns as u128 / ticks as u128) as u64;
+            (u.runtime_ns - stime, stime)
+        }
+    };
+    Outcome {
+        status,
+        exit_code,
+        signal,
+        core_dumped,
+        wall_seconds: e.header.ktime_ns.saturating_sub(e.start_ns) as f64 / 1e9,
+        user_seconds: user as f64 / 1e9,
+        system_seconds: system as f64 / 1e9,
+        max_rss_kb: e.maxrss_kb,
+        minor_faults: u.min_flt,
+        major_faults: u.maj_flt,
+        voluntary_context_switches: u.nvcsw,
+        involuntary_context_switches: u.nivcsw,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crashtrace_common::{RecordHeader, Usage};
+
+    #[test]
+    fn disassembles_the_faulting_store() {
+        // movl $0x2a,(%rdi) ; ret
+        let code = [0xc7, 0x07, 0x2a, 0, 0, 0, 0xc3];
+        let text = disassemble(&code, 0x1000).unwrap();
+        assert_eq!(text, "0x1000: movl $0x2a,(%rdi)   (c7 07 2a 00 00 00)");
+        assert!(disassemble(&[0x0f, 0x0b], 0).unwrap().contains("ud2"));
+    }
+
+    #[test]
+    fn outcome_of_a_signal_death() {
+        let e = ProcessExit {
+            header: RecordHeader {
+                ktime_ns: 3_500_000_000,
+                ..Default::default()
+            },
+            exit_code: 0x8b,
+            start_ns: 1_000_000_000,
+            maxrss_kb: 2048,
+            usage: Usage {
+                utime_ns: 3,
+                stime_ns: 1,
+                runtime_ns: 2_000_000_000,
+                min_flt: 10,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let o = outcome(&e);
+        assert_eq!(o.status, "killed by SIGSEGV (core dumped)");
+        assert_eq!(
+            (o.signal, o.exit_code, o.core_dumped),
+            (Some(11), None, true)
+        );
+        assert!((o.wall_seconds - 2.5).abs() < 1e-9);
+        assert!((o.user_seconds - 1.5).abs() < 1e-9 && (o.system_seconds - 0.5).abs() < 1e-9);
+        let o = outcome(&ProcessExit {
+            exit_code: 3 << 8,
+            ..Default::default()
+        });
+        assert_eq!(
+            (o.status.as_str(), o.exit_code),
+            ("exited with status 3", Some(3))
+        );
     }
 }

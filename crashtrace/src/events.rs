@@ -3,11 +3,11 @@
 use anyhow::{Result, bail};
 use bytes::Bytes;
 use crashtrace_common::{
-    CAPTURE_HAS_SIGINFO, CAPTURE_NO_REGS, CAPTURE_SP_PAGE_SKIPPED, CAPTURE_STACK_TRUNCATED,
-    HANDLER_DEFAULT, MAX_STACK_BYTES, RecordHeader, RecordKind, SignalCapture, TASK_COMM_LEN,
-    UserRegs,
+    CAPTURE_HAS_CODE, CAPTURE_HAS_SIGINFO, CAPTURE_NO_REGS, CAPTURE_SP_PAGE_SKIPPED,
+    CAPTURE_STACK_TRUNCATED, CODE_BYTES, CaptureHead, HANDLER_DEFAULT, MAX_STACK_BYTES,
+    ProcessExit, RecordHeader, RecordKind, TASK_COMM_LEN, THREAD_STACK_BYTES, UserRegs,
 };
-use std::mem::{offset_of, size_of};
+use std::mem::size_of;
 
 /// A signal capture, decoded: what the eBPF program saw in the receiving thread.
 #[derive(Clone, Debug)]
@@ -33,6 +33,8 @@ pub struct Capture {
     pub parent_pid: u32,
     pub parent_name: String,
     pub regs: Option<UserRegs>,
+    /// The bytes at the instruction pointer, where they could be read.
+    pub code: Option<[u8; CODE_BYTES]>,
     pub stack_start: u64,
     pub stack: Bytes,
     pub sp_page_skipped: bool,
@@ -40,7 +42,12 @@ pub struct Capture {
 }
 
 pub enum Event {
+    /// A signal of the configured set reached a thread.
     Signal(Box<Capture>),
+    /// Another thread of a crashing process, at the group exit.
+    Thread(Box<Capture>),
+    /// A crashing process's last thread exited.
+    Exit(ProcessExit),
 }
 
 pub fn decode(buf: &[u8]) -> Result<Event> {
@@ -50,28 +57,38 @@ pub fn decode(buf: &[u8]) -> Result<Event> {
     // SAFETY: RecordHeader is plain old data and the buffer is long enough.
     let header: RecordHeader = unsafe { std::ptr::read_unaligned(buf.as_ptr().cast()) };
     match RecordKind::from_u32(header.kind) {
-        Some(RecordKind::SignalCapture) => decode_signal(buf).map(|c| Event::Signal(Box::new(c))),
+        Some(RecordKind::SignalCapture) => {
+            decode_capture(buf, MAX_STACK_BYTES).map(|c| Event::Signal(Box::new(c)))
+        }
+        Some(RecordKind::ThreadCapture) => {
+            decode_capture(buf, THREAD_STACK_BYTES).map(|c| Event::Thread(Box::new(c)))
+        }
+        Some(RecordKind::ProcessExit) => {
+            if buf.len() < size_of::<ProcessExit>() {
+                bail!("short exit record: {} bytes", buf.len());
+            }
+            // SAFETY: plain old data, length checked.
+            Ok(Event::Exit(unsafe {
+                std::ptr::read_unaligned(buf.as_ptr().cast())
+            }))
+        }
         None => bail!("unknown record kind {}", header.kind),
     }
 }
 
-fn decode_signal(buf: &[u8]) -> Result<Capture> {
-    let fixed = offset_of!(SignalCapture, stack);
+/// A capture record: a `CaptureHead` followed by up to `max_stack` stack bytes.
+fn decode_capture(buf: &[u8], max_stack: usize) -> Result<Capture> {
+    let fixed = size_of::<CaptureHead>();
     if buf.len() < fixed {
-        bail!("short signal record: {} bytes", buf.len());
+        bail!("short capture record: {} bytes", buf.len());
     }
-    // Read the fixed part only; the stack is sliced out below without a copy of the rest.
-    let mut head = std::mem::MaybeUninit::<SignalCapture>::uninit();
-    // SAFETY: copying `fixed` bytes of plain data into the front of the struct; the
-    // stack array is never read from `head`.
-    let r = unsafe {
-        std::ptr::copy_nonoverlapping(buf.as_ptr(), head.as_mut_ptr().cast::<u8>(), fixed);
-        &*head.as_ptr()
-    };
+    // SAFETY: plain old data, length checked.
+    let head: CaptureHead = unsafe { std::ptr::read_unaligned(buf.as_ptr().cast()) };
+    let r = &head;
     let len = r.stack_len as usize;
-    if len > MAX_STACK_BYTES || fixed + len > buf.len() {
+    if len > max_stack || fixed + len > buf.len() {
         bail!(
-            "signal record claims {len} stack bytes, holds {}",
+            "capture record claims {len} stack bytes, holds {}",
             buf.len() - fixed
         );
     }
@@ -94,6 +111,7 @@ fn decode_signal(buf: &[u8]) -> Result<Capture> {
         parent_pid: r.parent_pid,
         parent_name: comm_to_string(&r.parent_comm),
         regs: (r.flags & CAPTURE_NO_REGS == 0).then_some(r.regs),
+        code: (r.flags & CAPTURE_HAS_CODE != 0).then_some(r.code),
         stack_start: r.stack_start,
         stack: Bytes::copy_from_slice(&buf[fixed..fixed + len]),
         sp_page_skipped: r.flags & CAPTURE_SP_PAGE_SKIPPED != 0,
@@ -113,13 +131,15 @@ fn c_string(c: &[u8]) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crashtrace_common::HANDLER_CUSTOM;
+    use crashtrace_common::{HANDLER_CUSTOM, SignalCapture};
 
     /// Builds the bytes of a signal record the way the eBPF program lays them out.
-    pub fn record_bytes(tweak: impl FnOnce(&mut SignalCapture), stack: &[u8]) -> Vec<u8> {
+    pub fn record_bytes(tweak: impl FnOnce(&mut CaptureHead), stack: &[u8]) -> Vec<u8> {
         let mut buf = vec![0u8; size_of::<SignalCapture>()];
         // SAFETY: the buffer is exactly one SignalCapture; all-zero is a valid value.
-        let rec = unsafe { &mut *(buf.as_mut_ptr() as *mut SignalCapture) };
+        let full = unsafe { &mut *(buf.as_mut_ptr() as *mut SignalCapture) };
+        full.stack[..stack.len()].copy_from_slice(stack);
+        let rec = &mut full.head;
         rec.header = RecordHeader {
             kind: RecordKind::SignalCapture as u32,
             size: size_of::<SignalCapture>() as u32,
@@ -139,7 +159,6 @@ pub(crate) mod tests {
         rec.regs.rsp = 0x7ffd_0000_1010;
         rec.stack_start = 0x7ffd_0000_1000;
         rec.stack_len = stack.len() as u32;
-        rec.stack[..stack.len()].copy_from_slice(stack);
         tweak(rec);
         buf
     }
@@ -155,7 +174,9 @@ pub(crate) mod tests {
             },
             &stack,
         );
-        let Event::Signal(c) = decode(&buf).unwrap();
+        let Ok(Event::Signal(c)) = decode(&buf) else {
+            panic!("not a signal record")
+        };
         assert_eq!((c.pid, c.tid, c.signo, c.si_code), (10, 11, 11, 1));
         assert_eq!(c.si_addr, 0xdead);
         assert!(c.has_siginfo && !c.default_action);
@@ -178,13 +199,52 @@ pub(crate) mod tests {
         let buf = record_bytes(|r| r.stack_len = (MAX_STACK_BYTES + 1) as u32, &[]);
         assert!(decode(&buf).is_err());
         let buf = record_bytes(|_| {}, &[1, 2, 3]);
-        assert!(decode(&buf[..offset_of!(SignalCapture, stack) + 2]).is_err());
+        assert!(decode(&buf[..size_of::<CaptureHead>() + 2]).is_err());
+        // A thread record holds less stack than a signal record.
+        let buf = record_bytes(
+            |r| {
+                r.header.kind = RecordKind::ThreadCapture as u32;
+                r.stack_len = (THREAD_STACK_BYTES + 4096) as u32;
+            },
+            &[],
+        );
+        assert!(decode(&buf).is_err());
     }
 
     #[test]
     fn no_regs_flag() {
         let buf = record_bytes(|r| r.flags |= CAPTURE_NO_REGS, &[]);
-        let Event::Signal(c) = decode(&buf).unwrap();
-        assert!(c.regs.is_none());
+        let Ok(Event::Signal(c)) = decode(&buf) else {
+            panic!("not a signal record")
+        };
+        assert!(c.regs.is_none() && c.code.is_none());
+    }
+
+    #[test]
+    fn decodes_an_exit_record() {
+        let rec = ProcessExit {
+            header: RecordHeader {
+                kind: RecordKind::ProcessExit as u32,
+                size: size_of::<ProcessExit>() as u32,
+                ktime_ns: 5,
+                pid: 7,
+                tid: 8,
+            },
+            exit_code: 0x8b,
+            maxrss_kb: 1234,
+            ..Default::default()
+        };
+        // SAFETY: viewing plain old data as bytes.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                &rec as *const ProcessExit as *const u8,
+                size_of::<ProcessExit>(),
+            )
+        };
+        let Ok(Event::Exit(e)) = decode(bytes) else {
+            panic!("not an exit record")
+        };
+        assert_eq!((e.header.pid, e.exit_code, e.maxrss_kb), (7, 0x8b, 1234));
+        assert!(decode(&bytes[..20]).is_err());
     }
 }

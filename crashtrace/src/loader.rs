@@ -27,14 +27,17 @@ impl Probes {
             .load(EBPF_OBJECT)
             .map_err(|e| explain(anyhow!(e), "loading the eBPF programs"))?;
         let btf = Btf::from_sys_fs().context("reading the kernel's BTF")?;
-        let prog: &mut BtfTracePoint = ebpf
-            .program_mut("signal_deliver")
-            .context("program signal_deliver missing from the eBPF object")?
-            .try_into()?;
-        prog.load("signal_deliver", &btf)
-            .map_err(|e| explain(anyhow!(e), "verifying the signal_deliver program"))?;
-        prog.attach()
-            .map_err(|e| explain(anyhow!(e), "attaching to the signal_deliver tracepoint"))?;
+        // The exit program first: a crash seen by signal_deliver is then always followed.
+        for name in ["sched_process_exit", "signal_deliver"] {
+            let prog: &mut BtfTracePoint = ebpf
+                .program_mut(name)
+                .with_context(|| format!("program {name} missing from the eBPF object"))?
+                .try_into()?;
+            prog.load(name, &btf)
+                .map_err(|e| explain(anyhow!(e), &format!("verifying the {name} program")))?;
+            prog.attach()
+                .map_err(|e| explain(anyhow!(e), &format!("attaching to the {name} tracepoint")))?;
+        }
         let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("EVENTS map missing")?)?;
         let stats = PerCpuArray::try_from(ebpf.take_map("STATS").context("STATS map missing")?)?;
         Ok((Self { _ebpf: ebpf, stats }, events))

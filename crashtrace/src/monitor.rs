@@ -7,8 +7,10 @@ use anyhow::{Context as _, Result};
 use crashtrace_common::{Config, Stat};
 use tokio::io::unix::AsyncFd;
 
+use crashtrace_common::ProcessExit;
+
 use crate::{
-    analyze::Analyzer,
+    analyze::{Analyzer, CrashInput},
     cli::Args,
     events::{Capture, Event, decode},
     kernel_btf,
@@ -22,6 +24,9 @@ use crate::{
 /// Captures taken while a handler was installed wait this long for the process to die
 /// of the same signal; if it does not, the handler recovered and nothing is reported.
 const HANDLED_WAIT_NS: u64 = 10_000_000_000;
+/// How long a crash waits for its process's exit (a core dump delays it) before it is
+/// reported without the outcome.
+const EXIT_WAIT_NS: u64 = 10_000_000_000;
 /// Per-CPU buffer for mapping records: bursts of execs must fit between two drains.
 const MAPPING_RING_BYTES: usize = 4 << 20;
 
@@ -53,12 +58,25 @@ pub fn build_config(args: &Args) -> Result<Config> {
     Ok(cfg)
 }
 
+/// A crash waiting for its process's exit, collecting the other threads meanwhile.
+struct Pending {
+    /// The capture whose stack leads the report (the original fault if a handler ran).
+    subject: Capture,
+    /// The fatal re-raise, when `subject` went through a handler.
+    reraise: Option<Capture>,
+    threads: Vec<Capture>,
+    /// Report anyway at this time (CLOCK_MONOTONIC ns) if the exit never shows up.
+    deadline_ns: u64,
+}
+
 struct Pipeline<W: Write> {
     table: ProcessTable,
     stream: MappingStream,
     analyzer: Analyzer,
     /// Captures taken under a handler, by thread id, waiting for a fatal re-raise.
     handled: HashMap<u32, Capture>,
+    /// Crashes by process id, until the process has exited.
+    pending: HashMap<u32, Pending>,
     json: bool,
     out: W,
 }
@@ -67,6 +85,8 @@ impl<W: Write> Pipeline<W> {
     fn on_record(&mut self, buf: &[u8]) {
         match decode(buf) {
             Ok(Event::Signal(c)) => self.on_signal(*c),
+            Ok(Event::Thread(c)) => self.on_thread(*c),
+            Ok(Event::Exit(e)) => self.on_exit(e),
             Err(e) => eprintln!("crashtrace: dropped an undecodable record: {e:#}"),
         }
     }
@@ -78,21 +98,71 @@ impl<W: Write> Pipeline<W> {
             self.handled.insert(c.tid, c);
             return;
         }
+        if let Some(p) = self.pending.get_mut(&c.pid) {
+            // A second thread died of a fatal signal before the exit: keep it as a thread.
+            p.threads.push(c);
+            return;
+        }
         // The default action kills the process. Was this a handler's re-raise?
-        let original = self.take_original(&c);
+        let (subject, reraise) = match self.take_original(&c) {
+            Some(original) => (original, Some(c)),
+            None => (c, None),
+        };
+        let pid = subject.pid;
+        self.pending.insert(
+            pid,
+            Pending {
+                subject,
+                reraise,
+                threads: Vec::new(),
+                deadline_ns: monotonic_ns() + EXIT_WAIT_NS,
+            },
+        );
+    }
+
+    fn on_thread(&mut self, c: Capture) {
+        match self.pending.get_mut(&c.pid) {
+            Some(p) => p.threads.push(c),
+            None => eprintln!(
+                "crashtrace: thread {} of process {} captured without its crash record",
+                c.tid, c.pid
+            ),
+        }
+    }
+
+    fn on_exit(&mut self, e: ProcessExit) {
+        match self.pending.remove(&e.header.pid) {
+            Some(p) => self.report(p, Some(&e)),
+            None => {
+                // The process was followed to its exit, so its fatal capture was taken but
+                // lost on the way (ring buffer full). Say so rather than nothing.
+                let outcome = crate::analyze::outcome(&e);
+                eprintln!(
+                    "crashtrace: process {} {} but its capture was lost (ring buffer full; \
+                     raise --ring-buffer-size)",
+                    e.header.pid, outcome.status
+                );
+            }
+        }
+    }
+
+    fn report(&mut self, p: Pending, exit: Option<&ProcessExit>) {
         // Mapping records written before the crash may still sit in the perf buffers.
         self.stream.drain_into(&mut self.table);
-        let subject = original.as_ref().unwrap_or(&c);
-        let maps = self.table.mappings_at(subject.pid, subject.ktime_ns);
-        let exe = self.table.exe_at(subject.pid, subject.ktime_ns);
-        let mut report = self.analyzer.analyze(
-            subject,
-            original.as_ref().map(|_| &c),
-            &maps,
-            exe.as_deref(),
-        );
+        let s = &p.subject;
+        let maps = self.table.mappings_at(s.pid, s.ktime_ns);
+        let exe = self.table.exe_at(s.pid, s.ktime_ns);
+        let mut report = self.analyzer.analyze(&CrashInput {
+            capture: s,
+            reraise: p.reraise.as_ref(),
+            threads: &p.threads,
+            exit,
+            mappings: &maps,
+            executable: exe.as_deref(),
+        });
         // From the fatal signal reaching the thread to the report leaving crashtrace.
-        report.latency_ms = monotonic_ns().saturating_sub(c.ktime_ns) as f64 / 1e6;
+        let fatal = p.reraise.as_ref().unwrap_or(s);
+        report.latency_ms = monotonic_ns().saturating_sub(fatal.ktime_ns) as f64 / 1e6;
         self.emit(&report);
     }
 
@@ -140,6 +210,17 @@ impl<W: Write> Pipeline<W> {
         self.table.expire(now);
         self.handled
             .retain(|_, c| now.saturating_sub(c.ktime_ns) < HANDLED_WAIT_NS);
+        let overdue: Vec<u32> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline_ns <= now)
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in overdue {
+            if let Some(p) = self.pending.remove(&pid) {
+                self.report(p, None);
+            }
+        }
     }
 }
 
@@ -161,6 +242,7 @@ pub async fn run<W: Write>(args: Args, out: W) -> Result<()> {
         stream,
         analyzer: Analyzer::new(Symbolizer::new(&args.debug_dirs)),
         handled: HashMap::new(),
+        pending: HashMap::new(),
         json: args.json,
         out,
     };
@@ -211,9 +293,11 @@ pub async fn run<W: Write>(args: Args, out: W) -> Result<()> {
         }
     }
     eprintln!(
-        "crashtrace: detached; {} signals matched, {} captured, {} lost (ring buffer full)",
+        "crashtrace: detached; {} signals matched, {} captured, {} other threads captured, \
+         {} lost (ring buffer full)",
         probes.stat(Stat::Matched),
         probes.stat(Stat::Captured),
+        probes.stat(Stat::ThreadsCaptured),
         probes.stat(Stat::RingFull)
     );
     Ok(())

@@ -6,7 +6,10 @@ use std::{path::PathBuf, process::Command};
 
 use bytes::Bytes;
 use crashtrace::{
-    analyze::Analyzer, events::Capture, procmaps::parse_proc_maps, symbolize::Symbolizer,
+    analyze::{Analyzer, CrashInput},
+    events::Capture,
+    procmaps::parse_proc_maps,
+    symbolize::Symbolizer,
 };
 use crashtrace_common::UserRegs;
 
@@ -70,6 +73,7 @@ fn record(cflags: &[&str], tag: &str) -> Snapshot {
             parent_pid: 0,
             parent_name: String::new(),
             regs: Some(regs),
+            code: None,
             stack_start: base,
             stack,
             sp_page_skipped: false,
@@ -87,7 +91,15 @@ fn names(s: &Snapshot, stack_limit: Option<usize>) -> (Vec<String>, String) {
         c.stack = c.stack.slice(..n.min(c.stack.len()));
     }
     let mut a = Analyzer::new(Symbolizer::new(&[]));
-    let r = a.analyze(&c, None, &parse_proc_maps(&s.maps), None);
+    let maps = parse_proc_maps(&s.maps);
+    let r = a.analyze(&CrashInput {
+        capture: &c,
+        reraise: None,
+        threads: &[],
+        exit: None,
+        mappings: &maps,
+        executable: None,
+    });
     (
         r.frames
             .iter()

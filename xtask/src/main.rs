@@ -246,7 +246,7 @@ fn test(args: &[String]) -> Result<ExitCode> {
     // Doc tests are left out: the crates have no examples in their docs.
     let mut child = Command::new("cargo")
         .current_dir(root())
-        .args(["test", "--lib", "--bins", "--tests"])
+        .args(["test", "--no-fail-fast", "--lib", "--bins", "--tests"])
         .args(args)
         .env("CRASHTRACE_BIN", binary())
         .stdout(Stdio::piped())

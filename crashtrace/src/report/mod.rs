@@ -23,10 +23,46 @@ pub struct CrashReport {
     /// A handler was installed and re-raised the signal: the stack is the original fault's.
     pub handler: Option<HandlerReport>,
     pub registers: Option<Registers>,
+    /// The faulting instruction (AT&T syntax, as gdb's `x/i $pc`), where readable.
+    pub instruction: Option<String>,
     pub frames: Vec<Frame>,
     pub unwind: UnwindReport,
+    /// The other threads, each in its own context at the group exit.
+    pub threads: Vec<ThreadReport>,
+    /// Threads not captured: over the per-crash limit, or lost to a full ring buffer.
+    pub threads_not_captured: u32,
+    /// How the process ended, with its resource use; None if its exit was not seen.
+    pub outcome: Option<Outcome>,
+    /// Something the report lacks, and why (e.g. the capture was lost).
+    pub notes: Vec<String>,
     /// From the signal reaching the thread (kernel clock) to this report, in milliseconds.
     pub latency_ms: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ThreadReport {
+    pub tid: u32,
+    pub name: String,
+    pub frames: Vec<Frame>,
+    pub unwind: UnwindReport,
+}
+
+/// What `/usr/bin/time -v` would print for the process.
+#[derive(Clone, Debug, Serialize)]
+pub struct Outcome {
+    /// `killed by SIGSEGV (core dumped)`, `exited with status 3`, ...
+    pub status: String,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub core_dumped: bool,
+    pub wall_seconds: f64,
+    pub user_seconds: f64,
+    pub system_seconds: f64,
+    pub max_rss_kb: u64,
+    pub minor_faults: u64,
+    pub major_faults: u64,
+    pub voluntary_context_switches: u64,
+    pub involuntary_context_switches: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]

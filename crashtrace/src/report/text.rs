@@ -1,8 +1,9 @@
-//! The human-readable report: gdb's `bt` layout, with the fault on top.
+//! The human-readable report: the fault on top, then gdb's `thread apply all bt` layout,
+//! then the outcome as `/usr/bin/time -v` would give it.
 
 use std::fmt::Write as _;
 
-use super::CrashReport;
+use super::{CrashReport, Frame};
 use crate::symbolize::Location;
 
 fn loc(l: &Location) -> String {
@@ -86,10 +87,14 @@ pub fn render(r: &CrashReport) -> String {
             g.r15
         );
     }
+    if let Some(i) = &r.instruction {
+        let _ = writeln!(s, "instruction: {i}");
+    }
     let _ = writeln!(
         s,
-        "backtrace of thread {} ({} frames; {} over {} bytes of stack{}):",
+        "\nthread {} ({}) crashed ({} frames; {} over {} bytes of stack{}):",
         r.tid,
+        r.thread_name,
         r.frames.len(),
         r.unwind.method,
         r.unwind.stack_bytes,
@@ -99,7 +104,47 @@ pub fn render(r: &CrashReport) -> String {
             ""
         }
     );
-    for f in &r.frames {
+    frames(&mut s, &r.frames);
+    let _ = writeln!(s, "unwinding: {}", r.unwind.stop_reason);
+    for t in &r.threads {
+        let _ = writeln!(
+            s,
+            "\nthread {} ({}) ({} frames; {} bytes of stack):",
+            t.tid,
+            t.name,
+            t.frames.len(),
+            t.unwind.stack_bytes
+        );
+        frames(&mut s, &t.frames);
+        let _ = writeln!(s, "unwinding: {}", t.unwind.stop_reason);
+    }
+    if r.threads_not_captured > 0 {
+        let _ = writeln!(s, "\n{} more threads not captured", r.threads_not_captured);
+    }
+    if let Some(o) = &r.outcome {
+        let _ = writeln!(s, "\noutcome:  {}", o.status);
+        let _ = writeln!(
+            s,
+            "  wall {:.3} s, user {:.3} s, system {:.3} s, max RSS {} kB",
+            o.wall_seconds, o.user_seconds, o.system_seconds, o.max_rss_kb
+        );
+        let _ = writeln!(
+            s,
+            "  page faults: {} minor, {} major; context switches: {} voluntary, {} involuntary",
+            o.minor_faults,
+            o.major_faults,
+            o.voluntary_context_switches,
+            o.involuntary_context_switches
+        );
+    }
+    for n in &r.notes {
+        let _ = writeln!(s, "note: {n}");
+    }
+    s
+}
+
+fn frames(s: &mut String, frames: &[Frame]) {
+    for f in frames {
         let module = f
             .module
             .as_deref()
@@ -108,11 +153,10 @@ pub fn render(r: &CrashReport) -> String {
         let _ = write!(s, "#{:<3} 0x{:016x} in ", f.index, f.address);
         match &f.function {
             Some(func) => {
-                let _ = write!(
-                    s,
-                    "{func}+0x{:x} ({module})",
-                    f.function_offset.unwrap_or(0)
-                );
+                let _ = match f.function_offset {
+                    Some(off) => write!(s, "{func}+0x{off:x} ({module})"),
+                    None => write!(s, "{func} ({module})"),
+                };
             }
             None => {
                 let _ = write!(s, "{module}+0x{:x}", f.module_offset.unwrap_or(f.address));
@@ -136,6 +180,4 @@ pub fn render(r: &CrashReport) -> String {
             s.push('\n');
         }
     }
-    let _ = writeln!(s, "unwinding: {}", r.unwind.stop_reason);
-    s
 }

@@ -1,0 +1,89 @@
+//! Following a crashing process to its exit: status and resource use, like wait4().
+
+use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns};
+use crashtrace_common::{CrashState, ProcessExit, RecordHeader, RecordKind, Stat, Usage};
+
+use crate::{
+    CRASHED, EVENTS,
+    capture::{atomic_add64, read_kernel},
+    count,
+    filter::config,
+};
+
+/// Usage totals in signal_struct: the threads of the process that are already gone.
+pub fn usage_of_signal(task: u64) -> Usage {
+    let Some(sig) = read_kernel::<u64>(task + config!(offsets.task_signal) as u64) else {
+        return Usage::default();
+    };
+    let f = |off: u32| read_kernel::<u64>(sig + off as u64).unwrap_or(0);
+    Usage {
+        utime_ns: f(config!(offsets.signal_utime)),
+        stime_ns: f(config!(offsets.signal_stime)),
+        runtime_ns: f(config!(offsets.signal_runtime)),
+        min_flt: f(config!(offsets.signal_min_flt)),
+        maj_flt: f(config!(offsets.signal_maj_flt)),
+        nvcsw: f(config!(offsets.signal_nvcsw)),
+        nivcsw: f(config!(offsets.signal_nivcsw)),
+    }
+}
+
+/// `sched_process_exit` runs in each exiting thread. For threads of a crashing process:
+/// add the thread's usage; when it is the last one, emit the exit record.
+pub fn on_process_exit(task: u64) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let pid = (pid_tgid >> 32) as u32;
+    let Some(state) = CRASHED.get_ptr_mut(pid) else {
+        return;
+    };
+    let f = |off: u32| read_kernel::<u64>(task + off as u64).unwrap_or(0);
+    // SAFETY: map value pointer from a successful lookup; threads may exit concurrently.
+    unsafe {
+        let u = &raw mut (*state).usage;
+        atomic_add64(&raw mut (*u).utime_ns, f(config!(offsets.task_utime)));
+        atomic_add64(&raw mut (*u).stime_ns, f(config!(offsets.task_stime)));
+        atomic_add64(&raw mut (*u).runtime_ns, f(config!(offsets.task_runtime)));
+        atomic_add64(&raw mut (*u).min_flt, f(config!(offsets.task_min_flt)));
+        atomic_add64(&raw mut (*u).maj_flt, f(config!(offsets.task_maj_flt)));
+        atomic_add64(&raw mut (*u).nvcsw, f(config!(offsets.task_nvcsw)));
+        atomic_add64(&raw mut (*u).nivcsw, f(config!(offsets.task_nivcsw)));
+    }
+    // signal->live reaches 0 in the last thread's do_exit(), before this tracepoint.
+    let signal = read_kernel::<u64>(task + config!(offsets.task_signal) as u64).unwrap_or(0);
+    let live = read_kernel::<i32>(signal + config!(offsets.signal_live) as u64).unwrap_or(1);
+    if live != 0 {
+        return;
+    }
+    // SAFETY: as above; this is the last thread, nothing else writes the state now.
+    let st: CrashState = unsafe { *state };
+    let _ = CRASHED.remove(pid);
+    let Some(mut entry) = EVENTS.reserve::<ProcessExit>(0) else {
+        count(Stat::ExitsLost);
+        count(Stat::RingFull);
+        return;
+    };
+    let leader =
+        read_kernel::<u64>(task + config!(offsets.task_group_leader) as u64).unwrap_or(task);
+    let rec = ProcessExit {
+        header: RecordHeader {
+            kind: RecordKind::ProcessExit as u32,
+            size: size_of::<ProcessExit>() as u32,
+            // SAFETY: helper without arguments.
+            ktime_ns: unsafe { bpf_ktime_get_ns() },
+            pid,
+            tid: pid_tgid as u32,
+        },
+        exit_code: read_kernel::<u32>(task + config!(offsets.task_exit_code) as u64).unwrap_or(0),
+        threads_captured: st
+            .threads_captured
+            .min(crashtrace_common::MAX_THREADS_PER_CRASH),
+        threads_skipped: st.threads_skipped,
+        threads_lost: st.threads_lost,
+        start_ns: read_kernel::<u64>(leader + config!(offsets.task_start_time) as u64).unwrap_or(0),
+        // signal->maxrss is in pages.
+        maxrss_kb: read_kernel::<u64>(signal + config!(offsets.signal_maxrss) as u64).unwrap_or(0)
+            * 4,
+        usage: st.usage,
+    };
+    entry.write(rec);
+    entry.submit(0);
+}
