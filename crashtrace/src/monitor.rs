@@ -92,6 +92,14 @@ impl<W: Write> Pipeline<W> {
     }
 
     fn on_signal(&mut self, c: Capture) {
+        log::debug!(
+            "signal {} to {}/{} code {} default {}",
+            c.signo,
+            c.pid,
+            c.tid,
+            c.si_code,
+            c.default_action
+        );
         if !c.default_action {
             // A handler will run: maybe it recovers, maybe it re-raises. Keep the
             // original fault's context until we know.
@@ -121,6 +129,7 @@ impl<W: Write> Pipeline<W> {
     }
 
     fn on_thread(&mut self, c: Capture) {
+        log::debug!("thread {}/{} at the group exit", c.pid, c.tid);
         match self.pending.get_mut(&c.pid) {
             Some(p) => p.threads.push(c),
             None => eprintln!(
@@ -131,6 +140,7 @@ impl<W: Write> Pipeline<W> {
     }
 
     fn on_exit(&mut self, e: ProcessExit) {
+        log::debug!("exit of {} status {:#x}", e.header.pid, e.exit_code);
         match self.pending.remove(&e.header.pid) {
             Some(p) => self.report(p, Some(&e)),
             None => {

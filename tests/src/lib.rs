@@ -155,7 +155,11 @@ impl Crashtrace {
             let left = deadline.saturating_duration_since(Instant::now());
             assert!(
                 !left.is_zero(),
-                "timed out after {WAIT:?} waiting for {what}; stderr: {:?}",
+                "timed out after {WAIT:?} waiting for {what}; reports for pids {:?}; stderr: {:?}",
+                g.reports
+                    .iter()
+                    .map(|r| r["pid"].clone())
+                    .collect::<Vec<_>>(),
                 g.stderr
             );
             g = cv.wait_timeout(g, left).unwrap().0;

@@ -163,3 +163,61 @@ fn multiprocessing_fork_worker_names_its_parent() {
 fn multiprocessing_spawn_worker_names_its_parent() {
     multiprocessing_worker("spawn");
 }
+
+/// The venv python with PyTorch, which `cargo xtask setup` installs.
+fn torch_python() -> std::path::PathBuf {
+    let p = std::env::var_os("CRASHTRACE_TORCH_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+            std::path::PathBuf::from(home).join(".cache/crashtrace/torch-venv/bin/python")
+        });
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo xtask setup`",
+        p.display()
+    );
+    p
+}
+
+#[test]
+fn pytorch_dataloader_worker_segfault() {
+    let ct = Crashtrace::start(&["--comm", "python"]);
+    let mut main = Victim::spawn(Command::new(torch_python()).arg(source("torch_dataloader.py")));
+    let stdout = main.child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let worker: u32 = lines
+        .next()
+        .expect("worker pid")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let r = ct.report_for(worker);
+    // PyTorch renames the worker; --comm python still catches it through its executable.
+    assert_eq!(r["process_name"], "pt_data_worker", "{r}");
+    assert_eq!(r["parent_pid"], main.pid());
+    // PyTorch's worker handler re-raised; the stack is the original fault's.
+    assert_eq!(r["handler"]["reraised_with"], "SIGSEGV SI_TKILL", "{r}");
+    assert_eq!(r["signal"]["code_name"], "SEGV_MAPERR");
+    let names = function_names(&r);
+    assert!(names[0].starts_with("__strlen"), "{names:#?}");
+    assert_in_order(&names, &["string_at", "_PyEval_EvalFrameDefault"]);
+    assert!(
+        r["outcome"]["status"]
+            .as_str()
+            .unwrap()
+            .starts_with("killed by SIGSEGV"),
+        "{r}"
+    );
+    let main_line = lines.next().expect("main's error line").unwrap();
+    assert!(main_line.contains("DataLoader worker"), "{main_line}");
+    let _ = main.child.wait();
+    // A later crash that --comm python reports: everything before it has been handled.
+    crash_and_report(
+        &ct,
+        Command::new("python3").args(["-c", "import ctypes; ctypes.string_at(0)"]),
+        SIGSEGV,
+    );
+    assert_eq!(ct.reports_for(worker).len(), 1);
+}

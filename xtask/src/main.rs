@@ -188,8 +188,32 @@ fn setup() -> Result<ExitCode> {
                 .env("LLVM_SYS_221_PREFIX", LLVM_PREFIX),
         )?;
     }
+    // 4. PyTorch, for the DataLoader-worker crash test: in a venv outside the checkout so
+    //    that fresh clones share it (it is about 5 GB).
+    let venv = torch_venv();
+    let py = venv.join("bin/python");
+    if Command::new(&py)
+        .args(["-c", "import torch"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        step("PyTorch (test venv)", "present");
+    } else {
+        step("PyTorch (test venv)", "installing (about a minute, 5 GB)");
+        status(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+        status(Command::new(&py).args(["-m", "pip", "install", "--quiet", "torch"]))?;
+    }
     step("done", &format!("in {:.1}s", t.elapsed().as_secs_f64()));
     Ok(ExitCode::SUCCESS)
+}
+
+/// The venv with PyTorch the tests use (CRASHTRACE_TORCH_VENV overrides the place).
+fn torch_venv() -> PathBuf {
+    if let Some(p) = std::env::var_os("CRASHTRACE_TORCH_VENV") {
+        return p.into();
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    PathBuf::from(home).join(".cache/crashtrace/torch-venv")
 }
 
 fn dpkg_installed(pkg: &str) -> bool {
@@ -249,6 +273,7 @@ fn test(args: &[String]) -> Result<ExitCode> {
         .args(["test", "--no-fail-fast", "--lib", "--bins", "--tests"])
         .args(args)
         .env("CRASHTRACE_BIN", binary())
+        .env("CRASHTRACE_TORCH_PYTHON", torch_venv().join("bin/python"))
         .stdout(Stdio::piped())
         .spawn()
         .context("running cargo test")?;
