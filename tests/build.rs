@@ -42,6 +42,11 @@ fn main() {
         o("handlers"),
     );
     gcc(
+        &["-O2", "-g", "-fomit-frame-pointer", "-pthread"],
+        s("threads.c"),
+        o("threads"),
+    );
+    gcc(
         &["-O2", "-g", "-fomit-frame-pointer", "-fPIC", "-shared"],
         s("shlib.c"),
         o("libvictim.so"),

@@ -139,6 +139,10 @@ pub struct CaptureHead {
     pub parent_pid: u32,
     pub _pad2: u32,
     pub parent_comm: [u8; TASK_COMM_LEN],
+    /// Who sent the signal, when another process did (seen at `signal_generate`).
+    pub sender_pid: u32,
+    pub sender_uid: u32,
+    pub sender_comm: [u8; TASK_COMM_LEN],
     pub regs: UserRegs,
     /// The bytes at `regs.rip` (valid when CAPTURE_HAS_CODE is set).
     pub code: [u8; CODE_BYTES],
@@ -176,6 +180,18 @@ pub struct Usage {
     pub maj_flt: u64,
     pub nvcsw: u64,
     pub nivcsw: u64,
+}
+
+/// The last signal another process sent to a process, kept until it is delivered.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sender {
+    pub ktime_ns: u64,
+    pub signo: u32,
+    pub pid: u32,
+    pub uid: u32,
+    pub _pad: u32,
+    pub comm: [u8; TASK_COMM_LEN],
 }
 
 /// Per-process state kept in the kernel from the crash to the exit.
@@ -254,15 +270,21 @@ pub struct KernelOffsets {
     pub file_dentry: u32,
     /// `dentry.d_name.name`
     pub dentry_name: u32,
-    pub _pad: u32,
+    pub task_cred: u32,
+    /// `cred.uid`
+    pub cred_uid: u32,
+    pub signal_group_exit_code: u32,
 }
 
 /// Load-time configuration of the eBPF programs, set as one global.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
-    /// Bit n set: signal n is captured.
+    /// Bit n set: signal n is captured, whoever sent it (the crash signals).
     pub signal_mask: u64,
+    /// Bit n set: signal n is captured when another process sent it and it ends the
+    /// process (default action): kills by supervisors, `kill -9`, ...
+    pub kill_mask: u64,
     /// crashtrace's own process id: never captured.
     pub self_pid: u32,
     /// Bytes of stack to copy, a multiple of STACK_CHUNK, at most MAX_STACK_BYTES.
@@ -278,6 +300,7 @@ impl Config {
     pub const fn empty() -> Self {
         Self {
             signal_mask: 0,
+            kill_mask: 0,
             self_pid: 0,
             stack_bytes: DEFAULT_STACK_BYTES,
             pid_count: 0,
@@ -316,7 +339,9 @@ impl Config {
                 mm_exe_file: 0,
                 file_dentry: 0,
                 dentry_name: 0,
-                _pad: 0,
+                task_cred: 0,
+                cred_uid: 0,
+                signal_group_exit_code: 0,
             },
         }
     }
@@ -370,12 +395,13 @@ mod tests {
         assert_eq!(size_of::<SignalCapture>(), fixed + MAX_STACK_BYTES);
         assert_eq!(size_of::<ThreadCapture>(), fixed + THREAD_STACK_BYTES);
         assert_eq!(size_of::<Usage>(), 7 * 8);
+        assert_eq!(size_of::<Sender>(), 24 + TASK_COMM_LEN);
         assert_eq!(size_of::<CrashState>(), 7 * 8 + 16);
         assert_eq!(size_of::<ProcessExit>(), 24 + 16 + 16 + 7 * 8);
         assert_eq!(size_of::<CommPattern>(), 24);
         assert_eq!(
             size_of::<Config>(),
-            8 + 4 * 4 + 4 * MAX_PID_FILTERS + 24 * MAX_COMM_FILTERS + size_of::<KernelOffsets>()
+            16 + 4 * 4 + 4 * MAX_PID_FILTERS + 24 * MAX_COMM_FILTERS + size_of::<KernelOffsets>()
         );
         assert_eq!(MAX_STACK_BYTES % STACK_CHUNK, 0);
     }

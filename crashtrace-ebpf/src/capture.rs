@@ -17,19 +17,70 @@ use crashtrace_common::{
     CAPTURE_HAS_CODE, CAPTURE_HAS_SIGINFO, CAPTURE_NO_REGS, CAPTURE_SP_PAGE_SKIPPED,
     CAPTURE_STACK_TRUNCATED, CODE_BYTES, CaptureHead, CrashState, EXE_NAME_LEN, HANDLER_CUSTOM,
     HANDLER_DEFAULT, MAX_STACK_BYTES, MAX_THREADS_PER_CRASH, RecordHeader, RecordKind, STACK_CHUNK,
-    SignalCapture, Stat, TASK_COMM_LEN, THREAD_STACK_BYTES, ThreadCapture, UserRegs,
+    Sender, SignalCapture, Stat, TASK_COMM_LEN, THREAD_STACK_BYTES, ThreadCapture, UserRegs,
 };
 
 use crate::{
-    CRASHED, EVENTS, count,
+    CRASHED, EVENTS, SENDERS, count,
     exit::usage_of_signal,
-    filter::{comm_wanted, config, pid_wanted, signal_wanted},
+    filter::{comm_wanted, config, kill_wanted, pid_wanted, signal_wanted},
 };
 
 const SIG_IGN: u64 = 1;
 const SIGKILL: i32 = 9;
 /// `info` values that are not pointers: SEND_SIG_NOINFO (0) and SEND_SIG_PRIV (1).
 const NOT_A_SIGINFO: u64 = 1;
+
+/// How long a recorded sender stays attributable to the delivery that follows.
+const SENDER_TTL_NS: u64 = 5_000_000_000;
+
+/// In the sender's context: remember who sent a signal of interest to another process.
+pub fn on_signal_generate(ctx: &BtfTracePointContext) {
+    let sig: i32 = ctx.arg(0);
+    let result: i32 = ctx.arg(4);
+    // TRACE_SIGNAL_DELIVERED is 0; ignored or already pending signals change nothing.
+    if result != 0 || !(signal_wanted(sig) || kill_wanted(sig)) {
+        return;
+    }
+    let task: u64 = ctx.arg(2);
+    let Some(target) = read_kernel::<u32>(task + config!(offsets.task_tgid) as u64) else {
+        return;
+    };
+    let me = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if target == me {
+        // Faults, raise() and abort(): the process itself.
+        return;
+    }
+    // SAFETY: helper without arguments.
+    let current = unsafe { bpf_get_current_task_btf() } as u64;
+    let sender = Sender {
+        // SAFETY: helper without arguments.
+        ktime_ns: unsafe { bpf_ktime_get_ns() },
+        signo: sig as u32,
+        pid: me,
+        uid: task_uid(current),
+        _pad: 0,
+        comm: process_comm(current),
+    };
+    let _ = SENDERS.insert(target, sender, 0);
+}
+
+fn task_uid(task: u64) -> u32 {
+    let cred = read_kernel::<u64>(task + config!(offsets.task_cred) as u64).unwrap_or(0);
+    if cred == 0 {
+        return 0;
+    }
+    read_kernel::<u32>(cred + config!(offsets.cred_uid) as u64).unwrap_or(0)
+}
+
+/// The recorded sender of `sig` to process `pid`, if recent. A pointer into the map, not
+/// a copy: the BPF stack (512 bytes) is nearly full here.
+fn sender_of(pid: u32, sig: i32) -> Option<*const Sender> {
+    let p = SENDERS.get_ptr(pid)?;
+    // SAFETY: map value pointer from a successful lookup; helper without arguments.
+    let (signo, at, now) = unsafe { ((*p).signo, (*p).ktime_ns, bpf_ktime_get_ns()) };
+    (signo == sig as u32 && now.saturating_sub(at) < SENDER_TTL_NS).then_some(p)
+}
 
 pub fn on_signal_deliver(ctx: &BtfTracePointContext) {
     let sig: i32 = ctx.arg(0);
@@ -45,11 +96,32 @@ pub fn on_signal_deliver(ctx: &BtfTracePointContext) {
         capture_sibling(ctx, state, pid, tid);
         return;
     }
-    if !signal_wanted(sig) || !pid_wanted(pid) {
+    // Most signals (SIGCHLD, SIGALRM, ...) stop here.
+    if sig != SIGKILL && !signal_wanted(sig) && !kill_wanted(sig) {
         return;
     }
     // SAFETY: helper without arguments; returns the current task (BTF pointer).
     let task = unsafe { bpf_get_current_task_btf() } as u64;
+    // A fatal signal with the default action that does not dump core (SIGTERM, SIGKILL,
+    // SIGUSR1, ...) reaches every thread as SIGKILL: the signal that ended the process is
+    // in signal->group_exit_code. A plain exit_group() leaves it 0 there.
+    let sig = if sig == SIGKILL {
+        let signal = read_kernel::<u64>(task + config!(offsets.task_signal) as u64).unwrap_or(0);
+        let code = read_kernel::<u32>(signal + config!(offsets.signal_group_exit_code) as u64)
+            .unwrap_or(0);
+        if code & 0x7f == 0 {
+            return;
+        }
+        (code & 0x7f) as i32
+    } else {
+        sig
+    };
+    let sender = sender_of(pid, sig);
+    // A crash signal, however it was sent; or a kill from another process.
+    let wanted = signal_wanted(sig) || (sender.is_some() && kill_wanted(sig));
+    if !wanted || !pid_wanted(pid) {
+        return;
+    }
     let process_comm = process_comm(task);
     let mut exe_name = [0u8; EXE_NAME_LEN];
     read_exe_name(task, &mut exe_name);
@@ -61,6 +133,10 @@ pub fn on_signal_deliver(ctx: &BtfTracePointContext) {
     let disposition = read_kernel::<[u64; 2]>(ka).unwrap_or([0, 0]);
     if disposition[0] == SIG_IGN {
         // get_signal() drops ignored signals right after this tracepoint.
+        return;
+    }
+    if !signal_wanted(sig) && disposition[0] != 0 {
+        // A kill the process handles (a graceful SIGTERM) ends nothing.
         return;
     }
     count(Stat::Matched);
@@ -97,6 +173,18 @@ pub fn on_signal_deliver(ctx: &BtfTracePointContext) {
         fill_signal(ctx, head, sig, info, disposition);
         (*head).process_comm = process_comm;
         (*head).exe_name = exe_name;
+        match sender {
+            Some(s) => {
+                (*head).sender_pid = (*s).pid;
+                (*head).sender_uid = (*s).uid;
+                (*head).sender_comm = (*s).comm;
+            }
+            None => {
+                (*head).sender_pid = 0;
+                (*head).sender_uid = 0;
+                (*head).sender_comm = [0; TASK_COMM_LEN];
+            }
+        }
         let budget = config!(stack_bytes) as usize / STACK_CHUNK;
         let flags = copy_stack::<{ MAX_STACK_BYTES / STACK_CHUNK }>(
             head,
@@ -145,6 +233,9 @@ fn capture_sibling(ctx: &BtfTracePointContext, state: *mut CrashState, pid: u32,
         fill_signal(ctx, head, SIGKILL, 0, [0, 0]);
         (*head).process_comm = process_comm(task);
         (*head).exe_name = [0; EXE_NAME_LEN];
+        (*head).sender_pid = 0;
+        (*head).sender_uid = 0;
+        (*head).sender_comm = [0; TASK_COMM_LEN];
         let flags = copy_stack::<{ THREAD_STACK_BYTES / STACK_CHUNK }>(
             head,
             (*rec).stack.as_mut_ptr(),

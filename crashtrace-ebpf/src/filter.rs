@@ -22,6 +22,14 @@ pub fn signal_wanted(sig: i32) -> bool {
     config!(signal_mask) & (1u64 << sig) != 0
 }
 
+/// A signal that ends the process when another process sends it.
+pub fn kill_wanted(sig: i32) -> bool {
+    if !(1..64).contains(&sig) {
+        return false;
+    }
+    config!(kill_mask) & (1u64 << sig) != 0
+}
+
 pub fn pid_wanted(pid: u32) -> bool {
     if pid == config!(self_pid) {
         return false;

@@ -15,7 +15,7 @@ use aya_ebpf::{
     maps::{LruHashMap, PerCpuArray, RingBuf},
     programs::BtfTracePointContext,
 };
-use crashtrace_common::{Config, CrashState, STAT_COUNT, Stat};
+use crashtrace_common::{Config, CrashState, STAT_COUNT, Sender, Stat};
 
 /// Load-time configuration; the loader overwrites it with `EbpfLoader::set_global`.
 #[unsafe(no_mangle)]
@@ -34,6 +34,10 @@ static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
 #[map]
 static CRASHED: LruHashMap<u32, CrashState> = LruHashMap::with_max_entries(4096, 0);
 
+/// The last signal of interest another process sent to a process, by target process id.
+#[map]
+static SENDERS: LruHashMap<u32, Sender> = LruHashMap::with_max_entries(4096, 0);
+
 fn count(stat: Stat) {
     if let Some(v) = STATS.get_ptr_mut(stat as u32) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU.
@@ -47,6 +51,14 @@ fn count(stat: Stat) {
 #[btf_tracepoint(function = "signal_deliver")]
 pub fn signal_deliver(ctx: BtfTracePointContext) -> i32 {
     capture::on_signal_deliver(&ctx);
+    0
+}
+
+/// `signal_generate(int sig, struct kernel_siginfo *info, struct task_struct *task,
+/// int group, int result)` runs in the sender: the only place to learn who sent a kill.
+#[btf_tracepoint(function = "signal_generate")]
+pub fn signal_generate(ctx: BtfTracePointContext) -> i32 {
+    capture::on_signal_generate(&ctx);
     0
 }
 

@@ -80,8 +80,20 @@ impl Analyzer {
             code_description: decode_si_code(c.signo, c.si_code).map(|d| d.description.to_string()),
             fault_address: (c.has_siginfo && has_fault_address(c.signo, c.si_code))
                 .then_some(c.si_addr),
-            sender_pid: (c.has_siginfo && has_sender(c.si_code)).then_some(c.si_pid),
-            sender_uid: (c.has_siginfo && has_sender(c.si_code)).then_some(c.si_uid),
+            // The kernel's record of the sender (from signal_generate) also covers SIGKILL,
+            // which reaches the process without a siginfo.
+            sender_pid: if c.sender_pid != 0 {
+                Some(c.sender_pid)
+            } else {
+                (c.has_siginfo && has_sender(c.si_code)).then_some(c.si_pid)
+            },
+            sender_uid: if c.sender_pid != 0 {
+                Some(c.sender_uid)
+            } else {
+                (c.has_siginfo && has_sender(c.si_code)).then_some(c.si_uid)
+            },
+            sender_name: (c.sender_pid != 0).then(|| c.sender_name.clone()),
+            external: c.sender_pid != 0 && c.sender_pid != c.pid,
         };
         let handler = input.reraise.map(|fatal| HandlerReport {
             address: c.handler,

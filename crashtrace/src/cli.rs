@@ -59,6 +59,19 @@ pub struct Args {
     )]
     pub signals: SignalSet,
 
+    /// Signals that end a process when another process sends them (kill, a supervisor, a
+    /// terminal's Ctrl-C), reported with the sender: `all` (every signal whose default
+    /// action terminates), `none`, or a comma-separated list. A signal the process
+    /// handles (a graceful SIGTERM) is not reported.
+    #[arg(
+        short = 'k',
+        long = "kills",
+        value_name = "LIST",
+        default_value = "all",
+        value_parser = parse_kill_list
+    )]
+    pub kills: SignalSet,
+
     /// Print each report as one JSON object per line.
     #[arg(short = 'j', long)]
     pub json: bool,
@@ -172,6 +185,37 @@ fn parse_signal_list(s: &str) -> Result<SignalSet, String> {
     Ok(SignalSet(mask))
 }
 
+/// Signals whose default action ends the process (signal(7): Term or Core).
+pub fn fatal_by_default() -> SignalSet {
+    let mut m = 0u64;
+    for sig in 1..64 {
+        let stops_or_ignored = matches!(
+            sig,
+            libc::SIGCHLD
+                | libc::SIGCONT
+                | libc::SIGSTOP
+                | libc::SIGTSTP
+                | libc::SIGTTIN
+                | libc::SIGTTOU
+                | libc::SIGURG
+                | libc::SIGWINCH
+        );
+        // 32 and 33 are reserved by the C library for its own threads.
+        if !stops_or_ignored && sig != 32 && sig != 33 {
+            m |= 1 << sig;
+        }
+    }
+    SignalSet(m)
+}
+
+fn parse_kill_list(s: &str) -> Result<SignalSet, String> {
+    match s.trim() {
+        "all" => Ok(fatal_by_default()),
+        "none" => Ok(SignalSet(0)),
+        list => parse_signal_list(list),
+    }
+}
+
 fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let (num, mult) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
@@ -235,6 +279,9 @@ mod tests {
             ]
         );
         assert_eq!(a.stack_size, DEFAULT_STACK_BYTES);
+        assert_eq!(a.kills, fatal_by_default());
+        assert!(a.kills.contains(libc::SIGKILL) && a.kills.contains(libc::SIGTERM));
+        assert!(!a.kills.contains(libc::SIGCHLD) && !a.kills.contains(libc::SIGSTOP));
         assert_eq!(a.ring_buffer_size, 16 << 20);
     }
 
@@ -270,6 +317,11 @@ mod tests {
         assert_eq!(parse(&["--stack-size", "5000"]).unwrap().stack_size, 8192);
         assert!(parse(&["--stack-size", "1M"]).is_err());
         assert!(parse(&["--signals", "SEGV,NOPE"]).is_err());
+        assert_eq!(parse(&["--kills", "none"]).unwrap().kills, SignalSet(0));
+        assert_eq!(
+            parse(&["-k", "KILL,TERM"]).unwrap().kills.names(),
+            ["SIGKILL", "SIGTERM"]
+        );
         assert!(parse(&["--ring-buffer-size", "3M"]).is_err());
         assert_eq!(
             parse(&["--ring-buffer-size", "64M"])

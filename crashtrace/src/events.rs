@@ -32,6 +32,10 @@ pub struct Capture {
     pub exe_name: String,
     pub parent_pid: u32,
     pub parent_name: String,
+    /// The process that sent the signal, when another one did (pid 0: none recorded).
+    pub sender_pid: u32,
+    pub sender_uid: u32,
+    pub sender_name: String,
     pub regs: Option<UserRegs>,
     /// The bytes at the instruction pointer, where they could be read.
     pub code: Option<[u8; CODE_BYTES]>,
@@ -110,6 +114,9 @@ fn decode_capture(buf: &[u8], max_stack: usize) -> Result<Capture> {
         exe_name: c_string(&r.exe_name),
         parent_pid: r.parent_pid,
         parent_name: comm_to_string(&r.parent_comm),
+        sender_pid: r.sender_pid,
+        sender_uid: r.sender_uid,
+        sender_name: comm_to_string(&r.sender_comm),
         regs: (r.flags & CAPTURE_NO_REGS == 0).then_some(r.regs),
         code: (r.flags & CAPTURE_HAS_CODE != 0).then_some(r.code),
         stack_start: r.stack_start,

@@ -48,7 +48,9 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets> {
         mm_exe_file: member_offset(btf, "mm_struct", "exe_file")?,
         file_dentry: member_offset(btf, "file", "f_path.dentry")?,
         dentry_name: member_offset(btf, "dentry", "d_name.name")?,
-        _pad: 0,
+        task_cred: member_offset(btf, "task_struct", "cred")?,
+        cred_uid: member_offset(btf, "cred", "uid")?,
+        signal_group_exit_code: member_offset(btf, "signal_struct", "group_exit_code")?,
     })
 }
 

@@ -44,6 +44,7 @@ pub fn build_config(args: &Args) -> Result<Config> {
     let btf = kernel_btf::load_vmlinux()?;
     let mut cfg = Config::empty();
     cfg.signal_mask = args.signals.0;
+    cfg.kill_mask = args.kills.0;
     cfg.self_pid = std::process::id();
     cfg.stack_bytes = args.stack_size;
     cfg.pid_count = args.pids.len() as u32;

@@ -190,6 +190,11 @@ impl Crashtrace {
             .collect()
     }
 
+    /// Every JSON report seen so far.
+    pub fn all_reports(&self) -> Vec<Value> {
+        self.out.0.lock().unwrap().reports.clone()
+    }
+
     /// Text output seen so far, waiting until it mentions `needle`.
     pub fn text_containing(&self, needle: &str) -> String {
         self.wait_for(|o| o.text.contains(needle) || o.exited, needle);

@@ -1,6 +1,10 @@
 /* Crashes three calls deep from main. Built with and without frame pointers.
- * Usage: crash [segv|abort|fpe|wait-segv]
- *   wait-*: print "ready", then crash when a byte arrives on stdin. */
+ * Usage: crash [segv|abort|fpe|ill|bus|overflow|work-segv|wait-segv]
+ *   wait-*: print "ready", then crash when a byte arrives on stdin.
+ *   work-*: first touch 64 MiB and burn about 0.3 s of CPU (for resource figures). */
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <time.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +22,30 @@ KEEP void crash_abort(int *p) { (void)p; abort(); BARRIER(); }
 /* Not 1/x: gcc turns that into a compare. */
 KEEP void crash_fpe(int *p) { int r = 1000 / zero; *(volatile int *)&zero = r; (void)p; BARRIER(); }
 
+/* ud2: SIGILL, ILL_ILLOPN. */
+KEEP void crash_ill(int *p) { (void)p; __builtin_trap(); }
+
+/* Touching a page of a mapped file beyond its end: SIGBUS, BUS_ADRERR. */
+KEEP void crash_bus(int *p) {
+    (void)p;
+    char path[] = "/tmp/crashtrace-bus-XXXXXX";
+    int fd = mkstemp(path);
+    unlink(path);
+    if (fd < 0 || ftruncate(fd, 4096) != 0)
+        exit(4);
+    volatile char *m = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    m[4096] = 1;
+    BARRIER();
+}
+
+/* Unbounded recursion: the stack runs into its guard page. */
+KEEP int recurse(volatile char *prev, int depth) {
+    volatile char frame[256];
+    frame[0] = prev ? prev[0] + 1 : 0;
+    return recurse(frame, depth + 1) + frame[1];
+}
+KEEP void crash_overflow(int *p) { (void)p; recurse(NULL, 0); BARRIER(); }
+
 typedef void (*crash_fn)(int *);
 
 KEEP void level3(crash_fn f) { f(NULL); BARRIER(); }
@@ -34,9 +62,24 @@ int main(int argc, char **argv) {
         if (read(0, &c, 1) != 1)
             return 3;
     }
-    crash_fn f = strcmp(mode, "abort") == 0 ? crash_abort
-               : strcmp(mode, "fpe") == 0   ? crash_fpe
-                                            : crash_segv;
+    if (strncmp(mode, "work-", 5) == 0) {
+        mode += 5;
+        size_t n = 64 << 20;
+        volatile char *mem = malloc(n);
+        for (size_t i = 0; i < n; i += 4096)
+            mem[i] = 1;
+        struct timespec t0, t;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        do
+            clock_gettime(CLOCK_MONOTONIC, &t);
+        while ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) < 300000000L);
+    }
+    crash_fn f = strcmp(mode, "abort") == 0      ? crash_abort
+               : strcmp(mode, "fpe") == 0        ? crash_fpe
+               : strcmp(mode, "ill") == 0        ? crash_ill
+               : strcmp(mode, "bus") == 0        ? crash_bus
+               : strcmp(mode, "overflow") == 0   ? crash_overflow
+                                                 : crash_segv;
     level1(f);
     return 0;
 }

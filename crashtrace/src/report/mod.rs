@@ -76,6 +76,9 @@ pub struct SignalReport {
     /// Sender of a signal sent with kill/tgkill/sigqueue.
     pub sender_pid: Option<u32>,
     pub sender_uid: Option<u32>,
+    pub sender_name: Option<String>,
+    /// Sent by another process (a kill), as opposed to a fault or the process itself.
+    pub external: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -17,10 +17,20 @@ fn loc(l: &Location) -> String {
 pub fn render(r: &CrashReport) -> String {
     let mut s = String::new();
     let sig = &r.signal;
+    let what = if sig.external { "killed by" } else { "" };
     let _ = writeln!(
         s,
-        "=== crashtrace: {} in process {} ({}), thread {} ({}) ===",
-        sig.name, r.pid, r.process_name, r.tid, r.thread_name
+        "=== crashtrace: {}{} in process {} ({}), thread {} ({}) ===",
+        what,
+        if what.is_empty() {
+            sig.name.clone()
+        } else {
+            format!(" {}", sig.name)
+        },
+        r.pid,
+        r.process_name,
+        r.tid,
+        r.thread_name
     );
     let _ = writeln!(
         s,
@@ -36,16 +46,31 @@ pub fn render(r: &CrashReport) -> String {
         (Some(n), Some(d)) => {
             let _ = write!(s, ", {n}: {d}");
         }
-        _ => {
+        _ if sig.code != 0 => {
             let _ = write!(s, ", si_code {}", sig.code);
         }
+        _ => {}
     }
     s.push('\n');
     if let Some(a) = sig.fault_address {
         let _ = writeln!(s, "fault:    address 0x{a:x}");
     }
     if let Some(p) = sig.sender_pid {
-        let _ = writeln!(s, "sender:   pid {p}, uid {}", sig.sender_uid.unwrap_or(0));
+        let name = sig
+            .sender_name
+            .as_deref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default();
+        let who = if sig.external {
+            "sent by another process"
+        } else {
+            "sent by the process itself"
+        };
+        let _ = writeln!(
+            s,
+            "sender:   pid {p}{name}, uid {}: {who}",
+            sig.sender_uid.unwrap_or(0)
+        );
     }
     if let Some(h) = &r.handler {
         let _ = writeln!(
@@ -92,9 +117,14 @@ pub fn render(r: &CrashReport) -> String {
     }
     let _ = writeln!(
         s,
-        "\nthread {} ({}) crashed ({} frames; {} over {} bytes of stack{}):",
+        "\nthread {} ({}) {} ({} frames; {} over {} bytes of stack{}):",
         r.tid,
         r.thread_name,
+        if sig.external {
+            "received it first"
+        } else {
+            "crashed"
+        },
         r.frames.len(),
         r.unwind.method,
         r.unwind.stack_bytes,

@@ -1,0 +1,277 @@
+//! The whole crash in one report: every thread, the fault in detail, kills from other
+//! processes, and the outcome checked against /usr/bin/time -v.
+
+use std::process::Command;
+
+use crashtrace_tests::{
+    Crashtrace, Victim, assert_in_order, crash_and_report, function_names, victim,
+};
+
+fn thread<'a>(r: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    r["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == name)
+        .unwrap_or_else(|| panic!("no thread {name} in {}", r["threads"]))
+}
+
+fn names_of(frames: &serde_json::Value) -> Vec<String> {
+    frames
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["function"].as_str().unwrap_or("??").to_string())
+        .collect()
+}
+
+#[test]
+fn multithreaded_crash_shows_every_thread() {
+    let ct = Crashtrace::start(&["--comm", "=threads"]);
+    let r = crash_and_report(
+        &ct,
+        Command::new(victim("threads")).arg("crash"),
+        libc::SIGSEGV,
+    );
+    assert_eq!(r["thread_name"], "crasher");
+    assert_ne!(r["tid"], r["pid"], "the crash is in a worker thread");
+    assert_in_order(
+        &function_names(&r),
+        &["crash_in_worker", "crasher_thread", "start_thread"],
+    );
+    let threads = r["threads"].as_array().unwrap();
+    assert_eq!(threads.len(), 3, "{threads:#?}");
+    assert_in_order(
+        &names_of(&thread(&r, "io-worker")["frames"]),
+        &["wait_for_io", "io_thread"],
+    );
+    assert_in_order(
+        &names_of(&thread(&r, "gpu-feeder")["frames"]),
+        &["wait_for_gpu", "gpu_thread"],
+    );
+    assert_in_order(&names_of(&thread(&r, "threads")["frames"]), &["wait_in_main", "main"]);
+    assert_eq!(r["threads_not_captured"], 0);
+    assert!(
+        r["outcome"]["status"]
+            .as_str()
+            .unwrap()
+            .starts_with("killed by SIGSEGV")
+    );
+    // The faulting store, disassembled.
+    let insn = r["instruction"].as_str().unwrap();
+    assert!(insn.contains("mov") && insn.contains("(%rdi)"), "{insn}");
+}
+
+#[test]
+fn sigill_and_sigbus_are_decoded() {
+    let ct = Crashtrace::start(&["--comm", "=crash_nofp"]);
+    let r = crash_and_report(
+        &ct,
+        Command::new(victim("crash_nofp")).arg("ill"),
+        libc::SIGILL,
+    );
+    assert_eq!(r["signal"]["code_name"], "ILL_ILLOPN");
+    assert!(
+        r["instruction"].as_str().unwrap().contains("ud2"),
+        "{}",
+        r["instruction"]
+    );
+    assert_eq!(function_names(&r)[0], "crash_ill");
+    let r = crash_and_report(
+        &ct,
+        Command::new(victim("crash_nofp")).arg("bus"),
+        libc::SIGBUS,
+    );
+    assert_eq!(r["signal"]["code_name"], "BUS_ADRERR");
+    assert!(r["signal"]["fault_address"].as_u64().unwrap() > 0);
+    assert_in_order(&function_names(&r), &["crash_bus", "level3", "main"]);
+}
+
+#[test]
+fn stack_overflow_is_reported() {
+    let ct = Crashtrace::start(&["--comm", "=crash_nofp"]);
+    let r = crash_and_report(
+        &ct,
+        Command::new(victim("crash_nofp")).arg("overflow"),
+        libc::SIGSEGV,
+    );
+    let names = function_names(&r);
+    assert_eq!(names[0], "recurse", "{names:?}");
+    assert!(names.iter().filter(|n| *n == "recurse").count() > 10);
+}
+
+#[test]
+fn kill_segv_from_another_process_names_the_sender() {
+    let ct = Crashtrace::start(&["--comm", "=threads"]);
+    let mut v = Victim::spawn(Command::new(victim("threads")).arg("wait"));
+    v.wait_ready();
+    let st = Command::new("kill")
+        .args(["-SEGV", &v.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(v.wait_signal(), Some(libc::SIGSEGV));
+    let r = ct.report_for(v.pid());
+    assert_eq!(r["signal"]["code_name"], "SI_USER");
+    assert_eq!(r["signal"]["external"], true);
+    assert_eq!(r["signal"]["sender_name"], "kill");
+    assert_ne!(r["signal"]["sender_pid"], v.pid());
+    // The victim's own stack at that moment, not the sender's.
+    assert!(
+        function_names(&r)
+            .iter()
+            .any(|n| n == "main" || n.starts_with("wait_for"))
+    );
+    assert_eq!(r["threads"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn kill_9_is_reported_with_every_thread() {
+    let ct = Crashtrace::start(&["--comm", "=threads"]);
+    let mut v = Victim::spawn(Command::new(victim("threads")).arg("wait"));
+    v.wait_ready();
+    let st = Command::new("kill")
+        .args(["-9", &v.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(v.wait_signal(), Some(libc::SIGKILL));
+    let r = ct.report_for(v.pid());
+    assert_eq!(r["signal"]["name"], "SIGKILL");
+    assert_eq!(r["signal"]["sender_name"], "kill");
+    assert_eq!(r["outcome"]["status"], "killed by SIGKILL");
+    // One thread leads the report, the three others follow.
+    assert_eq!(r["threads"].as_array().unwrap().len(), 3);
+    let mut all: Vec<String> = r["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect();
+    all.push(r["thread_name"].as_str().unwrap().to_string());
+    all.sort();
+    assert_eq!(all, ["crasher", "gpu-feeder", "io-worker", "threads"]);
+}
+
+#[test]
+fn handled_sigterm_and_kills_none_are_not_reported() {
+    // A process that handles SIGTERM and exits cleanly: a graceful stop, not a death.
+    let ct = Crashtrace::start(&["--comm", "python"]);
+    let mut graceful = Victim::spawn(Command::new("python3").args([
+        "-c",
+        "import signal, sys, time\nsignal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\nprint('ready', flush=True)\ntime.sleep(60)",
+    ]));
+    graceful.wait_ready();
+    unsafe { libc::kill(graceful.pid() as i32, libc::SIGTERM) };
+    let st = graceful.child.wait().unwrap();
+    assert!(st.success(), "{st}");
+    crash_and_report(
+        &ct,
+        Command::new("python3").args(["-c", "import ctypes; ctypes.string_at(0)"]),
+        libc::SIGSEGV,
+    );
+    assert!(ct.reports_for(graceful.pid()).is_empty());
+    drop(ct);
+
+    let ct = Crashtrace::start(&["--comm", "=threads", "--kills", "none"]);
+    let mut v = Victim::spawn(Command::new(victim("threads")).arg("wait"));
+    v.wait_ready();
+    unsafe { libc::kill(v.pid() as i32, libc::SIGTERM) };
+    assert_eq!(v.wait_signal(), Some(libc::SIGTERM));
+    crash_and_report(
+        &ct,
+        Command::new(victim("threads")).arg("crash"),
+        libc::SIGSEGV,
+    );
+    assert!(
+        ct.reports_for(v.pid()).is_empty(),
+        "--kills none reported a SIGTERM"
+    );
+}
+
+/// Parses one `/usr/bin/time -v` figure, e.g. "Maximum resident set size (kbytes): 67164".
+fn time_v(out: &str, label: &str) -> f64 {
+    let line = out
+        .lines()
+        .find(|l| l.trim_start().starts_with(label))
+        .unwrap_or_else(|| panic!("no {label} in {out}"));
+    let v = line.rsplit(": ").next().unwrap().trim();
+    if let Some((m, s)) = v.split_once(':') {
+        return m.parse::<f64>().unwrap() * 60.0 + s.parse::<f64>().unwrap();
+    }
+    v.parse().unwrap()
+}
+
+#[test]
+fn outcome_agrees_with_usr_bin_time() {
+    let ct = Crashtrace::start(&["--comm", "=crash_nofp"]);
+    let out = Command::new("/usr/bin/time")
+        .arg("-v")
+        .arg(victim("crash_nofp"))
+        .arg("work-segv")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(text.contains("Command terminated by signal 11"), "{text}");
+    // The victim is /usr/bin/time's child: find its report by the parent.
+    let deadline = std::time::Instant::now() + crashtrace_tests::WAIT;
+    let r = loop {
+        let reports = ct.all_reports();
+        if let Some(r) = reports
+            .into_iter()
+            .find(|r| r["process_name"] == "crash_nofp")
+        {
+            break r;
+        }
+        assert!(std::time::Instant::now() < deadline, "no report");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let o = &r["outcome"];
+    eprintln!("crashtrace outcome: {o}\n/usr/bin/time -v:\n{text}");
+    let close = |ours: f64, theirs: f64, abs: f64, rel: f64, what: &str| {
+        assert!(
+            (ours - theirs).abs() <= abs.max(theirs.abs() * rel),
+            "{what}: crashtrace {ours}, /usr/bin/time {theirs}"
+        );
+    };
+    close(
+        o["max_rss_kb"].as_f64().unwrap(),
+        time_v(&text, "Maximum resident set size"),
+        2048.0,
+        0.05,
+        "max RSS",
+    );
+    close(
+        o["minor_faults"].as_f64().unwrap(),
+        time_v(&text, "Minor (reclaiming a frame) page faults"),
+        50.0,
+        0.05,
+        "minor faults",
+    );
+    close(
+        o["major_faults"].as_f64().unwrap(),
+        time_v(&text, "Major (requiring I/O) page faults"),
+        5.0,
+        0.0,
+        "major faults",
+    );
+    let cpu = o["user_seconds"].as_f64().unwrap() + o["system_seconds"].as_f64().unwrap();
+    let their_cpu = time_v(&text, "User time (seconds)") + time_v(&text, "System time (seconds)");
+    close(cpu, their_cpu, 0.03, 0.1, "CPU time");
+    // time -v counts from fork, crashtrace from the exec'd program's start: a few ms apart.
+    close(
+        o["wall_seconds"].as_f64().unwrap(),
+        time_v(&text, "Elapsed (wall clock) time"),
+        0.05,
+        0.0,
+        "wall time",
+    );
+    close(
+        o["voluntary_context_switches"].as_f64().unwrap(),
+        time_v(&text, "Voluntary context switches"),
+        5.0,
+        0.2,
+        "voluntary switches",
+    );
+    assert_eq!(o["status"], "killed by SIGSEGV");
+}
