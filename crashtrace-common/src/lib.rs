@@ -38,6 +38,8 @@ pub enum RecordKind {
     ThreadCapture = 2,
     /// A crashing process finished exiting: its status and resource use.
     ProcessExit = 3,
+    /// The mappings around a fault, right after its SignalCapture.
+    FaultMaps = 4,
 }
 
 impl RecordKind {
@@ -46,6 +48,7 @@ impl RecordKind {
             1 => Some(Self::SignalCapture),
             2 => Some(Self::ThreadCapture),
             3 => Some(Self::ProcessExit),
+            4 => Some(Self::FaultMaps),
             _ => None,
         }
     }
@@ -152,6 +155,23 @@ pub struct CaptureHead {
     pub _pad1: u32,
 }
 
+/// A memory mapping as the kernel had it at the crash (`bpf_find_vma`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VmaInfo {
+    pub start: u64,
+    pub end: u64,
+    /// VM_READ 0x1, VM_WRITE 0x2, VM_EXEC 0x4, VM_SHARED 0x8, VM_GROWSDOWN 0x100, ...
+    pub flags: u64,
+    /// File offset of `start`, in pages.
+    pub pgoff: u64,
+    /// 1 if found; the rest is valid only then.
+    pub found: u32,
+    pub _pad: u32,
+    /// Base name of the mapped file; empty for anonymous memory.
+    pub name: [u8; 32],
+}
+
 /// The thread that received a signal of the configured set (`signal_deliver`).
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -192,6 +212,16 @@ pub struct Sender {
     pub uid: u32,
     pub _pad: u32,
     pub comm: [u8; TASK_COMM_LEN],
+}
+
+/// What the fault address hit, for the crashing thread's record. One lookup only: the
+/// helper's deferred mmap unlock makes a second one in the same event fail with EBUSY.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FaultMaps {
+    pub header: RecordHeader,
+    /// The mapping holding the fault address, if any.
+    pub fault: VmaInfo,
 }
 
 /// Per-process state kept in the kernel from the crash to the exit.
@@ -274,6 +304,12 @@ pub struct KernelOffsets {
     /// `cred.uid`
     pub cred_uid: u32,
     pub signal_group_exit_code: u32,
+    pub vma_start: u32,
+    pub vma_end: u32,
+    pub vma_flags: u32,
+    pub vma_pgoff: u32,
+    pub vma_file: u32,
+    pub _pad: u32,
 }
 
 /// Load-time configuration of the eBPF programs, set as one global.
@@ -342,6 +378,12 @@ impl Config {
                 task_cred: 0,
                 cred_uid: 0,
                 signal_group_exit_code: 0,
+                vma_start: 0,
+                vma_end: 0,
+                vma_flags: 0,
+                vma_pgoff: 0,
+                vma_file: 0,
+                _pad: 0,
             },
         }
     }
@@ -396,6 +438,8 @@ mod tests {
         assert_eq!(size_of::<ThreadCapture>(), fixed + THREAD_STACK_BYTES);
         assert_eq!(size_of::<Usage>(), 7 * 8);
         assert_eq!(size_of::<Sender>(), 24 + TASK_COMM_LEN);
+        assert_eq!(size_of::<VmaInfo>(), 40 + 32);
+        assert_eq!(size_of::<FaultMaps>(), 24 + 72);
         assert_eq!(size_of::<CrashState>(), 7 * 8 + 16);
         assert_eq!(size_of::<ProcessExit>(), 24 + 16 + 16 + 7 * 8);
         assert_eq!(size_of::<CommPattern>(), 24);

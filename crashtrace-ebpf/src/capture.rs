@@ -193,8 +193,22 @@ pub fn on_signal_deliver(ctx: &BtfTracePointContext) {
         );
         (*head).flags |= flags;
     }
+    // SAFETY: the record is still ours until submit.
+    let (addr, has_info) = unsafe {
+        let h = &raw const (*rec).head;
+        ((*h).si_addr, (*h).flags & CAPTURE_HAS_SIGINFO != 0)
+    };
     entry.submit(0);
     count(Stat::Captured);
+    // Fault signals carry an address in si_addr: say what it hit.
+    if has_info && fault_signal(sig) {
+        crate::faultmaps::emit(task, pid, tid, addr);
+    }
+}
+
+fn fault_signal(sig: i32) -> bool {
+    // SIGILL, SIGTRAP, SIGBUS, SIGFPE, SIGSEGV
+    matches!(sig, 4 | 5 | 7 | 8 | 11)
 }
 
 /// Another thread of a crashing process, stopped by the group exit in its own context.

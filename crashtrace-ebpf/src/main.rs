@@ -8,6 +8,7 @@
 
 mod capture;
 mod exit;
+mod faultmaps;
 mod filter;
 
 use aya_ebpf::{

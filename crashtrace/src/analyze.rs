@@ -2,7 +2,7 @@
 
 use std::{collections::HashMap, path::Path, sync::Arc};
 
-use crashtrace_common::ProcessExit;
+use crashtrace_common::{FaultMaps, ProcessExit, VmaInfo};
 
 use crate::{
     events::Capture,
@@ -36,6 +36,8 @@ pub struct CrashInput<'a> {
     pub exit: Option<&'a ProcessExit>,
     pub mappings: &'a [Mapping],
     pub executable: Option<&'a str>,
+    /// The kernel's mappings at the fault address and at the stack.
+    pub fault_maps: Option<&'a FaultMaps>,
 }
 
 impl Analyzer {
@@ -93,6 +95,10 @@ impl Analyzer {
                 (c.has_siginfo && has_sender(c.si_code)).then_some(c.si_uid)
             },
             sender_name: (c.sender_pid != 0).then(|| c.sender_name.clone()),
+            fault_mapping: input.fault_maps.and_then(|m| {
+                (c.has_siginfo && has_fault_address(c.signo, c.si_code))
+                    .then(|| describe_fault(c, &m.fault))
+            }),
             external: c.sender_pid != 0 && c.sender_pid != c.pid,
         };
         let handler = input.reraise.map(|fatal| HandlerReport {
@@ -285,6 +291,67 @@ impl Analyzer {
     }
 }
 
+/// Stack guard gap below a growing stack (stack_guard_gap, 256 pages by default), plus a
+/// frame's worth of slack: a fault there is the stack running out.
+const STACK_GUARD_GAP: u64 = (256 + 16) * 4096;
+
+fn perms(v: &VmaInfo) -> String {
+    let f = v.flags;
+    format!(
+        "{}{}{}{}",
+        if f & 0x1 != 0 { 'r' } else { '-' },
+        if f & 0x2 != 0 { 'w' } else { '-' },
+        if f & 0x4 != 0 { 'x' } else { '-' },
+        if f & 0x8 != 0 { 's' } else { 'p' }
+    )
+}
+
+fn vma_name(v: &VmaInfo) -> String {
+    let name = crate::events::name_to_string(&v.name);
+    if !name.is_empty() {
+        name
+    } else if v.flags & 0x100 != 0 {
+        "[stack]".into()
+    } else {
+        "anonymous memory".into()
+    }
+}
+
+/// What the fault address hit, in words: the mapping, nothing, NULL, or the stack's guard.
+pub fn describe_fault(c: &Capture, f: &VmaInfo) -> String {
+    let addr = c.si_addr;
+    if f.found != 0 {
+        return format!(
+            "inside {} 0x{:x}-0x{:x} {} (offset 0x{:x} into it){}",
+            vma_name(f),
+            f.start,
+            f.end,
+            perms(f),
+            addr - f.start,
+            if f.flags & 0x3 == 0 {
+                ": a guard region with no access"
+            } else {
+                ""
+            }
+        );
+    }
+    // Unmapped and right at the stack pointer, whose own page could not be read: the
+    // stack ran into its guard gap.
+    if let Some(r) = c.regs
+        && c.sp_page_skipped
+        && addr.abs_diff(r.rsp) <= STACK_GUARD_GAP
+    {
+        return format!(
+            "not mapped: just below the stack (rsp 0x{:x}, lowest stack page 0x{:x}) — a stack overflow",
+            r.rsp, c.stack_start
+        );
+    }
+    if addr < 0x10000 {
+        return format!("not mapped: near NULL (a null pointer dereference, offset 0x{addr:x})");
+    }
+    "not mapped: no mapping contains this address".into()
+}
+
 /// The faulting instruction, decoded from the bytes captured at `rip`.
 pub fn disassemble(code: &[u8], rip: u64) -> Option<String> {
     use iced_x86::{Decoder, DecoderOptions, Formatter as _, GasFormatter};
@@ -358,6 +425,42 @@ pub fn outcome(e: &ProcessExit) -> Outcome {
 mod tests {
     use super::*;
     use crashtrace_common::{RecordHeader, Usage};
+
+    fn vma(start: u64, end: u64, flags: u64, name: &str) -> VmaInfo {
+        let mut v = VmaInfo {
+            start,
+            end,
+            flags,
+            found: 1,
+            ..Default::default()
+        };
+        v.name[..name.len()].copy_from_slice(name.as_bytes());
+        v
+    }
+
+    #[test]
+    fn describes_fault_addresses() {
+        let buf = crate::events::tests::record_bytes(|_| {}, &[]);
+        let Ok(crate::events::Event::Signal(c)) = crate::events::decode(&buf) else {
+            panic!()
+        };
+        let at = |addr: u64, skipped: bool| {
+            let mut c = (*c).clone();
+            c.si_addr = addr;
+            c.sp_page_skipped = skipped;
+            c
+        };
+        let none = VmaInfo::default();
+        assert!(describe_fault(&at(0, false), &none).contains("near NULL"));
+        let rsp = c.regs.unwrap().rsp;
+        assert!(describe_fault(&at(rsp - 8, true), &none).contains("stack overflow"));
+        assert!(describe_fault(&at(rsp - 8, false), &none).contains("no mapping contains"));
+        assert!(describe_fault(&at(0x5000_0000, true), &none).contains("no mapping contains"));
+        assert_eq!(
+            describe_fault(&at(0x4010, false), &vma(0x4000, 0x8000, 0x5, "libfoo.so")),
+            "inside libfoo.so 0x4000-0x8000 r-xp (offset 0x10 into it)"
+        );
+    }
 
     #[test]
     fn disassembles_the_faulting_store() {

@@ -4,7 +4,7 @@ use anyhow::{Result, bail};
 use bytes::Bytes;
 use crashtrace_common::{
     CAPTURE_HAS_CODE, CAPTURE_HAS_SIGINFO, CAPTURE_NO_REGS, CAPTURE_SP_PAGE_SKIPPED,
-    CAPTURE_STACK_TRUNCATED, CODE_BYTES, CaptureHead, HANDLER_DEFAULT, MAX_STACK_BYTES,
+    CAPTURE_STACK_TRUNCATED, CODE_BYTES, CaptureHead, FaultMaps, HANDLER_DEFAULT, MAX_STACK_BYTES,
     ProcessExit, RecordHeader, RecordKind, TASK_COMM_LEN, THREAD_STACK_BYTES, UserRegs,
 };
 use std::mem::size_of;
@@ -52,6 +52,8 @@ pub enum Event {
     Thread(Box<Capture>),
     /// A crashing process's last thread exited.
     Exit(ProcessExit),
+    /// The mappings around the fault of the SignalCapture just before.
+    FaultMaps(FaultMaps),
 }
 
 pub fn decode(buf: &[u8]) -> Result<Event> {
@@ -73,6 +75,15 @@ pub fn decode(buf: &[u8]) -> Result<Event> {
             }
             // SAFETY: plain old data, length checked.
             Ok(Event::Exit(unsafe {
+                std::ptr::read_unaligned(buf.as_ptr().cast())
+            }))
+        }
+        Some(RecordKind::FaultMaps) => {
+            if buf.len() < size_of::<FaultMaps>() {
+                bail!("short fault-maps record: {} bytes", buf.len());
+            }
+            // SAFETY: plain old data, length checked.
+            Ok(Event::FaultMaps(unsafe {
                 std::ptr::read_unaligned(buf.as_ptr().cast())
             }))
         }
@@ -127,6 +138,11 @@ fn decode_capture(buf: &[u8], max_stack: usize) -> Result<Capture> {
 }
 
 pub fn comm_to_string(c: &[u8; TASK_COMM_LEN]) -> String {
+    c_string(c)
+}
+
+/// A NUL-terminated byte string.
+pub fn name_to_string(c: &[u8]) -> String {
     c_string(c)
 }
 

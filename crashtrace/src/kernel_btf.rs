@@ -51,6 +51,12 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets> {
         task_cred: member_offset(btf, "task_struct", "cred")?,
         cred_uid: member_offset(btf, "cred", "uid")?,
         signal_group_exit_code: member_offset(btf, "signal_struct", "group_exit_code")?,
+        vma_start: member_offset(btf, "vm_area_struct", "vm_start")?,
+        vma_end: member_offset(btf, "vm_area_struct", "vm_end")?,
+        vma_flags: member_offset(btf, "vm_area_struct", "vm_flags")?,
+        vma_pgoff: member_offset(btf, "vm_area_struct", "vm_pgoff")?,
+        vma_file: member_offset(btf, "vm_area_struct", "vm_file")?,
+        _pad: 0,
     })
 }
 

@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result};
 use crashtrace_common::{Config, Stat};
 use tokio::io::unix::AsyncFd;
 
-use crashtrace_common::ProcessExit;
+use crashtrace_common::{FaultMaps, ProcessExit};
 
 use crate::{
     analyze::{Analyzer, CrashInput},
@@ -78,6 +78,8 @@ struct Pipeline<W: Write> {
     handled: HashMap<u32, Capture>,
     /// Crashes by process id, until the process has exited.
     pending: HashMap<u32, Pending>,
+    /// The kernel's mappings around each captured fault, by thread id.
+    fault_maps: HashMap<u32, FaultMaps>,
     json: bool,
     out: W,
 }
@@ -88,6 +90,10 @@ impl<W: Write> Pipeline<W> {
             Ok(Event::Signal(c)) => self.on_signal(*c),
             Ok(Event::Thread(c)) => self.on_thread(*c),
             Ok(Event::Exit(e)) => self.on_exit(e),
+            Ok(Event::FaultMaps(m)) => {
+                log::debug!("fault mapping of {}: {:x?}", m.header.tid, m.fault);
+                self.fault_maps.insert(m.header.tid, m);
+            }
             Err(e) => eprintln!("crashtrace: dropped an undecodable record: {e:#}"),
         }
     }
@@ -163,6 +169,11 @@ impl<W: Write> Pipeline<W> {
         let s = &p.subject;
         let maps = self.table.mappings_at(s.pid, s.ktime_ns);
         let exe = self.table.exe_at(s.pid, s.ktime_ns);
+        // The fault maps follow their capture; a newer capture of the thread replaces them.
+        let fault_maps = self
+            .fault_maps
+            .remove(&s.tid)
+            .filter(|m| m.header.ktime_ns >= s.ktime_ns);
         let mut report = self.analyzer.analyze(&CrashInput {
             capture: s,
             reraise: p.reraise.as_ref(),
@@ -170,6 +181,7 @@ impl<W: Write> Pipeline<W> {
             exit,
             mappings: &maps,
             executable: exe.as_deref(),
+            fault_maps: fault_maps.as_ref(),
         });
         // From the fatal signal reaching the thread to the report leaving crashtrace.
         let fatal = p.reraise.as_ref().unwrap_or(s);
@@ -221,6 +233,8 @@ impl<W: Write> Pipeline<W> {
         self.table.expire(now);
         self.handled
             .retain(|_, c| now.saturating_sub(c.ktime_ns) < HANDLED_WAIT_NS);
+        self.fault_maps
+            .retain(|_, m| now.saturating_sub(m.header.ktime_ns) < HANDLED_WAIT_NS + EXIT_WAIT_NS);
         let overdue: Vec<u32> = self
             .pending
             .iter()
@@ -254,6 +268,7 @@ pub async fn run<W: Write>(args: Args, out: W) -> Result<()> {
         analyzer: Analyzer::new(Symbolizer::new(&args.debug_dirs)),
         handled: HashMap::new(),
         pending: HashMap::new(),
+        fault_maps: HashMap::new(),
         json: args.json,
         out,
     };

@@ -102,6 +102,7 @@ fn names(s: &Snapshot, stack_limit: Option<usize>) -> (Vec<String>, String) {
         exit: None,
         mappings: &maps,
         executable: None,
+        fault_maps: None,
     });
     (
         r.frames

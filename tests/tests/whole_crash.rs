@@ -49,7 +49,10 @@ fn multithreaded_crash_shows_every_thread() {
         &names_of(&thread(&r, "gpu-feeder")["frames"]),
         &["wait_for_gpu", "gpu_thread"],
     );
-    assert_in_order(&names_of(&thread(&r, "threads")["frames"]), &["wait_in_main", "main"]);
+    assert_in_order(
+        &names_of(&thread(&r, "threads")["frames"]),
+        &["wait_in_main", "main"],
+    );
     assert_eq!(r["threads_not_captured"], 0);
     assert!(
         r["outcome"]["status"]
@@ -57,6 +60,8 @@ fn multithreaded_crash_shows_every_thread() {
             .unwrap()
             .starts_with("killed by SIGSEGV")
     );
+    let m = r["signal"]["fault_mapping"].as_str().unwrap();
+    assert!(m.contains("near NULL"), "{m}");
     // The faulting store, disassembled.
     let insn = r["instruction"].as_str().unwrap();
     assert!(insn.contains("mov") && insn.contains("(%rdi)"), "{insn}");
@@ -83,6 +88,12 @@ fn sigill_and_sigbus_are_decoded() {
         libc::SIGBUS,
     );
     assert_eq!(r["signal"]["code_name"], "BUS_ADRERR");
+    // The kernel's own view of the mapping, taken while the process still existed.
+    let m = r["signal"]["fault_mapping"].as_str().unwrap();
+    assert!(
+        m.starts_with("inside crashtrace-bus-") && m.contains("rw-s"),
+        "{m}"
+    );
     assert!(r["signal"]["fault_address"].as_u64().unwrap() > 0);
     assert_in_order(&function_names(&r), &["crash_bus", "level3", "main"]);
 }
@@ -97,6 +108,8 @@ fn stack_overflow_is_reported() {
     );
     let names = function_names(&r);
     assert_eq!(names[0], "recurse", "{names:?}");
+    let m = r["signal"]["fault_mapping"].as_str().unwrap();
+    assert!(m.contains("stack overflow"), "{m}");
     assert!(names.iter().filter(|n| *n == "recurse").count() > 10);
 }
 

@@ -77,6 +77,8 @@ pub struct SignalReport {
     pub sender_pid: Option<u32>,
     pub sender_uid: Option<u32>,
     pub sender_name: Option<String>,
+    /// What the fault address hit: a mapping, nothing, NULL, the guard below a stack.
+    pub fault_mapping: Option<String>,
     /// Sent by another process (a kill), as opposed to a fault or the process itself.
     pub external: bool,
 }

@@ -53,7 +53,14 @@ pub fn render(r: &CrashReport) -> String {
     }
     s.push('\n');
     if let Some(a) = sig.fault_address {
-        let _ = writeln!(s, "fault:    address 0x{a:x}");
+        match &sig.fault_mapping {
+            Some(m) => {
+                let _ = writeln!(s, "fault:    address 0x{a:x}, {m}");
+            }
+            None => {
+                let _ = writeln!(s, "fault:    address 0x{a:x}");
+            }
+        }
     }
     if let Some(p) = sig.sender_pid {
         let name = sig

@@ -1,0 +1,82 @@
+//! The mapping at a fault address, looked up in the crashing task's own address space
+//! while it still exists: /proc/PID/maps can no longer tell once the process is gone.
+
+use aya_ebpf::{
+    cty::c_void,
+    helpers::{
+        bpf_ktime_get_ns,
+        generated::{bpf_find_vma, bpf_probe_read_kernel_str},
+    },
+};
+use crashtrace_common::{FaultMaps, RecordHeader, RecordKind, Stat, VmaInfo};
+
+use crate::{EVENTS, capture::read_kernel, count, filter::config};
+
+/// `bpf_find_vma` callback: copies what the report needs out of the vm_area_struct.
+/// Runs as its own BPF subprogram, under the mmap read lock the helper holds.
+#[inline(never)]
+extern "C" fn copy_vma(_task: *mut c_void, vma: *mut c_void, ctx: *mut c_void) -> i64 {
+    let v = vma as u64;
+    let out = ctx as *mut VmaInfo;
+    let field = |off: u32| read_kernel::<u64>(v + off as u64).unwrap_or(0);
+    // SAFETY: ctx is the VmaInfo on the caller's stack.
+    unsafe {
+        (*out).start = field(config!(offsets.vma_start));
+        (*out).end = field(config!(offsets.vma_end));
+        (*out).flags = field(config!(offsets.vma_flags));
+        (*out).pgoff = field(config!(offsets.vma_pgoff));
+        (*out).found = 1;
+        let file = field(config!(offsets.vma_file));
+        if file != 0 {
+            let dentry =
+                read_kernel::<u64>(file + config!(offsets.file_dentry) as u64).unwrap_or(0);
+            let name =
+                read_kernel::<u64>(dentry + config!(offsets.dentry_name) as u64).unwrap_or(0);
+            bpf_probe_read_kernel_str(
+                (*out).name.as_mut_ptr() as *mut c_void,
+                (*out).name.len() as u32,
+                name as *const c_void,
+            );
+        }
+    }
+    0
+}
+
+fn lookup(task: u64, addr: u64, out: &mut VmaInfo) {
+    *out = VmaInfo::default();
+    // SAFETY: the callback is a BPF subprogram; `out` lives on this stack, as the helper
+    // requires of its context argument. -EBUSY/-ENOENT leave `found` at 0.
+    unsafe {
+        bpf_find_vma(
+            task as *mut _,
+            addr,
+            copy_vma as *mut c_void,
+            out as *mut VmaInfo as *mut c_void,
+            0,
+        )
+    };
+}
+
+/// Emits the FaultMaps record for a crash: the mapping at `fault_addr`, if any.
+#[inline(never)]
+pub fn emit(task: u64, pid: u32, tid: u32, fault_addr: u64) {
+    let mut vma = VmaInfo::default();
+    let Some(mut entry) = EVENTS.reserve::<FaultMaps>(0) else {
+        count(Stat::RingFull);
+        return;
+    };
+    let rec = entry.as_mut_ptr();
+    // SAFETY: `rec` points at a reserved FaultMaps; every field is written.
+    unsafe {
+        (*rec).header = RecordHeader {
+            kind: RecordKind::FaultMaps as u32,
+            size: size_of::<FaultMaps>() as u32,
+            ktime_ns: bpf_ktime_get_ns(),
+            pid,
+            tid,
+        };
+        lookup(task, fault_addr, &mut vma);
+        (*rec).fault = vma;
+    }
+    entry.submit(0);
+}
