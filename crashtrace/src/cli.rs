@@ -19,6 +19,7 @@ EXAMPLES:
     crashtrace -n python -n java      # either
     crashtrace -p 4242 --json         # one process, one JSON object per line
     crashtrace --signals SEGV,ABRT    # only segmentation faults and aborts
+    crashtrace -- python3 train.py    # run one command; its crashes, then its usage
 
 PROCESS AND THREAD NAMES:
     --comm NAME matches a process when its name or its executable's file name starts
@@ -91,6 +92,11 @@ pub struct Args {
     /// More diagnostics on stderr (repeat for more).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
+
+    /// Run mode: run COMMAND, report its crashes (and its children's), print its
+    /// resource use when it ends (like /usr/bin/time -v) and exit with its status.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
 }
 
 impl Args {
@@ -329,6 +335,14 @@ mod tests {
                 .ring_buffer_size,
             64 << 20
         );
+    }
+
+    #[test]
+    fn run_mode() {
+        let a = parse(&["--json", "--", "python3", "-c", "print(1)", "--json"]).unwrap();
+        assert!(a.json);
+        assert_eq!(a.command, ["python3", "-c", "print(1)", "--json"]);
+        assert!(parse(&[]).unwrap().command.is_empty());
     }
 
     #[test]

@@ -20,8 +20,11 @@ fn main() {
         .build()
         .expect("tokio runtime");
     let stdout = std::io::stdout();
-    if let Err(e) = rt.block_on(monitor::run(args, stdout.lock())) {
-        eprintln!("crashtrace: {e:#}");
-        std::process::exit(1);
+    match rt.block_on(monitor::run(args, stdout.lock())) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("crashtrace: {e:#}");
+            std::process::exit(1);
+        }
     }
 }

@@ -82,9 +82,22 @@ struct Pipeline<W: Write> {
     fault_maps: HashMap<u32, FaultMaps>,
     json: bool,
     out: W,
+    /// Run mode: only this process and its descendants are reported.
+    scope: Option<u32>,
 }
 
 impl<W: Write> Pipeline<W> {
+    /// Crashes still waiting for their process's exit within the run-mode scope.
+    fn pending_in_scope(&self) -> bool {
+        match self.scope {
+            Some(root) => self
+                .pending
+                .keys()
+                .any(|pid| self.table.is_descendant(*pid, root)),
+            None => !self.pending.is_empty(),
+        }
+    }
+
     fn on_record(&mut self, buf: &[u8]) {
         match decode(buf) {
             Ok(Event::Signal(c)) => self.on_signal(*c),
@@ -167,6 +180,12 @@ impl<W: Write> Pipeline<W> {
         // Mapping records written before the crash may still sit in the perf buffers.
         self.stream.drain_into(&mut self.table);
         let s = &p.subject;
+        if let Some(root) = self.scope
+            && !self.table.is_descendant(s.pid, root)
+        {
+            // Run mode: another process on the machine; not what was asked about.
+            return;
+        }
         let maps = self.table.mappings_at(s.pid, s.ktime_ns);
         let exe = self.table.exe_at(s.pid, s.ktime_ns);
         // The fault maps follow their capture; a newer capture of the thread replaces them.
@@ -249,8 +268,90 @@ impl<W: Write> Pipeline<W> {
     }
 }
 
-/// Runs until SIGINT/SIGTERM. Reports go to `out`; status lines to stderr.
-pub async fn run<W: Write>(args: Args, out: W) -> Result<()> {
+/// How the command of run mode ended, from wait4().
+struct Finished {
+    status: i32,
+    usage: libc::rusage,
+    wall: Duration,
+}
+
+/// Starts the command of run mode and waits for it on a thread of its own.
+fn spawn_command(command: &[String]) -> Result<(u32, tokio::sync::oneshot::Receiver<Finished>)> {
+    let start = std::time::Instant::now();
+    let child = std::process::Command::new(&command[0])
+        .args(&command[1..])
+        .spawn()
+        .with_context(|| format!("cannot run {}", command[0]))?;
+    let pid = child.id();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut status = 0;
+        // SAFETY: zeroed rusage is valid; wait4 on our own child.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::wait4(pid as i32, &mut status, 0, &mut usage) };
+        let _ = tx.send(Finished {
+            status,
+            usage,
+            wall: start.elapsed(),
+        });
+        drop(child);
+    });
+    Ok((pid, rx))
+}
+
+/// `/usr/bin/time -v`'s summary of the command, and the exit code a shell would give.
+fn summarize(command: &[String], f: &Finished) -> (String, i32) {
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let st = f.status;
+    let (how, code) = if libc::WIFSIGNALED(st) {
+        let sig = libc::WTERMSIG(st);
+        (
+            format!(
+                "was killed by {}{}",
+                crate::signals::signal_name(sig),
+                if libc::WCOREDUMP(st) {
+                    " (core dumped)"
+                } else {
+                    ""
+                }
+            ),
+            128 + sig,
+        )
+    } else {
+        let c = libc::WEXITSTATUS(st);
+        (format!("exited with status {c}"), c)
+    };
+    let w = f.wall.as_secs_f64();
+    let u = &f.usage;
+    let text = format!(
+        "crashtrace: command {how}\n\
+         \tCommand being timed: \"{}\"\n\
+         \tUser time (seconds): {:.2}\n\
+         \tSystem time (seconds): {:.2}\n\
+         \tElapsed (wall clock) time (h:mm:ss or m:ss): {}:{:05.2}\n\
+         \tMaximum resident set size (kbytes): {}\n\
+         \tMajor (requiring I/O) page faults: {}\n\
+         \tMinor (reclaiming a frame) page faults: {}\n\
+         \tVoluntary context switches: {}\n\
+         \tInvoluntary context switches: {}\n\
+         \tExit status: {code}",
+        command.join(" "),
+        tv(u.ru_utime),
+        tv(u.ru_stime),
+        (w / 60.0) as u64,
+        w % 60.0,
+        u.ru_maxrss,
+        u.ru_majflt,
+        u.ru_minflt,
+        u.ru_nvcsw,
+        u.ru_nivcsw,
+    );
+    (text, code)
+}
+
+/// Runs until SIGINT/SIGTERM, or in run mode until the command has ended. Reports go to
+/// `out`; status lines to stderr. Returns the exit code for crashtrace.
+pub async fn run<W: Write>(args: Args, out: W) -> Result<i32> {
     let config = build_config(&args)?;
     // The mapping stream starts before the /proc scan so nothing falls between the two.
     let mut stream = MappingStream::open(MAPPING_RING_BYTES)
@@ -271,6 +372,7 @@ pub async fn run<W: Write>(args: Args, out: W) -> Result<()> {
         fault_maps: HashMap::new(),
         json: args.json,
         out,
+        scope: None,
     };
     eprintln!(
         "crashtrace: attached; watching {} for {} ({} processes known). Ctrl-C to stop.",
@@ -278,6 +380,17 @@ pub async fn run<W: Write>(args: Args, out: W) -> Result<()> {
         args.signals.names().join(" "),
         pipeline.table.process_count()
     );
+
+    // Run mode: the command starts only once everything is attached.
+    let mut finished = None;
+    let mut done_rx = if args.command.is_empty() {
+        None
+    } else {
+        let (pid, rx) = spawn_command(&args.command)?;
+        pipeline.scope = Some(pid);
+        Some(rx)
+    };
+    let mut drain_deadline: Option<tokio::time::Instant> = None;
 
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -294,7 +407,20 @@ pub async fn run<W: Write>(args: Args, out: W) -> Result<()> {
                 }
                 guard.clear_ready();
             }
-            _ = tick.tick() => pipeline.tick(),
+            _ = tick.tick() => {
+                pipeline.tick();
+                if let Some(deadline) = drain_deadline
+                    && (!pipeline.pending_in_scope() || tokio::time::Instant::now() >= deadline)
+                {
+                    break;
+                }
+            }
+            Ok(f) = async { done_rx.as_mut().unwrap().await }, if done_rx.is_some() && finished.is_none() => {
+                // Reports of the command's crashes may still be on their way: give them
+                // until their processes' exits are in, within a bound.
+                finished = Some(f);
+                drain_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(3));
+            }
             _ = stats_tick.tick() => {
                 let ring_full = probes.stat(Stat::RingFull);
                 if ring_full > lost_reported.0 {
@@ -314,8 +440,17 @@ pub async fn run<W: Write>(args: Args, out: W) -> Result<()> {
                 }
                 lost_reported = (ring_full, maps_lost);
             }
-            _ = tokio::signal::ctrl_c() => break,
-            _ = sigterm.recv() => break,
+            // In run mode Ctrl-C reaches the command too: wait for it to end.
+            _ = tokio::signal::ctrl_c(), if done_rx.is_none() => break,
+            _ = sigterm.recv() => {
+                match pipeline.scope {
+                    // SAFETY: signalling our own child.
+                    Some(pid) if finished.is_none() => unsafe {
+                        libc::kill(pid as i32, libc::SIGTERM);
+                    },
+                    _ => break,
+                }
+            }
         }
     }
     eprintln!(
@@ -326,7 +461,14 @@ pub async fn run<W: Write>(args: Args, out: W) -> Result<()> {
         probes.stat(Stat::ThreadsCaptured),
         probes.stat(Stat::RingFull)
     );
-    Ok(())
+    Ok(match finished {
+        Some(f) => {
+            let (text, code) = summarize(&args.command, &f);
+            eprintln!("{text}");
+            code
+        }
+        None => 0,
+    })
 }
 
 fn describe_filters(args: &Args) -> String {

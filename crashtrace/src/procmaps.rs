@@ -45,6 +45,8 @@ struct Process {
     exe: Option<Arc<str>>,
     /// CLOCK_MONOTONIC ns of the fork/exec that created this image; 0 if seen at start.
     since_ns: u64,
+    /// The process it was forked from, where the fork was seen.
+    parent: Option<u32>,
     exited_ns: Option<u64>,
 }
 
@@ -100,6 +102,7 @@ impl ProcessTable {
                 maps,
                 exe,
                 since_ns: time_ns,
+                parent: Some(parent),
                 exited_ns: None,
             },
         );
@@ -107,12 +110,14 @@ impl ProcessTable {
 
     /// `execve` replaced the image: the mappings that follow are the new program's.
     pub fn on_exec(&mut self, pid: u32, time_ns: u64) {
+        let parent = self.live.get(&pid).and_then(|p| p.parent);
         self.replace(
             pid,
             Process {
                 maps: BTreeMap::new(),
                 exe: None,
                 since_ns: time_ns,
+                parent,
                 exited_ns: None,
             },
         );
@@ -151,6 +156,22 @@ impl ProcessTable {
         self.process_at(pid, time_ns)
             .map(|p| p.maps.values().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Whether `pid` is `root` or was forked, directly or not, from it.
+    pub fn is_descendant(&self, pid: u32, root: u32) -> bool {
+        let mut p = pid;
+        // Bounded: a corrupt chain must not loop.
+        for _ in 0..64 {
+            if p == root {
+                return true;
+            }
+            match self.live.get(&p).and_then(|x| x.parent) {
+                Some(parent) if parent != p => p = parent,
+                _ => return false,
+            }
+        }
+        false
     }
 
     /// The executable process `pid` ran at `time_ns`.
@@ -286,6 +307,9 @@ mod tests {
         assert_eq!(&*t.mappings_at(2, 250)[0].path, "/bin/child");
         // Before the exec, the child still ran the parent's image.
         assert_eq!(&*t.mappings_at(2, 150)[0].path, "/bin/parent");
+        assert!(t.is_descendant(2, 1) && t.is_descendant(1, 1) && !t.is_descendant(1, 2));
+        t.on_fork(3, 2, 260);
+        assert!(t.is_descendant(3, 1));
         t.on_exit(2, 300);
         // Reused pid: the old process's mappings stay reachable by time.
         t.on_fork(2, 1, 400);

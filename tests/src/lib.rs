@@ -17,6 +17,12 @@ pub const WAIT: Duration = Duration::from_secs(30);
 /// Tests that load eBPF run one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
+/// Holds the lock that serializes tests loading eBPF, for tests that run crashtrace
+/// themselves.
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 pub fn victim(name: &str) -> PathBuf {
     Path::new(env!("VICTIMS_DIR")).join(name)
 }
@@ -82,7 +88,7 @@ impl Crashtrace {
 
     fn start_mode(args: &[&str], json: bool) -> Self {
         require_root();
-        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let serial = serial();
         let mut cmd = Command::new(crashtrace_bin());
         if json {
             cmd.arg("--json");

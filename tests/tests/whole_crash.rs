@@ -288,3 +288,48 @@ fn outcome_agrees_with_usr_bin_time() {
     );
     assert_eq!(o["status"], "killed by SIGSEGV");
 }
+
+#[test]
+fn run_mode_reports_the_commands_crashes_and_its_usage() {
+    crashtrace_tests::require_root();
+    let _serial = crashtrace_tests::serial();
+    // A crash elsewhere on the machine while the command runs: not the command's.
+    let mut bystander = Victim::spawn(Command::new(victim("crash_fp")).arg("wait-segv"));
+    bystander.wait_ready();
+    let script = format!(
+        "printf x > /proc/{}/fd/0; sleep 0.2; {} work-segv; exit 7",
+        bystander.pid(),
+        victim("crash_nofp").display()
+    );
+    let out = Command::new(crashtrace_tests::crashtrace_bin())
+        .args(["--json", "--", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert_eq!(bystander.wait_signal(), Some(libc::SIGSEGV));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // crashtrace exits with the command's status.
+    assert_eq!(out.status.code(), Some(7), "{stderr}");
+    assert!(
+        stderr.contains("crashtrace: command exited with status 7"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("Maximum resident set size (kbytes):"),
+        "{stderr}"
+    );
+    let reports: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // The child's crash, and only that: the bystander is outside the command's tree.
+    assert_eq!(reports.len(), 1, "{reports:#?}");
+    let r = &reports[0];
+    assert_eq!(r["process_name"], "crash_nofp");
+    assert!(r["parent_name"] == "sh", "{}", r["parent_name"]);
+    assert_in_order(&function_names(r), &["crash_segv", "level3", "main"]);
+    assert!(
+        r["outcome"]["max_rss_kb"].as_u64().unwrap() > 60_000,
+        "{}",
+        r["outcome"]
+    );
+}
