@@ -40,6 +40,8 @@ pub enum RecordKind {
     ProcessExit = 3,
     /// The mappings around a fault, right after its SignalCapture.
     FaultMaps = 4,
+    /// The OOM killer chose a victim (`mark_victim`): its memory figures.
+    OomVictim = 5,
 }
 
 impl RecordKind {
@@ -49,6 +51,7 @@ impl RecordKind {
             2 => Some(Self::ThreadCapture),
             3 => Some(Self::ProcessExit),
             4 => Some(Self::FaultMaps),
+            5 => Some(Self::OomVictim),
             _ => None,
         }
     }
@@ -224,6 +227,27 @@ pub struct FaultMaps {
     pub fault: VmaInfo,
 }
 
+/// A process chosen by the OOM killer, with its memory when it was chosen. The header's
+/// pid/tid are the victim's; the killer is the task whose allocation failed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct OomVictim {
+    pub header: RecordHeader,
+    pub killer_pid: u32,
+    pub uid: u32,
+    pub killer_comm: [u8; TASK_COMM_LEN],
+    pub total_vm_kb: u64,
+    pub anon_rss_kb: u64,
+    pub file_rss_kb: u64,
+    pub shmem_rss_kb: u64,
+    pub swap_kb: u64,
+    /// The memory cgroup's limit and usage (0: none could be read).
+    pub memcg_limit_kb: u64,
+    pub memcg_usage_kb: u64,
+    /// Base name of the victim's memory cgroup.
+    pub memcg_name: [u8; 64],
+}
+
 /// Per-process state kept in the kernel from the crash to the exit.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -309,7 +333,20 @@ pub struct KernelOffsets {
     pub vma_flags: u32,
     pub vma_pgoff: u32,
     pub vma_file: u32,
-    pub _pad: u32,
+    pub task_cgroups: u32,
+    /// `css_set.subsys[memory_cgrp_id]`
+    pub css_set_memory: u32,
+    pub css_cgroup: u32,
+    pub cgroup_kn: u32,
+    pub kn_name: u32,
+    /// `mem_cgroup.memory.max` and `.usage` (pages); `css` is mem_cgroup's first member.
+    pub memcg_max: u32,
+    pub memcg_usage: u32,
+    pub mm_total_vm: u32,
+    /// `mm_struct.rss_stat[0].count`, and the stride of that array.
+    pub mm_rss_count: u32,
+    pub mm_rss_stride: u32,
+    pub task_pid: u32,
 }
 
 /// Load-time configuration of the eBPF programs, set as one global.
@@ -383,7 +420,17 @@ impl Config {
                 vma_flags: 0,
                 vma_pgoff: 0,
                 vma_file: 0,
-                _pad: 0,
+                task_cgroups: 0,
+                css_set_memory: 0,
+                css_cgroup: 0,
+                cgroup_kn: 0,
+                kn_name: 0,
+                memcg_max: 0,
+                memcg_usage: 0,
+                mm_total_vm: 0,
+                mm_rss_count: 0,
+                mm_rss_stride: 0,
+                task_pid: 0,
             },
         }
     }
@@ -407,8 +454,10 @@ pub enum Stat {
     ExitsLost = 5,
     /// Crashing processes not tracked to their exit (the state map was full).
     StateFull = 6,
+    /// OOM victims seen.
+    OomVictims = 7,
 }
-pub const STAT_COUNT: u32 = 7;
+pub const STAT_COUNT: u32 = 8;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -440,6 +489,7 @@ mod tests {
         assert_eq!(size_of::<Sender>(), 24 + TASK_COMM_LEN);
         assert_eq!(size_of::<VmaInfo>(), 40 + 32);
         assert_eq!(size_of::<FaultMaps>(), 24 + 72);
+        assert_eq!(size_of::<OomVictim>(), 24 + 8 + 16 + 7 * 8 + 64);
         assert_eq!(size_of::<CrashState>(), 7 * 8 + 16);
         assert_eq!(size_of::<ProcessExit>(), 24 + 16 + 16 + 7 * 8);
         assert_eq!(size_of::<CommPattern>(), 24);

@@ -21,7 +21,7 @@ use crashtrace_common::{
 };
 
 use crate::{
-    CRASHED, EVENTS, SENDERS, count,
+    CRASHED, EVENTS, OOMED, SENDERS, count,
     exit::usage_of_signal,
     filter::{comm_wanted, config, kill_wanted, pid_wanted, signal_wanted},
 };
@@ -117,8 +117,10 @@ pub fn on_signal_deliver(ctx: &BtfTracePointContext) {
         sig
     };
     let sender = sender_of(pid, sig);
-    // A crash signal, however it was sent; or a kill from another process.
-    let wanted = signal_wanted(sig) || (sender.is_some() && kill_wanted(sig));
+    // An OOM kill: the OOM killer marked this process just before its SIGKILL.
+    let oom = sig == SIGKILL && OOMED.get_ptr(pid).is_some();
+    // A crash signal, however it was sent; a kill from another process; an OOM kill.
+    let wanted = signal_wanted(sig) || (sender.is_some() && kill_wanted(sig)) || oom;
     if !wanted || !pid_wanted(pid) {
         return;
     }

@@ -10,6 +10,7 @@ mod capture;
 mod exit;
 mod faultmaps;
 mod filter;
+mod oom;
 
 use aya_ebpf::{
     macros::{btf_tracepoint, map},
@@ -39,6 +40,10 @@ static CRASHED: LruHashMap<u32, CrashState> = LruHashMap::with_max_entries(4096,
 #[map]
 static SENDERS: LruHashMap<u32, Sender> = LruHashMap::with_max_entries(4096, 0);
 
+/// Processes the OOM killer chose, by process id: their SIGKILL is an OOM kill.
+#[map]
+static OOMED: LruHashMap<u32, u64> = LruHashMap::with_max_entries(1024, 0);
+
 fn count(stat: Stat) {
     if let Some(v) = STATS.get_ptr_mut(stat as u32) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU.
@@ -60,6 +65,15 @@ pub fn signal_deliver(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "signal_generate")]
 pub fn signal_generate(ctx: BtfTracePointContext) -> i32 {
     capture::on_signal_generate(&ctx);
+    0
+}
+
+/// `mark_victim(struct task_struct *task, uid_t uid)`: the OOM killer's choice.
+#[btf_tracepoint(function = "mark_victim")]
+pub fn mark_victim(ctx: BtfTracePointContext) -> i32 {
+    let task: u64 = ctx.arg(0);
+    let uid: u32 = ctx.arg(1);
+    oom::on_mark_victim(task, uid);
     0
 }
 

@@ -2,15 +2,15 @@
 
 use std::{collections::HashMap, path::Path, sync::Arc};
 
-use crashtrace_common::{FaultMaps, ProcessExit, VmaInfo};
+use crashtrace_common::{FaultMaps, OomVictim, ProcessExit, VmaInfo};
 
 use crate::{
     events::Capture,
     modules::ModuleCache,
     procmaps::Mapping,
     report::{
-        CrashReport, Frame, HandlerReport, InlinedFrame, Outcome, Registers, SignalReport,
-        ThreadReport, UnwindReport,
+        CrashReport, Frame, HandlerReport, InlinedFrame, OomReport, Outcome, Registers,
+        SignalReport, ThreadReport, UnwindReport,
     },
     signals::{decode_si_code, has_fault_address, has_sender, signal_name},
     symbolize::Symbolizer,
@@ -38,6 +38,8 @@ pub struct CrashInput<'a> {
     pub executable: Option<&'a str>,
     /// The kernel's mappings at the fault address and at the stack.
     pub fault_maps: Option<&'a FaultMaps>,
+    /// Set when the OOM killer chose the process.
+    pub oom: Option<&'a OomVictim>,
 }
 
 impl Analyzer {
@@ -99,7 +101,8 @@ impl Analyzer {
                 (c.has_siginfo && has_fault_address(c.signo, c.si_code))
                     .then(|| describe_fault(c, &m.fault))
             }),
-            external: c.sender_pid != 0 && c.sender_pid != c.pid,
+            // An OOM kill comes from the kernel, whoever's allocation triggered it.
+            external: (c.sender_pid != 0 && c.sender_pid != c.pid) || input.oom.is_some(),
         };
         let handler = input.reraise.map(|fatal| HandlerReport {
             address: c.handler,
@@ -146,6 +149,7 @@ impl Analyzer {
             parent_pid: c.parent_pid,
             parent_name: c.parent_name.clone(),
             signal,
+            oom: input.oom.map(oom_report),
             handler,
             registers: c.regs.as_ref().map(Registers::from),
             instruction: c
@@ -373,6 +377,24 @@ pub fn disassemble(code: &[u8], rip: u64) -> Option<String> {
         .map(|b| format!("{b:02x}"))
         .collect();
     Some(format!("0x{rip:x}: {text}   ({})", bytes.join(" ")))
+}
+
+fn oom_report(o: &OomVictim) -> OomReport {
+    // PAGE_COUNTER_MAX (no limit) is LONG_MAX pages: anything near it means none.
+    let limited = o.memcg_limit_kb != 0 && o.memcg_limit_kb < 1 << 50;
+    let name = crate::events::name_to_string(&o.memcg_name);
+    OomReport {
+        trigger_pid: o.killer_pid,
+        trigger_name: crate::events::name_to_string(&o.killer_comm),
+        total_vm_kb: o.total_vm_kb,
+        anon_rss_kb: o.anon_rss_kb,
+        file_rss_kb: o.file_rss_kb,
+        shmem_rss_kb: o.shmem_rss_kb,
+        swap_kb: o.swap_kb,
+        memory_cgroup: (!name.is_empty()).then_some(name),
+        memory_cgroup_limit_kb: limited.then_some(o.memcg_limit_kb),
+        memory_cgroup_usage_kb: (o.memcg_usage_kb != 0).then_some(o.memcg_usage_kb),
+    }
 }
 
 /// The process's end as wait4() and `/usr/bin/time -v` describe it.

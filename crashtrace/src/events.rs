@@ -5,7 +5,7 @@ use bytes::Bytes;
 use crashtrace_common::{
     CAPTURE_HAS_CODE, CAPTURE_HAS_SIGINFO, CAPTURE_NO_REGS, CAPTURE_SP_PAGE_SKIPPED,
     CAPTURE_STACK_TRUNCATED, CODE_BYTES, CaptureHead, FaultMaps, HANDLER_DEFAULT, MAX_STACK_BYTES,
-    ProcessExit, RecordHeader, RecordKind, TASK_COMM_LEN, THREAD_STACK_BYTES, UserRegs,
+    OomVictim, ProcessExit, RecordHeader, RecordKind, TASK_COMM_LEN, THREAD_STACK_BYTES, UserRegs,
 };
 use std::mem::size_of;
 
@@ -54,6 +54,8 @@ pub enum Event {
     Exit(ProcessExit),
     /// The mappings around the fault of the SignalCapture just before.
     FaultMaps(FaultMaps),
+    /// The OOM killer chose a process.
+    Oom(OomVictim),
 }
 
 pub fn decode(buf: &[u8]) -> Result<Event> {
@@ -84,6 +86,15 @@ pub fn decode(buf: &[u8]) -> Result<Event> {
             }
             // SAFETY: plain old data, length checked.
             Ok(Event::FaultMaps(unsafe {
+                std::ptr::read_unaligned(buf.as_ptr().cast())
+            }))
+        }
+        Some(RecordKind::OomVictim) => {
+            if buf.len() < size_of::<OomVictim>() {
+                bail!("short OOM record: {} bytes", buf.len());
+            }
+            // SAFETY: plain old data, length checked.
+            Ok(Event::Oom(unsafe {
                 std::ptr::read_unaligned(buf.as_ptr().cast())
             }))
         }

@@ -56,8 +56,51 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets> {
         vma_flags: member_offset(btf, "vm_area_struct", "vm_flags")?,
         vma_pgoff: member_offset(btf, "vm_area_struct", "vm_pgoff")?,
         vma_file: member_offset(btf, "vm_area_struct", "vm_file")?,
-        _pad: 0,
+        task_cgroups: member_offset(btf, "task_struct", "cgroups")?,
+        css_set_memory: member_offset(btf, "css_set", "subsys")?
+            + 8 * enum_value(btf, "cgroup_subsys_id", "memory_cgrp_id")?,
+        css_cgroup: member_offset(btf, "cgroup_subsys_state", "cgroup")?,
+        cgroup_kn: member_offset(btf, "cgroup", "kn")?,
+        kn_name: member_offset(btf, "kernfs_node", "name")?,
+        memcg_max: member_offset(btf, "mem_cgroup", "memory")?
+            + member_offset(btf, "page_counter", "max")?,
+        memcg_usage: member_offset(btf, "mem_cgroup", "memory")?
+            + member_offset(btf, "page_counter", "usage")?,
+        mm_total_vm: member_offset(btf, "mm_struct", "total_vm")?,
+        mm_rss_count: member_offset(btf, "mm_struct", "rss_stat")?
+            + member_offset(btf, "percpu_counter", "count")?,
+        mm_rss_stride: struct_size(btf, "percpu_counter")?,
+        task_pid: member_offset(btf, "task_struct", "pid")?,
     })
+}
+
+/// Size in bytes of `struct name`.
+pub fn struct_size(btf: &Btf, name: &str) -> Result<u32> {
+    btf.resolve_types_by_name(name)
+        .map_err(|e| anyhow!("BTF has no type {name}: {e}"))?
+        .into_iter()
+        .find_map(|t| match t {
+            Type::Struct(s) => Some(s.size() as u32),
+            _ => None,
+        })
+        .with_context(|| format!("BTF has no struct {name}"))
+}
+
+/// The value of enumerator `member` of `enum name`.
+pub fn enum_value(btf: &Btf, name: &str, member: &str) -> Result<u32> {
+    for t in btf
+        .resolve_types_by_name(name)
+        .map_err(|e| anyhow!("BTF has no type {name}: {e}"))?
+    {
+        if let Type::Enum(e) = t {
+            for m in &e.members {
+                if btf.resolve_name(m).unwrap_or_default() == member {
+                    return Ok(m.val());
+                }
+            }
+        }
+    }
+    bail!("enum {name} has no {member} in this kernel")
 }
 
 /// Byte offset of `path` (dot-separated, e.g. `se.sum_exec_runtime`) inside `struct name`,

@@ -28,7 +28,12 @@ impl Probes {
             .map_err(|e| explain(anyhow!(e), "loading the eBPF programs"))?;
         let btf = Btf::from_sys_fs().context("reading the kernel's BTF")?;
         // The exit program first: a crash seen by signal_deliver is then always followed.
-        for name in ["sched_process_exit", "signal_generate", "signal_deliver"] {
+        for name in [
+            "sched_process_exit",
+            "mark_victim",
+            "signal_generate",
+            "signal_deliver",
+        ] {
             let prog: &mut BtfTracePoint = ebpf
                 .program_mut(name)
                 .with_context(|| format!("program {name} missing from the eBPF object"))?

@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result};
 use crashtrace_common::{Config, Stat};
 use tokio::io::unix::AsyncFd;
 
-use crashtrace_common::{FaultMaps, ProcessExit};
+use crashtrace_common::{FaultMaps, OomVictim, ProcessExit};
 
 use crate::{
     analyze::{Analyzer, CrashInput},
@@ -80,6 +80,8 @@ struct Pipeline<W: Write> {
     pending: HashMap<u32, Pending>,
     /// The kernel's mappings around each captured fault, by thread id.
     fault_maps: HashMap<u32, FaultMaps>,
+    /// OOM killer victims, by process id, until their report.
+    oom: HashMap<u32, OomVictim>,
     json: bool,
     out: W,
     /// Run mode: only this process and its descendants are reported.
@@ -103,6 +105,10 @@ impl<W: Write> Pipeline<W> {
             Ok(Event::Signal(c)) => self.on_signal(*c),
             Ok(Event::Thread(c)) => self.on_thread(*c),
             Ok(Event::Exit(e)) => self.on_exit(e),
+            Ok(Event::Oom(o)) => {
+                log::debug!("OOM victim {}", o.header.pid);
+                self.oom.insert(o.header.pid, o);
+            }
             Ok(Event::FaultMaps(m)) => {
                 log::debug!("fault mapping of {}: {:x?}", m.header.tid, m.fault);
                 self.fault_maps.insert(m.header.tid, m);
@@ -193,6 +199,10 @@ impl<W: Write> Pipeline<W> {
             .fault_maps
             .remove(&s.tid)
             .filter(|m| m.header.ktime_ns >= s.ktime_ns);
+        let oom = self
+            .oom
+            .remove(&s.pid)
+            .filter(|o| s.signo == libc::SIGKILL && o.header.ktime_ns <= s.ktime_ns);
         let mut report = self.analyzer.analyze(&CrashInput {
             capture: s,
             reraise: p.reraise.as_ref(),
@@ -201,6 +211,7 @@ impl<W: Write> Pipeline<W> {
             mappings: &maps,
             executable: exe.as_deref(),
             fault_maps: fault_maps.as_ref(),
+            oom: oom.as_ref(),
         });
         // From the fatal signal reaching the thread to the report leaving crashtrace.
         let fatal = p.reraise.as_ref().unwrap_or(s);
@@ -252,6 +263,8 @@ impl<W: Write> Pipeline<W> {
         self.table.expire(now);
         self.handled
             .retain(|_, c| now.saturating_sub(c.ktime_ns) < HANDLED_WAIT_NS);
+        self.oom
+            .retain(|_, o| now.saturating_sub(o.header.ktime_ns) < HANDLED_WAIT_NS + EXIT_WAIT_NS);
         self.fault_maps
             .retain(|_, m| now.saturating_sub(m.header.ktime_ns) < HANDLED_WAIT_NS + EXIT_WAIT_NS);
         let overdue: Vec<u32> = self
@@ -370,6 +383,7 @@ pub async fn run<W: Write>(args: Args, out: W) -> Result<i32> {
         handled: HashMap::new(),
         pending: HashMap::new(),
         fault_maps: HashMap::new(),
+        oom: HashMap::new(),
         json: args.json,
         out,
         scope: None,

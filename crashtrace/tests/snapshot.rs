@@ -103,6 +103,7 @@ fn names(s: &Snapshot, stack_limit: Option<usize>) -> (Vec<String>, String) {
         mappings: &maps,
         executable: None,
         fault_maps: None,
+        oom: None,
     });
     (
         r.frames

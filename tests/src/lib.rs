@@ -335,3 +335,83 @@ pub fn crash_and_report(ct: &Crashtrace, cmd: &mut Command, expect_signal: i32) 
     );
     r
 }
+
+/// A memory cgroup with a limit, under this process's own (cgroup v1 or v2); removed on
+/// drop.
+pub struct MemoryCgroup {
+    pub path: PathBuf,
+}
+
+impl MemoryCgroup {
+    /// None where the machine has no memory controller to delegate from.
+    pub fn new(name: &str, limit_bytes: u64) -> Option<Self> {
+        let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+        let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
+        // cgroup v1: "4:memory:/some/path"; v2: "0::/some/path".
+        let (base, rel, v1) = if let Some(l) = own.lines().find(|l| {
+            l.split(':')
+                .nth(1)
+                .is_some_and(|c| c.split(',').any(|c| c == "memory"))
+        }) {
+            let mnt = mounts
+                .lines()
+                .find(|m| {
+                    m.contains(" cgroup ")
+                        && m.split(' ')
+                            .nth(3)
+                            .is_some_and(|o| o.split(',').any(|o| o == "memory"))
+                })?
+                .split(' ')
+                .nth(1)?
+                .to_string();
+            (mnt, l.splitn(3, ':').nth(2)?.to_string(), true)
+        } else {
+            let mnt = mounts
+                .lines()
+                .find(|m| m.contains(" cgroup2 "))?
+                .split(' ')
+                .nth(1)?
+                .to_string();
+            let l = own.lines().find(|l| l.starts_with("0::"))?;
+            (mnt, l[3..].to_string(), false)
+        };
+        let path = Path::new(&base)
+            .join(rel.trim_start_matches('/'))
+            .join(format!("{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&path).ok()?;
+        let write = |f: &str, v: String| std::fs::write(path.join(f), v);
+        let limited = if v1 {
+            write("memory.limit_in_bytes", limit_bytes.to_string()).is_ok()
+        } else {
+            write("memory.max", limit_bytes.to_string()).is_ok()
+                && write("memory.swap.max", "0".into()).is_ok()
+        };
+        if !limited {
+            let _ = std::fs::remove_dir(&path);
+            return None;
+        }
+        Some(Self { path })
+    }
+
+    /// `sh -c` prefix that moves the shell into the cgroup before exec'ing the command.
+    pub fn enter_and_exec(&self, command: &str) -> Command {
+        let mut c = Command::new("sh");
+        c.arg("-c").arg(format!(
+            "echo $$ > {}/cgroup.procs && exec {command}",
+            self.path.display()
+        ));
+        c
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        // Its processes are gone by now; retry briefly while the kernel finishes with them.
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.path).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

@@ -333,3 +333,29 @@ fn run_mode_reports_the_commands_crashes_and_its_usage() {
         r["outcome"]
     );
 }
+
+#[test]
+fn oom_kill_in_a_memory_cgroup() {
+    let Some(cg) = crashtrace_tests::MemoryCgroup::new("crashtrace-oom", 64 << 20) else {
+        eprintln!("skipped: no memory cgroup controller can be delegated on this machine");
+        return;
+    };
+    let ct = Crashtrace::start(&["--comm", "python"]);
+    let mut v = Victim::spawn(
+        &mut cg.enter_and_exec("python3 -c 'x = []\nwhile True: x.append(bytearray(1 << 20))'"),
+    );
+    assert_eq!(v.wait_signal(), Some(libc::SIGKILL));
+    let r = ct.report_for(v.pid());
+    let oom = &r["oom"];
+    assert!(oom.is_object(), "not reported as an OOM kill: {r}");
+    assert_eq!(
+        oom["memory_cgroup"],
+        cg.path.file_name().unwrap().to_str().unwrap()
+    );
+    assert_eq!(oom["memory_cgroup_limit_kb"], 64 * 1024);
+    // Most of the limit was the victim's anonymous memory.
+    assert!(oom["anon_rss_kb"].as_u64().unwrap() > 40 * 1024, "{oom}");
+    assert_eq!(r["signal"]["name"], "SIGKILL");
+    assert_eq!(r["outcome"]["status"], "killed by SIGKILL");
+    assert!(!r["frames"].as_array().unwrap().is_empty());
+}

@@ -20,6 +20,8 @@ pub struct CrashReport {
     pub parent_pid: u32,
     pub parent_name: String,
     pub signal: SignalReport,
+    /// The OOM killer chose this process: its memory then, and the limit that applied.
+    pub oom: Option<OomReport>,
     /// A handler was installed and re-raised the signal: the stack is the original fault's.
     pub handler: Option<HandlerReport>,
     pub registers: Option<Registers>,
@@ -37,6 +39,23 @@ pub struct CrashReport {
     pub notes: Vec<String>,
     /// From the signal reaching the thread (kernel clock) to this report, in milliseconds.
     pub latency_ms: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct OomReport {
+    /// The process whose allocation could not be satisfied.
+    pub trigger_pid: u32,
+    pub trigger_name: String,
+    pub total_vm_kb: u64,
+    pub anon_rss_kb: u64,
+    pub file_rss_kb: u64,
+    pub shmem_rss_kb: u64,
+    pub swap_kb: u64,
+    /// The victim's memory cgroup (v1 or v2), its limit and usage when the victim was
+    /// chosen; no limit means the whole machine ran out.
+    pub memory_cgroup: Option<String>,
+    pub memory_cgroup_limit_kb: Option<u64>,
+    pub memory_cgroup_usage_kb: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize)]

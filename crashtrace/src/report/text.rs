@@ -17,7 +17,13 @@ fn loc(l: &Location) -> String {
 pub fn render(r: &CrashReport) -> String {
     let mut s = String::new();
     let sig = &r.signal;
-    let what = if sig.external { "killed by" } else { "" };
+    let what = if r.oom.is_some() {
+        "OOM kill:"
+    } else if sig.external {
+        "killed by"
+    } else {
+        ""
+    };
     let _ = writeln!(
         s,
         "=== crashtrace: {}{} in process {} ({}), thread {} ({}) ===",
@@ -78,6 +84,36 @@ pub fn render(r: &CrashReport) -> String {
             "sender:   pid {p}{name}, uid {}: {who}",
             sig.sender_uid.unwrap_or(0)
         );
+    }
+    if let Some(o) = &r.oom {
+        let _ = writeln!(
+            s,
+            "oom:      chosen by the OOM killer (allocation by pid {} ({})); total-vm {} kB, anon-rss {} kB, file-rss {} kB, shmem-rss {} kB, swap {} kB",
+            o.trigger_pid,
+            o.trigger_name,
+            o.total_vm_kb,
+            o.anon_rss_kb,
+            o.file_rss_kb,
+            o.shmem_rss_kb,
+            o.swap_kb
+        );
+        match o.memory_cgroup_limit_kb {
+            Some(limit) => {
+                let _ = writeln!(
+                    s,
+                    "          memory cgroup {} limit {} kB, usage {} kB",
+                    o.memory_cgroup.as_deref().unwrap_or("?"),
+                    limit,
+                    o.memory_cgroup_usage_kb.unwrap_or(0)
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    s,
+                    "          no memory cgroup limit: the machine ran out of memory"
+                );
+            }
+        }
     }
     if let Some(h) = &r.handler {
         let _ = writeln!(
