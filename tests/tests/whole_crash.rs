@@ -359,3 +359,45 @@ fn oom_kill_in_a_memory_cgroup() {
     assert_eq!(r["outcome"]["status"], "killed by SIGKILL");
     assert!(!r["frames"].as_array().unwrap().is_empty());
 }
+
+#[test]
+fn hundreds_of_threads() {
+    let ct = Crashtrace::start(&["--comm", "=threads"]);
+    // 300 pool threads + io, gpu, main: every one of them captured.
+    let r = crash_and_report(
+        &ct,
+        Command::new(victim("threads")).args(["many", "300"]),
+        libc::SIGSEGV,
+    );
+    let threads = r["threads"].as_array().unwrap();
+    assert_eq!(
+        threads.len(),
+        303,
+        "not captured: {}, notes: {}",
+        r["threads_not_captured"],
+        r["notes"]
+    );
+    let pool = threads
+        .iter()
+        .find(|t| t["name"] == "pool-299")
+        .expect("pool-299");
+    assert_in_order(
+        &names_of(&pool["frames"]),
+        &["sleep_in_pool", "pool_thread"],
+    );
+    // Over the per-crash limit: the rest is counted and said, never silently dropped.
+    let r = crash_and_report(
+        &ct,
+        Command::new(victim("threads")).args(["many", "600"]),
+        libc::SIGSEGV,
+    );
+    let captured = r["threads"].as_array().unwrap().len() as u64;
+    let missing = r["threads_not_captured"].as_u64().unwrap();
+    assert_eq!(captured + missing, 603, "{}", r["notes"]);
+    assert!(missing >= 603 - 512, "{missing}");
+    assert!(
+        r["notes"].to_string().contains("at most 512 threads"),
+        "{}",
+        r["notes"]
+    );
+}

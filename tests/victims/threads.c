@@ -1,6 +1,8 @@
 /* A multi-threaded process with named threads, each waiting in a function of its own.
- * Usage: threads crash  - the "crasher" thread segfaults once all threads are ready
- *        threads wait   - print "ready" and wait to be killed from outside */
+ * Usage: threads crash     - the "crasher" thread segfaults once all threads are ready
+ *        threads wait      - print "ready" and wait to be killed from outside
+ *        threads many N    - N more sleeping threads, then the crash */
+#include <stdlib.h>
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <sched.h>
@@ -37,11 +39,23 @@ static void *gpu_thread(void *a) {
     return NULL;
 }
 
+KEEP void sleep_in_pool(void) { __atomic_add_fetch(&waiting, 1, __ATOMIC_SEQ_CST); pause(); BARRIER(); }
+
+static void *pool_thread(void *a) {
+    char name[16];
+    snprintf(name, sizeof name, "pool-%ld", (long)a);
+    pthread_setname_np(pthread_self(), name);
+    sleep_in_pool();
+    return NULL;
+}
+
+static int extra;
+
 static void *crasher_thread(void *a) {
     pthread_setname_np(pthread_self(), "crasher");
     pthread_barrier_wait(&ready);
     if (a) {
-        while (__atomic_load_n(&waiting, __ATOMIC_SEQ_CST) < 3)
+        while (__atomic_load_n(&waiting, __ATOMIC_SEQ_CST) < 3 + extra)
             sched_yield();
         crash_in_worker(NULL);
     }
@@ -50,8 +64,20 @@ static void *crasher_thread(void *a) {
 }
 
 int main(int argc, char **argv) {
-    int crash = argc > 1 && strcmp(argv[1], "crash") == 0;
+    int many = argc > 2 && strcmp(argv[1], "many") == 0;
+    int crash = many || (argc > 1 && strcmp(argv[1], "crash") == 0);
     pthread_t t[3];
+    if (many) {
+        extra = atoi(argv[2]);
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setstacksize(&attr, 64 << 10);
+        for (long i = 0; i < extra; i++) {
+            pthread_t p;
+            if (pthread_create(&p, &attr, pool_thread, (void *)i) != 0)
+                return 5;
+        }
+    }
     pthread_barrier_init(&ready, NULL, 4);
     pthread_create(&t[0], NULL, io_thread, NULL);
     pthread_create(&t[1], NULL, gpu_thread, NULL);
