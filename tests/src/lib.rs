@@ -259,6 +259,21 @@ impl Victim {
         assert_eq!(line.trim(), "ready");
     }
 
+    /// The victim's stdout, a line at a time, each wait bounded by `WAIT`.
+    pub fn lines(&mut self) -> Lines {
+        let stdout = self.child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines(rx)
+    }
+
     /// Tells a waiting victim to crash now.
     pub fn trigger(&mut self) {
         self.stdin
@@ -268,13 +283,12 @@ impl Victim {
             .expect("trigger");
     }
 
-    /// Waits for exit (bounded) and returns the terminating signal.
-    pub fn wait_signal(&mut self) -> Option<i32> {
-        use std::os::unix::process::ExitStatusExt as _;
+    /// Waits for exit, bounded by `WAIT`.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + WAIT;
         loop {
             if let Some(st) = self.child.try_wait().expect("wait") {
-                return st.signal();
+                return st;
             }
             assert!(
                 Instant::now() < deadline,
@@ -284,6 +298,12 @@ impl Victim {
             std::thread::sleep(Duration::from_millis(5));
         }
     }
+
+    /// Waits for exit (bounded) and returns the terminating signal.
+    pub fn wait_signal(&mut self) -> Option<i32> {
+        use std::os::unix::process::ExitStatusExt as _;
+        self.wait_exit().signal()
+    }
 }
 
 impl Drop for Victim {
@@ -292,6 +312,26 @@ impl Drop for Victim {
             let _ = self.child.kill();
         }
         let _ = self.child.wait();
+    }
+}
+
+pub struct Lines(std::sync::mpsc::Receiver<String>);
+
+impl Lines {
+    #[track_caller]
+    pub fn next_line(&self, what: &str) -> String {
+        self.0
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|e| panic!("no {what} from the victim within {WAIT:?}: {e}"))
+    }
+
+    /// A line that holds a process id.
+    #[track_caller]
+    pub fn next_pid(&self, what: &str) -> u32 {
+        let l = self.next_line(what);
+        l.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{what}: not a pid: {l:?}"))
     }
 }
 

@@ -1,10 +1,7 @@
 //! Crashes that go through a signal handler, renamed processes, and workers: the cases
 //! where `--comm python` and one-report-per-crash are easy to get wrong.
 
-use std::{
-    io::{BufRead as _, BufReader},
-    process::Command,
-};
+use std::process::Command;
 
 use crashtrace_tests::{
     Crashtrace, Victim, assert_in_order, crash_and_report, function_names, source, victim,
@@ -47,7 +44,7 @@ fn handler_that_reraises_is_reported_once_with_the_original_fault() {
 fn handler_that_recovers_is_not_a_crash() {
     let ct = Crashtrace::start(&[]);
     let mut v = Victim::spawn(Command::new(victim("handlers")).arg("recover"));
-    let st = v.child.wait().unwrap();
+    let st = v.wait_exit();
     assert!(st.success(), "the recovering victim should exit 0: {st}");
     sentinel(&ct);
     assert!(
@@ -129,20 +126,10 @@ fn multiprocessing_worker(method: &str) {
             .arg(source("py_mp_worker.py"))
             .arg(method),
     );
-    let stdout = parent.child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let worker: u32 = lines
-        .next()
-        .expect("worker pid")
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let lines = parent.lines();
+    let worker = lines.next_pid("worker pid");
     let r = ct.report_for(worker);
-    assert_eq!(
-        lines.next().expect("exit line").unwrap().trim(),
-        "exitcode -11"
-    );
+    assert_eq!(lines.next_line("exit line").trim(), "exitcode -11");
     assert_eq!(r["parent_pid"], parent.pid(), "{r}");
     assert!(
         r["parent_name"].as_str().unwrap().starts_with("python"),
@@ -151,7 +138,7 @@ fn multiprocessing_worker(method: &str) {
     let names = function_names(&r);
     assert!(names[0].starts_with("__strlen"), "{names:#?}");
     assert_in_order(&names, &["string_at", "_PyEval_EvalFrameDefault"]);
-    let _ = parent.child.wait();
+    parent.wait_exit();
 }
 
 #[test]
@@ -184,15 +171,8 @@ fn torch_python() -> std::path::PathBuf {
 fn pytorch_dataloader_worker_segfault() {
     let ct = Crashtrace::start(&["--comm", "python"]);
     let mut main = Victim::spawn(Command::new(torch_python()).arg(source("torch_dataloader.py")));
-    let stdout = main.child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let worker: u32 = lines
-        .next()
-        .expect("worker pid")
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let lines = main.lines();
+    let worker = lines.next_pid("worker pid");
     let r = ct.report_for(worker);
     // PyTorch renames the worker; --comm python still catches it through its executable.
     assert_eq!(r["process_name"], "pt_data_worker", "{r}");
@@ -210,9 +190,9 @@ fn pytorch_dataloader_worker_segfault() {
             .starts_with("killed by SIGSEGV"),
         "{r}"
     );
-    let main_line = lines.next().expect("main's error line").unwrap();
+    let main_line = lines.next_line("main's error line");
     assert!(main_line.contains("DataLoader worker"), "{main_line}");
-    let _ = main.child.wait();
+    main.wait_exit();
     // A later crash that --comm python reports: everything before it has been handled.
     crash_and_report(
         &ct,

@@ -176,7 +176,7 @@ fn handled_sigterm_and_kills_none_are_not_reported() {
     ]));
     graceful.wait_ready();
     unsafe { libc::kill(graceful.pid() as i32, libc::SIGTERM) };
-    let st = graceful.child.wait().unwrap();
+    let st = graceful.wait_exit();
     assert!(st.success(), "{st}");
     crash_and_report(
         &ct,
@@ -218,8 +218,8 @@ fn time_v(out: &str, label: &str) -> f64 {
 #[test]
 fn outcome_agrees_with_usr_bin_time() {
     let ct = Crashtrace::start(&["--comm", "=crash_nofp"]);
-    let out = Command::new("/usr/bin/time")
-        .arg("-v")
+    let out = Command::new("timeout")
+        .args(["60", "/usr/bin/time", "-v"])
         .arg(victim("crash_nofp"))
         .arg("work-segv")
         .output()
@@ -301,7 +301,10 @@ fn run_mode_reports_the_commands_crashes_and_its_usage() {
         bystander.pid(),
         victim("crash_nofp").display()
     );
-    let out = Command::new(crashtrace_tests::crashtrace_bin())
+    // `timeout` bounds the whole run.
+    let out = Command::new("timeout")
+        .arg("60")
+        .arg(crashtrace_tests::crashtrace_bin())
         .args(["--json", "--", "sh", "-c", &script])
         .output()
         .unwrap();
