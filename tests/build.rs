@@ -41,6 +41,12 @@ fn main() {
         s("handlers.c"),
         o("handlers"),
     );
+    // Static: runs in an empty chroot (the container test).
+    gcc(
+        &["-O2", "-g", "-fomit-frame-pointer", "-static"],
+        s("crash.c"),
+        o("crash_static"),
+    );
     gcc(
         &["-O2", "-g", "-fomit-frame-pointer", "-pthread"],
         s("threads.c"),

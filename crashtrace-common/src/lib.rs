@@ -145,6 +145,11 @@ pub struct CaptureHead {
     pub parent_pid: u32,
     pub _pad2: u32,
     pub parent_comm: [u8; TASK_COMM_LEN],
+    /// The process and thread ids inside the task's own pid namespace (a container's).
+    pub ns_pid: u32,
+    pub ns_tid: u32,
+    /// The cgroup v2 id of the thread (0 where none): the container it runs in.
+    pub cgroup_id: u64,
     /// Who sent the signal, when another process did (seen at `signal_generate`).
     pub sender_pid: u32,
     pub sender_uid: u32,
@@ -347,6 +352,11 @@ pub struct KernelOffsets {
     pub mm_rss_count: u32,
     pub mm_rss_stride: u32,
     pub task_pid: u32,
+    pub task_thread_pid: u32,
+    pub pid_level: u32,
+    /// `pid.numbers[0].nr`, and the stride of that array.
+    pub pid_numbers_nr: u32,
+    pub upid_size: u32,
 }
 
 /// Load-time configuration of the eBPF programs, set as one global.
@@ -431,6 +441,10 @@ impl Config {
                 mm_rss_count: 0,
                 mm_rss_stride: 0,
                 task_pid: 0,
+                task_thread_pid: 0,
+                pid_level: 0,
+                pid_numbers_nr: 0,
+                upid_size: 0,
             },
         }
     }

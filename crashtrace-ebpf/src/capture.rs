@@ -290,6 +290,11 @@ unsafe fn fill_head(
         (*head)._pad2 = 0;
         (*head).flags = 0;
         (*head).thread_comm = bpf_get_current_comm().unwrap_or([0; TASK_COMM_LEN]);
+        (*head).ns_tid = ns_nr(task);
+        let leader =
+            read_kernel::<u64>(task + config!(offsets.task_group_leader) as u64).unwrap_or(task);
+        (*head).ns_pid = ns_nr(leader);
+        (*head).cgroup_id = aya_ebpf::helpers::bpf_get_current_cgroup_id();
         let parent =
             read_kernel::<u64>(task + config!(offsets.task_real_parent) as u64).unwrap_or(0);
         (*head).parent_pid = if parent != 0 {
@@ -418,6 +423,19 @@ unsafe fn copy_stack<const CHUNKS: usize>(
         (*head).stack_len = (chunks * STACK_CHUNK) as u32;
     }
     flags
+}
+
+/// The task's id in its own (innermost) pid namespace: `thread_pid->numbers[level].nr`.
+fn ns_nr(task: u64) -> u32 {
+    let pid = read_kernel::<u64>(task + config!(offsets.task_thread_pid) as u64).unwrap_or(0);
+    if pid == 0 {
+        return 0;
+    }
+    // Nesting is at most 32 levels (MAX_PID_NS_LEVEL); the mask keeps the verifier sure.
+    let level = read_kernel::<u32>(pid + config!(offsets.pid_level) as u64).unwrap_or(0) & 31;
+    let off =
+        config!(offsets.pid_numbers_nr) as u64 + level as u64 * config!(offsets.upid_size) as u64;
+    read_kernel::<u32>(pid + off).unwrap_or(0)
 }
 
 /// The process name: the comm of the thread-group leader (a thread's own comm may have

@@ -6,7 +6,7 @@ use crashtrace_common::{FaultMaps, OomVictim, ProcessExit, VmaInfo};
 
 use crate::{
     events::Capture,
-    modules::ModuleCache,
+    modules::{FilePins, ModuleCache},
     procmaps::Mapping,
     report::{
         CrashReport, Frame, HandlerReport, InlinedFrame, OomReport, Outcome, Registers,
@@ -40,6 +40,10 @@ pub struct CrashInput<'a> {
     pub fault_maps: Option<&'a FaultMaps>,
     /// Set when the OOM killer chose the process.
     pub oom: Option<&'a OomVictim>,
+    /// Descriptors on the files mapped, taken while the process existed.
+    pub pins: &'a FilePins,
+    /// The cgroup path of the process, resolved from its id.
+    pub cgroup: Option<String>,
 }
 
 impl Analyzer {
@@ -57,15 +61,18 @@ impl Analyzer {
             .iter()
             .map(|m| LoadedMapping {
                 mapping: m.clone(),
-                module: m.is_file().then(|| self.modules.get(m).ok()).flatten(),
+                module: m
+                    .is_file()
+                    .then(|| self.modules.get(m, input.pins).ok())
+                    .flatten(),
             })
             .collect();
-        let (frames, unwind) = self.thread_stack(c, &loaded);
+        let (frames, unwind) = self.thread_stack(c, &loaded, input.pins);
         let mut threads: Vec<ThreadReport> = input
             .threads
             .iter()
             .map(|t| {
-                let (frames, unwind) = self.thread_stack(t, &loaded);
+                let (frames, unwind) = self.thread_stack(t, &loaded, input.pins);
                 ThreadReport {
                     tid: t.tid,
                     name: t.thread_name.clone(),
@@ -142,6 +149,13 @@ impl Analyzer {
             tid: c.tid,
             process_name: c.process_name.clone(),
             thread_name: c.thread_name.clone(),
+            namespace_pid: (c.ns_pid != 0 && c.ns_pid != c.pid).then_some(c.ns_pid),
+            namespace_tid: (c.ns_tid != 0 && c.ns_tid != c.tid).then_some(c.ns_tid),
+            container_id: input
+                .cgroup
+                .as_deref()
+                .and_then(crate::cgroups::container_id),
+            cgroup: input.cgroup.clone(),
             executable: input
                 .executable
                 .map(str::to_string)
@@ -173,9 +187,10 @@ impl Analyzer {
         &mut self,
         c: &Capture,
         loaded: &[LoadedMapping],
+        pins: &FilePins,
     ) -> (Vec<Frame>, UnwindReport) {
         let unwound = unwind(c, loaded);
-        let frames = self.symbolize(&unwound.frames, loaded);
+        let frames = self.symbolize(&unwound.frames, loaded, pins);
         (
             frames,
             UnwindReport {
@@ -191,6 +206,7 @@ impl Analyzer {
         &mut self,
         raw: &[crate::unwind::RawFrame],
         loaded: &[LoadedMapping],
+        pins: &FilePins,
     ) -> Vec<Frame> {
         let mut frames: Vec<Frame> = raw
             .iter()
@@ -241,7 +257,7 @@ impl Analyzer {
                 None => {
                     let why = self
                         .modules
-                        .get(&lm.mapping)
+                        .get(&lm.mapping, pins)
                         .err()
                         .unwrap_or_else(|| "file unavailable".into());
                     frames[i].unnamed_reason = Some(why);

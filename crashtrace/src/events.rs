@@ -32,6 +32,10 @@ pub struct Capture {
     pub exe_name: String,
     pub parent_pid: u32,
     pub parent_name: String,
+    /// Ids inside the process's own pid namespace, and its cgroup v2 id.
+    pub ns_pid: u32,
+    pub ns_tid: u32,
+    pub cgroup_id: u64,
     /// The process that sent the signal, when another one did (pid 0: none recorded).
     pub sender_pid: u32,
     pub sender_uid: u32,
@@ -136,6 +140,9 @@ fn decode_capture(buf: &[u8], max_stack: usize) -> Result<Capture> {
         exe_name: c_string(&r.exe_name),
         parent_pid: r.parent_pid,
         parent_name: comm_to_string(&r.parent_comm),
+        ns_pid: r.ns_pid,
+        ns_tid: r.ns_tid,
+        cgroup_id: r.cgroup_id,
         sender_pid: r.sender_pid,
         sender_uid: r.sender_uid,
         sender_name: comm_to_string(&r.sender_comm),

@@ -71,6 +71,10 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets> {
             + member_offset(btf, "percpu_counter", "count")?,
         mm_rss_stride: struct_size(btf, "percpu_counter")?,
         task_pid: member_offset(btf, "task_struct", "pid")?,
+        task_thread_pid: member_offset(btf, "task_struct", "thread_pid")?,
+        pid_level: member_offset(btf, "pid", "level")?,
+        pid_numbers_nr: member_offset(btf, "pid", "numbers")? + member_offset(btf, "upid", "nr")?,
+        upid_size: struct_size(btf, "upid")?,
     })
 }
 

@@ -6,6 +6,7 @@
 //! stack) → [`symbolize`] (names from the files, after the process is gone) → [`report`].
 
 pub mod analyze;
+pub mod cgroups;
 pub mod cli;
 pub mod events;
 pub mod kernel_btf;

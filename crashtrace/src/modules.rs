@@ -5,7 +5,7 @@ use std::{
     collections::HashMap,
     fs::File,
     ops::{Deref, Range},
-    os::unix::fs::MetadataExt as _,
+    os::{fd::AsRawFd as _, unix::fs::MetadataExt as _},
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -45,6 +45,7 @@ pub struct LoadSegment {
 }
 
 pub struct ElfModule {
+    /// Where the file can be read now: its path, or /proc/self/fd/N of a pinned copy.
     pub path: PathBuf,
     pub map: Arc<Mmap>,
     pub build_id: Option<Vec<u8>>,
@@ -56,15 +57,22 @@ pub struct ElfModule {
     pub eh_frame_hdr: Option<Section>,
     pub got: Option<Section>,
     pub debug_frame: Option<Section>,
+    /// The pinned descriptor `path` refers to, when read through one.
+    pub pinned: Option<Arc<File>>,
 }
 
 impl ElfModule {
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        Self::from_file(&file, path)
+    }
+
+    /// Reads an ELF file from an open descriptor; `path` is where it can be reopened.
+    pub fn from_file(file: &File, path: &Path) -> Result<Self> {
         // SAFETY: read-only private mapping; a file truncated under us can fault, which
         // is the same risk every symbolizer that maps files takes.
         let map =
-            unsafe { Mmap::map(&file) }.with_context(|| format!("mapping {}", path.display()))?;
+            unsafe { Mmap::map(file) }.with_context(|| format!("mapping {}", path.display()))?;
         let map = Arc::new(map);
         let obj = object::File::parse(&**map)
             .with_context(|| format!("{} is not a valid ELF file", path.display()))?;
@@ -103,6 +111,7 @@ impl ElfModule {
             eh_frame_hdr: section(".eh_frame_hdr"),
             got: section(".got"),
             debug_frame: section(".debug_frame"),
+            pinned: None,
             segments,
             map,
         })
@@ -136,11 +145,79 @@ impl ElfModule {
     }
 }
 
+/// A file's identity: device and inode, as the kernel reports them for a mapping.
+type FileKey = (u32, u32, u64);
+
+fn key_of(m: &Mapping) -> FileKey {
+    (m.dev_major, m.dev_minor, m.inode)
+}
+
+/// Most files held open at once; the oldest are let go beyond this.
+const MAX_PINNED: usize = 4096;
+
+/// Open descriptors on every file mapped executable, taken while the process that maps
+/// it still exists, through /proc/PID/map_files: that reaches the very file that was
+/// mapped even once it is deleted, replaced on disk, or only visible in another mount
+/// namespace (a container). One descriptor per file, however many processes map it.
+#[derive(Default)]
+pub struct FilePins {
+    files: HashMap<FileKey, Arc<File>>,
+    order: std::collections::VecDeque<FileKey>,
+    /// Pins that could not be taken (the process was already gone).
+    pub missed: u64,
+}
+
+impl FilePins {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// Pins the file behind a new mapping of process `pid`.
+    pub fn pin(&mut self, pid: u32, m: &Mapping) {
+        if !m.is_file() || self.files.contains_key(&key_of(m)) {
+            return;
+        }
+        let link = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
+        match File::open(&link) {
+            Ok(f) => {
+                // The file behind the link is the mapped one; check it is what the kernel
+                // reported, in case the range was remapped meanwhile.
+                if f.metadata().is_ok_and(|md| md.ino() == m.inode) {
+                    log::info!("pinned {} for pid {pid}", m.path);
+                    self.files.insert(key_of(m), Arc::new(f));
+                    self.order.push_back(key_of(m));
+                    while self.order.len() > MAX_PINNED {
+                        if let Some(old) = self.order.pop_front() {
+                            self.files.remove(&old);
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                log::debug!("cannot pin {} of pid {pid}: {e}", m.path);
+                self.missed += 1
+            }
+        }
+    }
+
+    fn get(&self, m: &Mapping) -> Option<Arc<File>> {
+        self.files.get(&key_of(m)).cloned()
+    }
+}
+
 /// Opened modules, keyed by file identity so a replaced file is never confused with the
 /// one that was mapped.
 #[derive(Default)]
 pub struct ModuleCache {
-    modules: HashMap<(u64, Arc<str>), Result<Arc<ElfModule>, String>>,
+    modules: HashMap<FileKey, Result<Arc<ElfModule>, String>>,
 }
 
 impl ModuleCache {
@@ -148,21 +225,37 @@ impl ModuleCache {
         Self::default()
     }
 
-    /// The ELF file behind `m`, or why it cannot be had.
-    pub fn get(&mut self, m: &Mapping) -> Result<Arc<ElfModule>, String> {
-        let key = (m.inode, m.path.clone());
-        if let Some(r) = self.modules.get(&key) {
+    /// The ELF file behind `m`, or why it cannot be had: the pinned descriptor when there
+    /// is one, else the path if it still names the same file.
+    pub fn get(&mut self, m: &Mapping, pins: &FilePins) -> Result<Arc<ElfModule>, String> {
+        let key = key_of(m);
+        if let Some(r) = self.modules.get(&key)
+            && r.is_ok()
+        {
             return r.clone();
         }
-        let r = open_verified(m).map(Arc::new).map_err(|e| format!("{e:#}"));
+        let r = match pins.get(m) {
+            Some(f) => {
+                let fd_path = PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()));
+                ElfModule::from_file(&f, &fd_path).map(|mut e| {
+                    // Keep the descriptor alive as long as the module that reads through it.
+                    e.pinned = Some(f);
+                    e
+                })
+            }
+            None => open_verified(m),
+        }
+        .map(Arc::new)
+        .map_err(|e| format!("{e:#}"));
         self.modules.insert(key, r.clone());
         r
     }
 }
 
 fn open_verified(m: &Mapping) -> Result<ElfModule> {
-    let path = Path::new(&*m.path);
-    let meta = std::fs::metadata(path).with_context(|| format!("{} is gone", m.path))?;
+    let path = Path::new(m.path.strip_suffix(" (deleted)").unwrap_or(&m.path));
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("{} is gone and was not pinned in time", m.path))?;
     if m.inode != 0 && meta.ino() != m.inode {
         bail!(
             "{} was replaced after it was mapped (inode {} now, {} when mapped)",

@@ -15,6 +15,7 @@ use crate::{
     events::{Capture, Event, decode},
     kernel_btf,
     loader::{Probes, explain},
+    modules::FilePins,
     perf::MappingStream,
     procmaps::ProcessTable,
     report::{CrashReport, text},
@@ -38,6 +39,21 @@ pub fn monotonic_ns() -> u64 {
     // SAFETY: valid pointer to a timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// File pins need descriptors: take the hard limit, as perf and debuggers do.
+fn raise_fd_limit() {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid rlimit pointers.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
 }
 
 pub fn build_config(args: &Args) -> Result<Config> {
@@ -72,6 +88,8 @@ struct Pending {
 
 struct Pipeline<W: Write> {
     table: ProcessTable,
+    pins: FilePins,
+    cgroups: crate::cgroups::CgroupNames,
     stream: MappingStream,
     analyzer: Analyzer,
     /// Captures taken under a handler, by thread id, waiting for a fatal re-raise.
@@ -184,7 +202,7 @@ impl<W: Write> Pipeline<W> {
 
     fn report(&mut self, p: Pending, exit: Option<&ProcessExit>) {
         // Mapping records written before the crash may still sit in the perf buffers.
-        self.stream.drain_into(&mut self.table);
+        self.stream.drain_into(&mut self.table, &mut self.pins);
         let s = &p.subject;
         if let Some(root) = self.scope
             && !self.table.is_descendant(s.pid, root)
@@ -212,6 +230,8 @@ impl<W: Write> Pipeline<W> {
             executable: exe.as_deref(),
             fault_maps: fault_maps.as_ref(),
             oom: oom.as_ref(),
+            pins: &self.pins,
+            cgroup: self.cgroups.path(s.cgroup_id),
         });
         // From the fatal signal reaching the thread to the report leaving crashtrace.
         let fatal = p.reraise.as_ref().unwrap_or(s);
@@ -258,7 +278,7 @@ impl<W: Write> Pipeline<W> {
     }
 
     fn tick(&mut self) {
-        self.stream.drain_into(&mut self.table);
+        self.stream.drain_into(&mut self.table, &mut self.pins);
         let now = monotonic_ns();
         self.table.expire(now);
         self.handled
@@ -369,15 +389,19 @@ pub async fn run<W: Write>(args: Args, out: W) -> Result<i32> {
     // The mapping stream starts before the /proc scan so nothing falls between the two.
     let mut stream = MappingStream::open(MAPPING_RING_BYTES)
         .map_err(|e| explain(e, "opening the kernel's mapping records (perf_event_open)"))?;
+    raise_fd_limit();
     let mut table = ProcessTable::new();
-    table.scan_proc();
-    stream.drain_into(&mut table);
+    let mut pins = FilePins::new();
+    table.scan_proc(&mut pins);
+    stream.drain_into(&mut table, &mut pins);
     let (probes, events) = Probes::load(&config, args.ring_buffer_size)?;
     // SAFETY: the ring buffer owns its fd and the AsyncFd owns the ring buffer until the end.
     let mut ring = unsafe { AsyncFd::register(events) }.context("registering the ring buffer")?;
 
     let mut pipeline = Pipeline {
         table,
+        pins,
+        cgroups: crate::cgroups::CgroupNames::new(),
         stream,
         analyzer: Analyzer::new(Symbolizer::new(&args.debug_dirs)),
         handled: HashMap::new(),
@@ -406,7 +430,9 @@ pub async fn run<W: Write>(args: Args, out: W) -> Result<i32> {
     };
     let mut drain_deadline: Option<tokio::time::Instant> = None;
 
-    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    // Mapping records are drained (and their files pinned) this often: a process that
+    // lives longer than this gets its files pinned before it can crash.
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stats_tick = tokio::time::interval(Duration::from_secs(1));
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -9,7 +9,10 @@ use perf_event::data::Record;
 use perf_event::{Builder, Sampler, events::Software};
 use std::sync::Arc;
 
-use crate::procmaps::{Mapping, ProcessTable};
+use crate::{
+    modules::FilePins,
+    procmaps::{Mapping, ProcessTable},
+};
 
 /// PERF_RECORD_MISC_COMM_EXEC: the comm change comes from execve.
 const MISC_COMM_EXEC: u16 = 1 << 13;
@@ -52,7 +55,8 @@ impl MappingStream {
     }
 
     /// Applies every pending record to `table`, in time order across CPUs.
-    pub fn drain_into(&mut self, table: &mut ProcessTable) -> usize {
+    /// New file mappings are pinned (see `FilePins`) while their process still exists.
+    pub fn drain_into(&mut self, table: &mut ProcessTable, pins: &mut FilePins) -> usize {
         let mut batch: Vec<(u64, Change)> = Vec::new();
         for s in &mut self.samplers {
             while let Some(rec) = s.next_record() {
@@ -106,7 +110,10 @@ impl MappingStream {
         let n = batch.len();
         for (time, change) in batch {
             match change {
-                Change::Mmap(pid, m) => table.on_mmap(pid, m),
+                Change::Mmap(pid, m) => {
+                    pins.pin(pid, &m);
+                    table.on_mmap(pid, m)
+                }
                 Change::Exec(pid) => table.on_exec(pid, time),
                 Change::Fork(pid, parent) => table.on_fork(pid, parent, time),
                 Change::Exit(pid) => table.on_exit(pid, time),

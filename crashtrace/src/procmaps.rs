@@ -194,8 +194,9 @@ impl ProcessTable {
         }
     }
 
-    /// Seeds the table from /proc for processes that started before crashtrace.
-    pub fn scan_proc(&mut self) {
+    /// Seeds the table from /proc for processes that started before crashtrace, pinning
+    /// their files.
+    pub fn scan_proc(&mut self, pins: &mut crate::modules::FilePins) {
         let Ok(dir) = std::fs::read_dir("/proc") else {
             return;
         };
@@ -216,6 +217,7 @@ impl ProcessTable {
                     Some(Arc::from(exe.to_string_lossy().as_ref()));
             }
             for m in parse_proc_maps(&text) {
+                pins.pin(pid, &m);
                 self.on_mmap(pid, m);
             }
         }

@@ -72,6 +72,9 @@ fn record(cflags: &[&str], tag: &str) -> Snapshot {
             exe_name: "self_snapshot".into(),
             parent_pid: 0,
             parent_name: String::new(),
+            ns_pid: 1,
+            ns_tid: 1,
+            cgroup_id: 0,
             sender_pid: 0,
             sender_uid: 0,
             sender_name: String::new(),
@@ -104,6 +107,8 @@ fn names(s: &Snapshot, stack_limit: Option<usize>) -> (Vec<String>, String) {
         executable: None,
         fault_maps: None,
         oom: None,
+        pins: &crashtrace::modules::FilePins::new(),
+        cgroup: None,
     });
     (
         r.frames

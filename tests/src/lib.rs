@@ -196,6 +196,27 @@ impl Crashtrace {
             .collect()
     }
 
+    /// crashtrace's stderr lines so far.
+    pub fn stderr(&self) -> Vec<String> {
+        self.out.0.lock().unwrap().stderr.clone()
+    }
+
+    /// Waits until crashtrace (started with -v) says it pinned a file whose path ends
+    /// with `suffix`: from then on the file can be deleted or replaced.
+    pub fn wait_pinned(&self, suffix: &str) {
+        self.wait_for(
+            |o| {
+                o.stderr.iter().any(|l| {
+                    l.contains("pinned ")
+                        && l.split(" for pid")
+                            .next()
+                            .is_some_and(|p| p.ends_with(suffix))
+                })
+            },
+            &format!("crashtrace to pin {suffix}"),
+        );
+    }
+
     /// Every JSON report seen so far.
     pub fn all_reports(&self) -> Vec<Value> {
         self.out.0.lock().unwrap().reports.clone()
@@ -447,6 +468,39 @@ impl MemoryCgroup {
 impl Drop for MemoryCgroup {
     fn drop(&mut self) {
         // Its processes are gone by now; retry briefly while the kernel finishes with them.
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.path).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A cgroup v2 group under this process's own, removed on drop; None without cgroup2.
+pub struct Cgroup2 {
+    pub path: PathBuf,
+}
+
+impl Cgroup2 {
+    pub fn new(name: &str) -> Option<Self> {
+        let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
+        let mnt = mounts
+            .lines()
+            .find(|m| m.split(' ').nth(2) == Some("cgroup2"))?
+            .split(' ')
+            .nth(1)?
+            .to_string();
+        let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+        let rel = own.lines().find_map(|l| l.strip_prefix("0::"))?.to_string();
+        let path = Path::new(&mnt).join(rel.trim_start_matches('/')).join(name);
+        std::fs::create_dir_all(&path).ok()?;
+        Some(Self { path })
+    }
+}
+
+impl Drop for Cgroup2 {
+    fn drop(&mut self) {
         for _ in 0..50 {
             if std::fs::remove_dir(&self.path).is_ok() {
                 return;

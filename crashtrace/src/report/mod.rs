@@ -15,6 +15,12 @@ pub struct CrashReport {
     pub tid: u32,
     pub process_name: String,
     pub thread_name: String,
+    /// The ids inside the process's own pid namespace, where it has one (a container).
+    pub namespace_pid: Option<u32>,
+    pub namespace_tid: Option<u32>,
+    /// Its cgroup (v2 path) and the container id found in it.
+    pub cgroup: Option<String>,
+    pub container_id: Option<String>,
     /// The executable's path where known, else its base name from the kernel.
     pub executable: Option<String>,
     pub parent_pid: u32,

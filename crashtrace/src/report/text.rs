@@ -47,6 +47,23 @@ pub fn render(r: &CrashReport) -> String {
         r.parent_pid,
         r.parent_name
     );
+    if r.namespace_pid.is_some() || r.cgroup.is_some() {
+        let _ = writeln!(
+            s,
+            "container: {}{}{}",
+            r.namespace_pid
+                .map(|p| format!("pid {p} in its namespace"))
+                .unwrap_or_else(|| "host pid namespace".into()),
+            r.namespace_tid
+                .map(|t| format!(", thread {t}"))
+                .unwrap_or_default(),
+            match (&r.cgroup, &r.container_id) {
+                (Some(c), Some(id)) => format!(", cgroup {c} (container {})", &id[..12]),
+                (Some(c), None) => format!(", cgroup {c}"),
+                _ => String::new(),
+            }
+        );
+    }
     let _ = write!(s, "signal:   {} ({})", sig.name, sig.number);
     match (&sig.code_name, &sig.code_description) {
         (Some(n), Some(d)) => {

@@ -1,0 +1,190 @@
+//! Where the easy approach fails: crash storms, deleted and replaced binaries, stripped
+//! code with separate debug files, containers, frames without files.
+
+use std::{collections::HashMap, process::Command, time::Instant};
+
+use crashtrace_tests::{Crashtrace, Victim, assert_in_order, function_names, victim};
+
+#[test]
+fn two_hundred_crashes_in_two_seconds() {
+    let ct = Crashtrace::start(&["--comm", "crash_"]);
+    let start = Instant::now();
+    let mut expect: HashMap<u32, &str> = HashMap::new();
+    let mut victims = Vec::new();
+    for i in 0..200 {
+        // Two kinds, so a report attributed to the wrong process would show.
+        let (cmd, kind) = if i % 2 == 0 {
+            (
+                Command::new(victim("crash_nofp")).arg("abort").spawn(),
+                "SIGABRT",
+            )
+        } else {
+            (
+                Command::new(victim("crash_fp")).arg("segv").spawn(),
+                "SIGSEGV",
+            )
+        };
+        let child = cmd.expect("spawn");
+        expect.insert(child.id(), kind);
+        victims.push(child);
+    }
+    for mut v in victims {
+        let _ = v.wait();
+    }
+    let spawned = start.elapsed();
+    eprintln!("200 victims crashed within {spawned:?}");
+    assert!(spawned.as_secs_f64() < 10.0);
+    for (pid, kind) in &expect {
+        let r = ct.report_for(*pid);
+        assert_eq!(r["signal"]["name"], *kind, "pid {pid}");
+        let names = function_names(&r);
+        let want = if *kind == "SIGABRT" {
+            "crash_abort"
+        } else {
+            "crash_segv"
+        };
+        assert_in_order(&names, &[want, "level3", "level2", "level1", "main"]);
+    }
+    for pid in expect.keys() {
+        assert_eq!(ct.reports_for(*pid).len(), 1, "pid {pid} reported twice");
+    }
+    let lost: Vec<String> = ct
+        .stderr()
+        .into_iter()
+        .filter(|l| l.contains("lost"))
+        .collect();
+    assert!(lost.is_empty(), "{lost:?}");
+}
+
+/// A scratch directory, removed on drop.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("crashtrace-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn deleted_executable_and_library_are_still_named() {
+    let dir = TempDir::new("deleted");
+    let exe = dir.0.join("doomed");
+    std::fs::copy(victim("crash_nofp"), &exe).unwrap();
+    let lib = dir.0.join("libdoomed.so");
+    std::fs::copy(victim("libvictim.so"), &lib).unwrap();
+    let ct = Crashtrace::start(&["--comm", "doomed", "--comm", "use_dlopen", "-v"]);
+
+    let mut v = Victim::spawn(Command::new(&exe).arg("wait-segv"));
+    v.wait_ready();
+    ct.wait_pinned("/doomed");
+    std::fs::remove_file(&exe).unwrap();
+    v.trigger();
+    assert_eq!(v.wait_signal(), Some(libc::SIGSEGV));
+    let r = ct.report_for(v.pid());
+    assert_in_order(
+        &function_names(&r),
+        &["crash_segv", "level3", "level2", "level1", "main"],
+    );
+
+    let mut v = Victim::spawn(Command::new(victim("use_dlopen")).arg(&lib).arg("wait"));
+    v.wait_ready();
+    ct.wait_pinned("/libdoomed.so");
+    std::fs::remove_file(&lib).unwrap();
+    v.trigger();
+    assert_eq!(v.wait_signal(), Some(libc::SIGSEGV));
+    let r = ct.report_for(v.pid());
+    assert_in_order(&function_names(&r), &["dl_crash", "dl_entry", "main"]);
+}
+
+#[test]
+fn replaced_executable_is_read_as_it_was_mapped() {
+    let dir = TempDir::new("replaced");
+    let exe = dir.0.join("deployed");
+    std::fs::copy(victim("crash_nofp"), &exe).unwrap();
+    let ct = Crashtrace::start(&["--comm", "deployed", "-v"]);
+    let mut v = Victim::spawn(Command::new(&exe).arg("wait-segv"));
+    v.wait_ready();
+    ct.wait_pinned("/deployed");
+    // A deploy: a different build renamed over the running one (new inode, same path).
+    let next = dir.0.join("deployed.new");
+    std::fs::copy(victim("crash_fp"), &next).unwrap();
+    std::fs::rename(&next, &exe).unwrap();
+    v.trigger();
+    assert_eq!(v.wait_signal(), Some(libc::SIGSEGV));
+    let r = ct.report_for(v.pid());
+    // Read from the path, the -O0 build would give other names at these offsets.
+    assert_in_order(
+        &function_names(&r),
+        &["crash_segv", "level3", "level2", "level1", "main"],
+    );
+    assert_eq!(r["frames"][0]["function_offset"], 0, "{}", r["frames"][0]);
+}
+
+#[test]
+fn container_process_uses_its_own_files() {
+    // A chroot with the victim at /app/victim, which does not exist on the host, in new
+    // mount and pid namespaces, in a cgroup named like a Docker container's.
+    let root = TempDir::new("container");
+    std::fs::create_dir_all(root.0.join("app")).unwrap();
+    std::fs::copy(victim("crash_static"), root.0.join("app/victim")).unwrap();
+    assert!(!std::path::Path::new("/app/victim").exists());
+    let id = "c0ffee00".repeat(8);
+    let cg = crashtrace_tests::Cgroup2::new(&format!("docker-{id}.scope"));
+    let ct = Crashtrace::start(&["--comm", "victim", "-v"]);
+    let enter = cg
+        .as_ref()
+        .map(|c| format!("echo $$ > {}/cgroup.procs && ", c.path.display()))
+        .unwrap_or_default();
+    let mut v = Victim::spawn(Command::new("sh").arg("-c").arg(format!(
+        "{enter}exec unshare --mount --pid --fork chroot {} /app/victim wait-segv",
+        root.0.display()
+    )));
+    v.wait_ready();
+    ct.wait_pinned("/app/victim");
+    v.trigger();
+    v.wait_exit();
+    let deadline = Instant::now() + crashtrace_tests::WAIT;
+    let r = loop {
+        if let Some(r) = ct
+            .all_reports()
+            .into_iter()
+            .find(|r| r["process_name"] == "victim")
+        {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no report for the container victim"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(r["namespace_pid"], 1, "{r}");
+    assert_eq!(
+        r["frames"][0]["module"], "/app/victim",
+        "{}",
+        r["frames"][0]
+    );
+    assert_in_order(
+        &function_names(&r),
+        &["crash_segv", "level3", "level2", "level1", "main"],
+    );
+    if cg.is_some() {
+        assert!(
+            r["cgroup"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("docker-{id}.scope")),
+            "{r}"
+        );
+        assert_eq!(r["container_id"], id.as_str());
+    }
+}
