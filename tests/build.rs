@@ -76,6 +76,7 @@ fn main() {
         .arg(s("crash.cpp"))
         .arg("-o")
         .arg(o("crash_cpp")));
+    stripped_variants(&out);
     let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     run(Command::new(rustc)
         .args([
@@ -89,4 +90,37 @@ fn main() {
         .arg(s("crash.rs"))
         .arg("-o")
         .arg(o("crash_rust")));
+}
+
+fn sh(script: &str, dir: &std::path::Path) {
+    run(Command::new("sh").arg("-ec").arg(script).current_dir(dir));
+}
+
+/// Stripped builds of crash_nofp, with their debug info kept the ways distributions do:
+/// - crash_stripped + crash_stripped.debug: the debug file for a .build-id directory;
+/// - crash_debuglink + crash_debuglink.debug: found through .gnu_debuglink;
+/// - crash_minidebug: symbols in an xz-compressed .gnu_debugdata (Fedora's MiniDebugInfo);
+/// - crash_bare: nothing left but .dynsym.
+fn stripped_variants(out: &std::path::Path) {
+    sh(
+        "for v in stripped debuglink minidebug bare; do cp crash_nofp crash_$v; done
+         objcopy --only-keep-debug crash_stripped crash_stripped.debug
+         strip --strip-all crash_stripped
+         objcopy --only-keep-debug crash_debuglink crash_debuglink.debug
+         strip --strip-all crash_debuglink
+         objcopy --add-gnu-debuglink=crash_debuglink.debug crash_debuglink
+         strip --strip-all crash_bare
+         nm -D crash_minidebug --format=posix --defined-only | awk '{ print $1 }' | sort > dynsyms
+         nm crash_minidebug --format=posix --defined-only \
+           | awk '{ if ($2 == \"T\" || $2 == \"t\") print $1 }' | sort > funcsyms
+         comm -13 dynsyms funcsyms > keep_symbols
+         objcopy --only-keep-debug crash_minidebug mini.debug
+         objcopy -S --remove-section .gdb_index --remove-section .comment \
+           --keep-symbols=keep_symbols mini.debug mini_debuginfo
+         rm -f mini_debuginfo.xz && xz mini_debuginfo
+         strip --strip-all -R .comment crash_minidebug
+         objcopy --add-section .gnu_debugdata=mini_debuginfo.xz crash_minidebug
+         rm -f dynsyms funcsyms keep_symbols mini.debug mini_debuginfo.xz",
+        out,
+    );
 }

@@ -23,6 +23,9 @@ type FrameAt = (usize, u64);
 pub struct Analyzer {
     modules: ModuleCache,
     symbolizer: Symbolizer,
+    debuginfod: Option<crate::debuginfod::Debuginfod>,
+    /// This report's deadline for debuginfod downloads.
+    deadline: Option<std::time::Instant>,
 }
 
 /// Everything known about one crash when its report is made.
@@ -51,7 +54,16 @@ impl Analyzer {
         Self {
             modules: ModuleCache::new(),
             symbolizer,
+            debuginfod: None,
+            deadline: None,
         }
+    }
+
+    /// Fetch missing debug files from debuginfod (its cache must be a debug directory
+    /// of the symbolizer).
+    pub fn with_debuginfod(mut self, d: crate::debuginfod::Debuginfod) -> Self {
+        self.debuginfod = Some(d);
+        self
     }
 
     pub fn analyze(&mut self, input: &CrashInput<'_>) -> CrashReport {
@@ -67,6 +79,7 @@ impl Analyzer {
                     .flatten(),
             })
             .collect();
+        self.deadline = self.debuginfod.as_ref().map(|d| d.deadline());
         let (frames, unwind) = self.thread_stack(c, &loaded, input.pins);
         let mut threads: Vec<ThreadReport> = input
             .threads
@@ -270,10 +283,32 @@ impl Analyzer {
                 .as_ref()
                 .expect("grouped only with a module");
             let offsets: Vec<u64> = items.iter().map(|(_, o)| *o).collect();
-            match self
-                .symbolizer
-                .symbolize_file(Path::new(&module.path), &offsets)
-            {
+            // A stripped file whose debug file sits in a .build-id directory.
+            let build_id = (!module.self_describing)
+                .then(|| module.build_id.clone())
+                .flatten();
+            let mut fetch_error = None;
+            let debug_file = build_id.as_deref().and_then(|id| {
+                self.symbolizer.build_id_debug_file(id).or_else(|| {
+                    let d = self.debuginfod.as_mut()?;
+                    d.fetch(id, self.deadline?)
+                        .map_err(|e| fetch_error = Some(e))
+                        .ok()
+                })
+            });
+            let result = match &debug_file {
+                Some(dbg) => {
+                    let svmas: Vec<u64> = offsets
+                        .iter()
+                        .map(|o| module.svma_of_offset(*o).unwrap_or(0))
+                        .collect();
+                    self.symbolizer.symbolize_svmas(dbg, &svmas)
+                }
+                None => self
+                    .symbolizer
+                    .symbolize_file(Path::new(&module.path), &offsets),
+            };
+            match result {
                 Ok(syms) => {
                     for ((i, _), sym) in items.iter().zip(syms) {
                         match sym {
@@ -294,8 +329,10 @@ impl Analyzer {
                                     .collect();
                             }
                             None => {
-                                frames[*i].unnamed_reason =
-                                    Some("no symbol covers this address (stripped?)".into())
+                                frames[*i].unnamed_reason = Some(match &fetch_error {
+                                    Some(e) => format!("stripped, no debug file found; {e}"),
+                                    None => "no symbol covers this address (stripped?)".into(),
+                                })
                             }
                         }
                     }

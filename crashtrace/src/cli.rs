@@ -89,6 +89,24 @@ pub struct Args {
     #[arg(long = "debug-dir", value_name = "DIR")]
     pub debug_dirs: Vec<PathBuf>,
 
+    /// Download missing debug files by build ID from the servers in DEBUGINFOD_URLS
+    /// (or --debuginfod-url), spending at most --debuginfod-timeout per report.
+    #[arg(long)]
+    pub debuginfod: bool,
+
+    /// debuginfod server URLs, space-separated (default: $DEBUGINFOD_URLS).
+    #[arg(
+        long,
+        value_name = "URLS",
+        env = "DEBUGINFOD_URLS",
+        hide_env_values = true
+    )]
+    pub debuginfod_url: Option<String>,
+
+    /// Time one report may spend on debuginfod downloads, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
+    pub debuginfod_timeout: f64,
+
     /// More diagnostics on stderr (repeat for more).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,

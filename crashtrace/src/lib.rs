@@ -8,6 +8,7 @@
 pub mod analyze;
 pub mod cgroups;
 pub mod cli;
+pub mod debuginfod;
 pub mod events;
 pub mod kernel_btf;
 pub mod loader;

@@ -59,6 +59,9 @@ pub struct ElfModule {
     pub debug_frame: Option<Section>,
     /// The pinned descriptor `path` refers to, when read through one.
     pub pinned: Option<Arc<File>>,
+    /// Whether the file names its own functions (a symbol table, DWARF, a debug link or
+    /// MiniDebugInfo): if not, a separate debug file is looked up by build ID.
+    pub self_describing: bool,
 }
 
 impl ElfModule {
@@ -112,6 +115,9 @@ impl ElfModule {
             got: section(".got"),
             debug_frame: section(".debug_frame"),
             pinned: None,
+            self_describing: [".symtab", ".debug_info", ".gnu_debuglink", ".gnu_debugdata"]
+                .iter()
+                .any(|n| obj.section_by_name(n).is_some()),
             segments,
             map,
         })
@@ -136,6 +142,15 @@ impl ElfModule {
             .wrapping_add(m.offset)
             .wrapping_sub(seg.file_offset);
         Some(m.start.wrapping_sub(svma_at_start))
+    }
+
+    /// The address the file itself gives to a file offset (its SVMA).
+    pub fn svma_of_offset(&self, off: u64) -> Option<u64> {
+        let seg = self
+            .segments
+            .iter()
+            .find(|s| s.file_offset <= off && off < s.file_offset + s.file_size)?;
+        Some(seg.svma + (off - seg.file_offset))
     }
 
     pub fn build_id_hex(&self) -> Option<String> {

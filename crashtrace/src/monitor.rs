@@ -41,6 +41,39 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// The analyzer, with debuginfod when asked for: its cache is one more debug directory.
+fn make_analyzer(args: &Args) -> Analyzer {
+    let mut dirs = args.debug_dirs.clone();
+    let debuginfod = if args.debuginfod {
+        let cache = std::env::var_os("CRASHTRACE_CACHE_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| {
+                let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+                std::path::PathBuf::from(home).join(".cache/crashtrace")
+            })
+            .join("debuginfod");
+        let d = crate::debuginfod::Debuginfod::new(
+            args.debuginfod_url.as_deref().unwrap_or(""),
+            cache,
+            Duration::from_secs_f64(args.debuginfod_timeout.max(0.0)),
+        );
+        if d.is_none() {
+            eprintln!("crashtrace: --debuginfod given but no server URL (DEBUGINFOD_URLS)");
+        }
+        d
+    } else {
+        None
+    };
+    if let Some(d) = &debuginfod {
+        dirs.push(d.cache_dir().to_path_buf());
+    }
+    let analyzer = Analyzer::new(Symbolizer::new(&dirs));
+    match debuginfod {
+        Some(d) => analyzer.with_debuginfod(d),
+        None => analyzer,
+    }
+}
+
 /// File pins need descriptors: take the hard limit, as perf and debuggers do.
 fn raise_fd_limit() {
     let mut r = libc::rlimit {
@@ -403,7 +436,7 @@ pub async fn run<W: Write>(args: Args, out: W) -> Result<i32> {
         pins,
         cgroups: crate::cgroups::CgroupNames::new(),
         stream,
-        analyzer: Analyzer::new(Symbolizer::new(&args.debug_dirs)),
+        analyzer: make_analyzer(&args),
         handled: HashMap::new(),
         pending: HashMap::new(),
         fault_maps: HashMap::new(),

@@ -27,6 +27,8 @@ pub struct SymInfo {
 
 pub struct Symbolizer {
     inner: Blaze,
+    /// Where separate debug files are looked for (`.build-id/xx/yyyy.debug` below each).
+    pub debug_dirs: Vec<PathBuf>,
 }
 
 impl Symbolizer {
@@ -37,9 +39,27 @@ impl Symbolizer {
             .enable_code_info(true)
             .enable_inlined_fns(true)
             .enable_demangling(true)
-            .set_debug_dirs(Some(dirs))
+            .set_debug_dirs(Some(dirs.clone()))
             .build();
-        Self { inner }
+        Self {
+            inner,
+            debug_dirs: dirs,
+        }
+    }
+
+    /// The separate debug file for a build ID, under a debug directory's `.build-id`.
+    /// (blazesym looks there only for files that carry a .gnu_debuglink.)
+    pub fn build_id_debug_file(&self, build_id: &[u8]) -> Option<PathBuf> {
+        let (first, rest) = build_id.split_first()?;
+        let rest: String = rest.iter().map(|b| format!("{b:02x}")).collect();
+        self.debug_dirs
+            .iter()
+            .map(|d| {
+                d.join(".build-id")
+                    .join(format!("{first:02x}"))
+                    .join(format!("{rest}.debug"))
+            })
+            .find(|p| p.exists())
     }
 
     /// Symbolizes file offsets within one ELF file. One result per offset; `None` where
@@ -49,10 +69,28 @@ impl Symbolizer {
         path: &Path,
         offsets: &[u64],
     ) -> Result<Vec<Option<SymInfo>>, String> {
+        self.symbolize_input(path, Input::FileOffset(offsets))
+    }
+
+    /// Symbolizes addresses as the ELF file states them (SVMAs): for separate debug files,
+    /// whose file layout is not the module's.
+    pub fn symbolize_svmas(
+        &self,
+        path: &Path,
+        svmas: &[u64],
+    ) -> Result<Vec<Option<SymInfo>>, String> {
+        self.symbolize_input(path, Input::VirtOffset(svmas))
+    }
+
+    fn symbolize_input(
+        &self,
+        path: &Path,
+        input: Input<&[u64]>,
+    ) -> Result<Vec<Option<SymInfo>>, String> {
         let src = Source::Elf(Elf::new(path));
         let syms = self
             .inner
-            .symbolize(&src, Input::FileOffset(offsets))
+            .symbolize(&src, input)
             .map_err(|e| format!("{e:#}"))?;
         Ok(syms
             .into_iter()

@@ -79,14 +79,19 @@ impl Crashtrace {
     /// Starts crashtrace with `args` (plus `--json` unless `text` is set) and waits for
     /// its "attached" line.
     pub fn start(args: &[&str]) -> Self {
-        Self::start_mode(args, true)
+        Self::start_mode(args, true, &[])
     }
 
     pub fn start_text(args: &[&str]) -> Self {
-        Self::start_mode(args, false)
+        Self::start_mode(args, false, &[])
     }
 
-    fn start_mode(args: &[&str], json: bool) -> Self {
+    /// Like `start`, with extra environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_mode(args, true, env)
+    }
+
+    fn start_mode(args: &[&str], json: bool, env: &[(&str, &str)]) -> Self {
         require_root();
         let serial = serial();
         let mut cmd = Command::new(crashtrace_bin());
@@ -95,6 +100,7 @@ impl Crashtrace {
         }
         let mut child = cmd
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -188,3 +188,149 @@ fn container_process_uses_its_own_files() {
         assert_eq!(r["container_id"], id.as_str());
     }
 }
+
+fn build_id(path: &std::path::Path) -> String {
+    let out = Command::new("readelf")
+        .arg("-n")
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Build ID: ").map(str::to_string))
+        .expect("build ID")
+}
+
+#[test]
+fn stripped_binaries_and_their_debug_files() {
+    // A debug directory holding crash_stripped's debug file under its build ID, and
+    // crash_debuglink's under the name its .gnu_debuglink gives.
+    let dbg = TempDir::new("debugdir");
+    let id = build_id(&victim("crash_stripped"));
+    let under = dbg.0.join(".build-id").join(&id[..2]);
+    std::fs::create_dir_all(&under).unwrap();
+    std::fs::copy(
+        victim("crash_stripped.debug"),
+        under.join(format!("{}.debug", &id[2..])),
+    )
+    .unwrap();
+    std::fs::copy(
+        victim("crash_debuglink.debug"),
+        dbg.0.join("crash_debuglink.debug"),
+    )
+    .unwrap();
+    let dir = dbg.0.to_str().unwrap().to_string();
+    let ct = Crashtrace::start(&["--comm", "crash_", "--debug-dir", &dir]);
+    let chain = ["crash_segv", "level3", "level2", "level1", "main"];
+    for v in ["crash_stripped", "crash_debuglink"] {
+        let r =
+            crashtrace_tests::crash_and_report(&ct, &mut Command::new(victim(v)), libc::SIGSEGV);
+        assert_in_order(&function_names(&r), &chain);
+        // Full DWARF from the debug file: file and line too.
+        assert!(
+            r["frames"][0]["location"]["file"]
+                .as_str()
+                .unwrap()
+                .ends_with("crash.c"),
+            "{v}: {}",
+            r["frames"][0]
+        );
+    }
+    // MiniDebugInfo: function names from the xz-compressed .gnu_debugdata, no lines.
+    let r = crashtrace_tests::crash_and_report(
+        &ct,
+        &mut Command::new(victim("crash_minidebug")),
+        libc::SIGSEGV,
+    );
+    assert_in_order(&function_names(&r), &chain);
+    // Nothing left: module + offset + build ID, and never a wrong nearby name. (Without the
+    // debug directory: crash_bare shares crash_stripped's build ID, so it would be named.)
+    drop(ct);
+    let ct = Crashtrace::start(&["--comm", "crash_"]);
+    let r = crashtrace_tests::crash_and_report(
+        &ct,
+        &mut Command::new(victim("crash_bare")),
+        libc::SIGSEGV,
+    );
+    let f0 = &r["frames"][0];
+    assert!(f0["function"].is_null(), "{f0}");
+    assert_eq!(f0["build_id"], id.as_str());
+    assert!(f0["module_offset"].as_u64().unwrap() > 0);
+    assert!(
+        f0["unnamed_reason"].as_str().unwrap().contains("stripped"),
+        "{f0}"
+    );
+}
+
+#[test]
+fn debuginfod_is_asked_when_asked_and_never_blocks() {
+    // A debuginfod server on loopback: python's http.server over the buildid layout.
+    let srv = TempDir::new("debuginfod-srv");
+    let id = build_id(&victim("crash_stripped"));
+    let d = srv.0.join("buildid").join(&id);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::copy(victim("crash_stripped.debug"), d.join("debuginfo")).unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut server = Victim::spawn(
+        Command::new("python3")
+            .args([
+                "-u",
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .current_dir(&srv.0),
+    );
+    // http.server prints its banner once it listens.
+    let banner = server.lines().next_line("http.server banner");
+    assert!(banner.contains("Serving HTTP"), "{banner}");
+    let cache = TempDir::new("debuginfod-cache");
+    let url = format!("http://127.0.0.1:{port}");
+    let ct = Crashtrace::start_with_env(
+        &["--comm", "crash_", "--debuginfod", "--debuginfod-url", &url],
+        &[("CRASHTRACE_CACHE_DIR", cache.0.to_str().unwrap())],
+    );
+    let r = crashtrace_tests::crash_and_report(
+        &ct,
+        &mut Command::new(victim("crash_stripped")),
+        libc::SIGSEGV,
+    );
+    assert_in_order(
+        &function_names(&r),
+        &["crash_segv", "level3", "level2", "level1", "main"],
+    );
+    drop(ct);
+
+    // A server that accepts and never answers: the report still comes, unnamed, saying why.
+    let hang = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", hang.local_addr().unwrap());
+    let cache = TempDir::new("debuginfod-cache2");
+    let ct = Crashtrace::start_with_env(
+        &[
+            "--comm",
+            "crash_",
+            "--debuginfod",
+            "--debuginfod-url",
+            &url,
+            "--debuginfod-timeout",
+            "0.5",
+        ],
+        &[("CRASHTRACE_CACHE_DIR", cache.0.to_str().unwrap())],
+    );
+    let r = crashtrace_tests::crash_and_report(
+        &ct,
+        &mut Command::new(victim("crash_stripped")),
+        libc::SIGSEGV,
+    );
+    let why = r["frames"][0]["unnamed_reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(why.contains("debuginfod"), "{}", r["frames"][0]);
+    drop(hang);
+}

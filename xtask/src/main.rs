@@ -52,6 +52,10 @@ const APT_PACKAGES: &[&str] = &[
     "python3",
     // /usr/bin/time: the outcome figures are checked against it.
     "time",
+    // Stripped victims with MiniDebugInfo; namespaces for the container test.
+    "binutils",
+    "xz-utils",
+    "util-linux",
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 

@@ -1,0 +1,96 @@
+//! Fetching separate debug files by build ID from debuginfod servers (off by default).
+//!
+//! Each report gets a bounded time budget for downloads, so a slow or unreachable server
+//! delays a report by at most that much and never blocks the ones after it. Failures are
+//! remembered, so a build ID the servers do not have is asked for once.
+
+use std::{
+    collections::HashSet,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+pub struct Debuginfod {
+    urls: Vec<String>,
+    /// Downloads go to `<cache>/.build-id/xx/yyyy.debug`, where the symbolizer looks.
+    cache: PathBuf,
+    budget: Duration,
+    failed: HashSet<Vec<u8>>,
+}
+
+impl Debuginfod {
+    /// `urls` as in DEBUGINFOD_URLS: space-separated server base URLs.
+    pub fn new(urls: &str, cache: PathBuf, budget: Duration) -> Option<Self> {
+        let urls: Vec<String> = urls
+            .split_whitespace()
+            .map(|u| u.trim_end_matches('/').to_string())
+            .collect();
+        (!urls.is_empty()).then_some(Self {
+            urls,
+            cache,
+            budget,
+            failed: HashSet::new(),
+        })
+    }
+
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache
+    }
+
+    /// Per-report deadline for downloads.
+    pub fn deadline(&self) -> Instant {
+        Instant::now() + self.budget
+    }
+
+    /// Downloads the debug file for `build_id` into the cache unless it failed before or
+    /// the deadline has passed. Returns why it could not, if it could not.
+    pub fn fetch(&mut self, build_id: &[u8], deadline: Instant) -> Result<PathBuf, String> {
+        let hex: String = build_id.iter().map(|b| format!("{b:02x}")).collect();
+        let dest = self
+            .cache
+            .join(".build-id")
+            .join(&hex[..2])
+            .join(format!("{}.debug", &hex[2..]));
+        if dest.exists() {
+            return Ok(dest);
+        }
+        if self.failed.contains(build_id) {
+            return Err("not on the debuginfod servers (asked before)".into());
+        }
+        let mut last = String::from("no server answered");
+        for url in &self.urls {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err("debuginfod: out of time for this report".into());
+            }
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .timeout_global(Some(left))
+                .build()
+                .into();
+            match agent.get(format!("{url}/buildid/{hex}/debuginfo")).call() {
+                Ok(mut resp) => {
+                    let body = resp.body_mut().with_config().limit(2 << 30).read_to_vec();
+                    match body {
+                        Ok(bytes) => {
+                            let tmp = dest.with_extension("part");
+                            let written = std::fs::create_dir_all(dest.parent().unwrap())
+                                .and_then(|_| std::fs::write(&tmp, &bytes))
+                                .and_then(|_| std::fs::rename(&tmp, &dest));
+                            return match written {
+                                Ok(()) => Ok(dest),
+                                Err(e) => Err(format!("debuginfod: cannot store the file: {e}")),
+                            };
+                        }
+                        Err(e) => last = format!("debuginfod {url}: {e}"),
+                    }
+                }
+                Err(e) => last = format!("debuginfod {url}: {e}"),
+            }
+        }
+        // Timeouts may be the server's bad moment: only remember definite misses.
+        if !last.contains("imeout") && !last.contains("out of time") {
+            self.failed.insert(build_id.to_vec());
+        }
+        Err(last)
+    }
+}
