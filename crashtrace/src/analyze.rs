@@ -73,10 +73,13 @@ impl Analyzer {
             .iter()
             .map(|m| LoadedMapping {
                 mapping: m.clone(),
-                module: m
-                    .is_file()
-                    .then(|| self.modules.get(m, input.pins).ok())
-                    .flatten(),
+                module: if m.is_file() {
+                    self.modules.get(m, input.pins).ok()
+                } else if &*m.path == "[vdso]" {
+                    self.modules.vdso().ok()
+                } else {
+                    None
+                },
             })
             .collect();
         self.deadline = self.debuginfod.as_ref().map(|d| d.deadline());
@@ -250,8 +253,16 @@ impl Analyzer {
                 continue;
             };
             let off = lm.mapping.file_offset(f.lookup);
-            frames[i].module = Some(lm.mapping.path.to_string());
-            frames[i].module_offset = Some(off);
+            frames[i].module = Some(match &*lm.mapping.path {
+                "//anon" | "" => "[anon]".to_string(),
+                p => p.to_string(),
+            });
+            // Without a file, the offset that means something is the one into the region.
+            frames[i].module_offset = Some(if lm.mapping.is_file() {
+                off
+            } else {
+                f.lookup - lm.mapping.start
+            });
             match &lm.module {
                 Some(module) => {
                     frames[i].build_id = module.build_id_hex();
@@ -263,7 +274,10 @@ impl Analyzer {
                 }
                 None if !lm.mapping.is_file() => {
                     frames[i].unnamed_reason = Some(match &*lm.mapping.path {
-                        "//anon" | "" => "anonymous executable memory (JIT code?)".into(),
+                        "//anon" | "" => format!(
+                            "anonymous executable memory 0x{:x}-0x{:x} (JIT code?)",
+                            lm.mapping.start, lm.mapping.end
+                        ),
                         other => format!("{other} is not backed by a file"),
                     })
                 }

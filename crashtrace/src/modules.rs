@@ -233,11 +233,20 @@ impl FilePins {
 #[derive(Default)]
 pub struct ModuleCache {
     modules: HashMap<FileKey, Result<Arc<ElfModule>, String>>,
+    vdso: Option<Result<Arc<ElfModule>, String>>,
 }
 
 impl ModuleCache {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The vDSO: the kernel maps the same image into every process, so crashtrace's own
+    /// copy, saved once to a memory file, unwinds and names every process's vDSO frames.
+    pub fn vdso(&mut self) -> Result<Arc<ElfModule>, String> {
+        self.vdso
+            .get_or_insert_with(|| own_vdso().map(Arc::new).map_err(|e| format!("{e:#}")))
+            .clone()
     }
 
     /// The ELF file behind `m`, or why it cannot be had: the pinned descriptor when there
@@ -265,6 +274,37 @@ impl ModuleCache {
         self.modules.insert(key, r.clone());
         r
     }
+}
+
+fn own_vdso() -> Result<ElfModule> {
+    let maps = std::fs::read_to_string("/proc/self/maps")?;
+    let (start, end) = maps
+        .lines()
+        .find(|l| l.ends_with("[vdso]"))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|r| r.split_once('-'))
+        .and_then(|(a, b)| {
+            Some((
+                u64::from_str_radix(a, 16).ok()?,
+                u64::from_str_radix(b, 16).ok()?,
+            ))
+        })
+        .context("this process has no [vdso] mapping")?;
+    // SAFETY: the vDSO mapping is readable for its whole length for as long as we run.
+    let image = unsafe { std::slice::from_raw_parts(start as *const u8, (end - start) as usize) };
+    // SAFETY: plain syscall; the name is NUL-terminated.
+    let fd = unsafe { libc::memfd_create(c"crashtrace-vdso".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).context("memfd_create for the vDSO");
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    let mut file = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    std::io::Write::write_all(&mut file, image)?;
+    let file = Arc::new(file);
+    let path = PathBuf::from(format!("/proc/self/fd/{fd}"));
+    let mut m = ElfModule::from_file(&file, &path)?;
+    m.pinned = Some(file);
+    Ok(m)
 }
 
 fn open_verified(m: &Mapping) -> Result<ElfModule> {

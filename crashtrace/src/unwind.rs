@@ -66,8 +66,13 @@ pub fn unwind(capture: &Capture, mappings: &[LoadedMapping]) -> Unwound {
     let mut pc = regs.rip;
     let mut sp = regs.rsp;
     // A call through a bad pointer leaves rip outside any code, with the caller's return
-    // address on top of the stack: report the bad rip, then continue from the caller.
-    let in_code = |a: u64| mappings.iter().any(|lm| lm.mapping.contains(a));
+    // address on top of the stack; so does a crash at the start of JIT code, which has no
+    // unwind information. Report rip, then continue from the caller.
+    let in_code = |a: u64| {
+        mappings
+            .iter()
+            .any(|lm| lm.module.is_some() && lm.mapping.contains(a))
+    };
     if !in_code(pc)
         && let Ok(ret) = read_stack(sp)
         && in_code(ret)
@@ -82,6 +87,7 @@ pub fn unwind(capture: &Capture, mappings: &[LoadedMapping]) -> Unwound {
         // From here on `pc` is a return address: framehop must treat it as one.
         return finish(
             &unwinder,
+            mappings,
             frames,
             FrameAddress::from_return_address(pc),
             UnwindRegsX86_64::new(pc, sp, regs.rbp),
@@ -90,6 +96,7 @@ pub fn unwind(capture: &Capture, mappings: &[LoadedMapping]) -> Unwound {
     }
     finish(
         &unwinder,
+        mappings,
         frames,
         Some(FrameAddress::from_instruction_pointer(pc)),
         UnwindRegsX86_64::new(pc, sp, regs.rbp),
@@ -97,8 +104,25 @@ pub fn unwind(capture: &Capture, mappings: &[LoadedMapping]) -> Unwound {
     )
 }
 
+/// x86-64 `__restore_rt`: `mov $15,%rax` (rt_sigreturn); `syscall`. A handler returns here.
+const SIGRETURN_TRAMPOLINE: [u8; 9] = [0x48, 0xc7, 0xc0, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05];
+/// Offset of `uc_mcontext.gregs` in `struct ucontext` (uc_flags, uc_link, uc_stack first).
+const UC_GREGS: u64 = 40;
+const REG_RBP: u64 = 10;
+const REG_RSP: u64 = 15;
+const REG_RIP: u64 = 16;
+
+/// The bytes at `addr`, read from the file behind its mapping.
+fn code_at(mappings: &[LoadedMapping], addr: u64, len: usize) -> Option<&[u8]> {
+    let lm = mappings.iter().find(|lm| lm.mapping.contains(addr))?;
+    let module = lm.module.as_ref()?;
+    let off = lm.mapping.file_offset(addr) as usize;
+    module.map.get(off..off + len)
+}
+
 fn finish(
     unwinder: &UnwinderX86_64<FileSlice>,
+    mappings: &[LoadedMapping],
     mut frames: Vec<RawFrame>,
     first: Option<FrameAddress>,
     mut regs: UnwindRegsX86_64,
@@ -122,6 +146,36 @@ fn finish(
                 frames,
                 stop: format!("stopped after {MAX_FRAMES} frames"),
             };
+        }
+        // A signal handler's frame returns into the sigreturn trampoline, whose caller is
+        // whatever the signal interrupted: its registers are in the ucontext the kernel
+        // pushed, right where the stack pointer is now. (framehop does not follow signal
+        // frames, so this is done here.)
+        if let FrameAddress::ReturnAddress(ra) = addr
+            && code_at(mappings, ra.get(), SIGRETURN_TRAMPOLINE.len())
+                == Some(&SIGRETURN_TRAMPOLINE[..])
+        {
+            // This frame is the trampoline itself: look it up at its own address.
+            if let Some(f) = frames.last_mut() {
+                f.lookup = f.address;
+            }
+            let uc = regs.sp();
+            let mut greg = |i: u64| read_stack(uc + UC_GREGS + i * 8);
+            match (greg(REG_RIP), greg(REG_RSP), greg(REG_RBP)) {
+                (Ok(rip), Ok(rsp), Ok(rbp)) if rip != 0 => {
+                    regs = UnwindRegsX86_64::new(rip, rsp, rbp);
+                    // The interrupted instruction, not a return address.
+                    addr = FrameAddress::from_instruction_pointer(rip);
+                    continue;
+                }
+                _ => {
+                    return Unwound {
+                        frames,
+                        stop: "the signal frame's saved registers are beyond the copied stack"
+                            .into(),
+                    };
+                }
+            }
         }
         match unwinder.unwind_frame(addr, &mut regs, &mut cache, read_stack) {
             Ok(Some(ret)) => match FrameAddress::from_return_address(ret) {

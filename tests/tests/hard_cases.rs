@@ -334,3 +334,52 @@ fn debuginfod_is_asked_when_asked_and_never_blocks() {
     assert!(why.contains("debuginfod"), "{}", r["frames"][0]);
     drop(hang);
 }
+
+#[test]
+fn frames_without_files_vdso_jit_and_signal_frames() {
+    let ct = Crashtrace::start(&["--comm", "=crash_nofp"]);
+    let run = |mode: &str| {
+        crashtrace_tests::crash_and_report(
+            &ct,
+            Command::new(victim("crash_nofp")).arg(mode),
+            libc::SIGSEGV,
+        )
+    };
+    // The fault is inside the vDSO: named from crashtrace's own copy of it, and unwound
+    // through its CFI back into libc and the victim.
+    let r = run("vdso");
+    let names = function_names(&r);
+    assert_eq!(r["frames"][0]["module"], "[vdso]");
+    assert!(names[0].contains("clock_gettime"), "{names:?}");
+    assert_in_order(&names, &["crash_vdso", "level3", "main", "_start"]);
+    // JIT code: shown as anonymous memory with its range; the caller found on the stack.
+    let r = run("jit");
+    let f0 = &r["frames"][0];
+    assert_eq!(f0["module"], "[anon]");
+    assert!(
+        f0["unnamed_reason"]
+            .as_str()
+            .unwrap()
+            .contains("anonymous executable memory 0x"),
+        "{f0}"
+    );
+    assert_in_order(
+        &function_names(&r),
+        &["??", "crash_jit", "level3", "main", "_start"],
+    );
+    // A crash inside a signal handler unwinds through the signal frame (__restore_rt)
+    // back into the code the signal interrupted.
+    let r = run("handler");
+    assert_in_order(
+        &function_names(&r),
+        &[
+            "crash_in_handler",
+            "__restore_rt",
+            "raise|__GI_raise",
+            "crash_handler",
+            "level3",
+            "main",
+            "_start",
+        ],
+    );
+}

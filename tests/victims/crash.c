@@ -1,5 +1,5 @@
 /* Crashes three calls deep from main. Built with and without frame pointers.
- * Usage: crash [segv|abort|fpe|ill|bus|overflow|work-segv|wait-segv]
+ * Usage: crash [segv|abort|fpe|ill|bus|overflow|vdso|jit|handler|work-segv|wait-segv]
  *   wait-*: print "ready", then crash when a byte arrives on stdin.
  *   work-*: first touch 64 MiB and burn about 0.3 s of CPU (for resource figures). */
 #include <fcntl.h>
@@ -46,6 +46,36 @@ KEEP int recurse(volatile char *prev, int depth) {
 }
 KEEP void crash_overflow(int *p) { (void)p; recurse(NULL, 0); BARRIER(); }
 
+/* The vDSO writes the time through a bad pointer: the fault is inside the vDSO. */
+KEEP void crash_vdso(int *p) {
+    (void)p;
+    clock_gettime(CLOCK_MONOTONIC, (struct timespec *)16);
+    BARRIER();
+}
+
+/* Generated code in anonymous executable memory, as a JIT makes: movl $1,0x0; ret. */
+KEEP void crash_jit(int *p) {
+    (void)p;
+    static const unsigned char code[] = {0xc7, 0x04, 0x25, 0, 0, 0, 0, 1, 0, 0, 0, 0xc3};
+    void *m = mmap(NULL, 4096, PROT_READ | PROT_WRITE | PROT_EXEC,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED)
+        exit(4);
+    memcpy(m, code, sizeof code);
+    ((void (*)(void))m)();
+    BARRIER();
+}
+
+/* A crash inside a signal handler, which interrupted crash_handler's raise(). */
+KEEP void crash_in_handler(volatile int *p) { *p = 3; BARRIER(); }
+static void on_usr1(int sig) { (void)sig; crash_in_handler(NULL); }
+KEEP void crash_handler(int *p) {
+    (void)p;
+    signal(SIGUSR1, on_usr1);
+    raise(SIGUSR1);
+    BARRIER();
+}
+
 typedef void (*crash_fn)(int *);
 
 KEEP void level3(crash_fn f) { f(NULL); BARRIER(); }
@@ -79,6 +109,9 @@ int main(int argc, char **argv) {
                : strcmp(mode, "ill") == 0        ? crash_ill
                : strcmp(mode, "bus") == 0        ? crash_bus
                : strcmp(mode, "overflow") == 0   ? crash_overflow
+               : strcmp(mode, "vdso") == 0       ? crash_vdso
+               : strcmp(mode, "jit") == 0        ? crash_jit
+               : strcmp(mode, "handler") == 0    ? crash_handler
                                                  : crash_segv;
     level1(f);
     return 0;
