@@ -18,6 +18,10 @@ pub const DEFAULT_STACK_BYTES: u32 = 64 * 1024;
 pub const THREAD_STACK_BYTES: usize = 32 * 1024;
 /// Threads of one crashing process captured at most; the rest are counted, not copied.
 pub const MAX_THREADS_PER_CRASH: u32 = 512;
+/// After a stack overflow, the top of the stack (where main and its callers sit) is
+/// copied too, into the end of the record's stack area, so the outermost frames can be
+/// shown beside the innermost ones.
+pub const TOP_STACK_BYTES: usize = 16 * 1024;
 /// Bytes of code copied at the faulting instruction pointer, for disassembly.
 pub const CODE_BYTES: usize = 32;
 pub const TASK_COMM_LEN: usize = 16;
@@ -161,6 +165,11 @@ pub struct CaptureHead {
     pub stack_start: u64,
     pub stack_len: u32,
     pub _pad1: u32,
+    /// The top of the stack, in the last TOP_STACK_BYTES of the stack area: user address
+    /// of its first byte, and how many bytes were copied (0: none).
+    pub top_start: u64,
+    pub top_len: u32,
+    pub _pad3: u32,
 }
 
 /// A memory mapping as the kernel had it at the crash (`bpf_find_vma`).

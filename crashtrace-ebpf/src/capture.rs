@@ -17,7 +17,8 @@ use crashtrace_common::{
     CAPTURE_HAS_CODE, CAPTURE_HAS_SIGINFO, CAPTURE_NO_REGS, CAPTURE_SP_PAGE_SKIPPED,
     CAPTURE_STACK_TRUNCATED, CODE_BYTES, CaptureHead, CrashState, EXE_NAME_LEN, HANDLER_CUSTOM,
     HANDLER_DEFAULT, MAX_STACK_BYTES, MAX_THREADS_PER_CRASH, RecordHeader, RecordKind, STACK_CHUNK,
-    Sender, SignalCapture, Stat, TASK_COMM_LEN, THREAD_STACK_BYTES, ThreadCapture, UserRegs,
+    Sender, SignalCapture, Stat, TASK_COMM_LEN, THREAD_STACK_BYTES, TOP_STACK_BYTES, ThreadCapture,
+    UserRegs,
 };
 
 use crate::{
@@ -194,16 +195,31 @@ pub fn on_signal_deliver(ctx: &BtfTracePointContext) {
             budget,
         );
         (*head).flags |= flags;
+        (*head).top_start = 0;
+        (*head).top_len = 0;
+        (*head)._pad3 = 0;
+        // A stack overflow: the frames that matter most (main and its callers) are at
+        // the far end of the stack. Copy its top into the unused end of the record.
+        if flags & CAPTURE_SP_PAGE_SKIPPED != 0
+            && budget * STACK_CHUNK + TOP_STACK_BYTES <= MAX_STACK_BYTES
+        {
+            copy_stack_top(task, head, (*rec).stack.as_mut_ptr());
+        }
     }
     // SAFETY: the record is still ours until submit.
-    let (addr, has_info) = unsafe {
+    let (addr, has_info, overflow) = unsafe {
         let h = &raw const (*rec).head;
-        ((*h).si_addr, (*h).flags & CAPTURE_HAS_SIGINFO != 0)
+        (
+            (*h).si_addr,
+            (*h).flags & CAPTURE_HAS_SIGINFO != 0,
+            (*h).top_len != 0,
+        )
     };
     entry.submit(0);
     count(Stat::Captured);
-    // Fault signals carry an address in si_addr: say what it hit.
-    if has_info && fault_signal(sig) {
+    // Fault signals carry an address in si_addr: say what it hit. (After an overflow the
+    // one mapping lookup an event allows went to the stack.)
+    if has_info && fault_signal(sig) && !overflow {
         crate::faultmaps::emit(task, pid, tid, addr);
     }
 }
@@ -252,6 +268,9 @@ fn capture_sibling(ctx: &BtfTracePointContext, state: *mut CrashState, pid: u32,
         (*head).sender_pid = 0;
         (*head).sender_uid = 0;
         (*head).sender_comm = [0; TASK_COMM_LEN];
+        (*head).top_start = 0;
+        (*head).top_len = 0;
+        (*head)._pad3 = 0;
         let flags = copy_stack::<{ THREAD_STACK_BYTES / STACK_CHUNK }>(
             head,
             (*rec).stack.as_mut_ptr(),
@@ -436,6 +455,39 @@ fn ns_nr(task: u64) -> u32 {
     let off =
         config!(offsets.pid_numbers_nr) as u64 + level as u64 * config!(offsets.upid_size) as u64;
     read_kernel::<u32>(pid + off).unwrap_or(0)
+}
+
+/// Copies the top TOP_STACK_BYTES of the stack mapping into the last part of the stack
+/// area. `head.stack_start` is the lowest readable stack page.
+///
+/// # Safety
+/// `dst` must be the stack area of a reserved SignalCapture.
+#[inline(never)]
+unsafe fn copy_stack_top(task: u64, head: *mut CaptureHead, dst: *mut u8) {
+    let end = crate::faultmaps::mapping_end(task, unsafe { (*head).stack_start });
+    if end < TOP_STACK_BYTES as u64 {
+        return;
+    }
+    let start = end - TOP_STACK_BYTES as u64;
+    let mut len = 0u32;
+    for i in 0..TOP_STACK_BYTES / STACK_CHUNK {
+        // SAFETY: the chunk lies in the last TOP_STACK_BYTES of the stack area.
+        let rc = unsafe {
+            bpf_probe_read_user(
+                dst.add(MAX_STACK_BYTES - TOP_STACK_BYTES + i * STACK_CHUNK) as *mut c_void,
+                STACK_CHUNK as u32,
+                (start + (i * STACK_CHUNK) as u64) as *const c_void,
+            )
+        };
+        if rc != 0 {
+            break;
+        }
+        len += STACK_CHUNK as u32;
+    }
+    unsafe {
+        (*head).top_start = start;
+        (*head).top_len = len;
+    }
 }
 
 /// The process name: the comm of the thread-group leader (a thread's own comm may have

@@ -80,3 +80,30 @@ pub fn emit(task: u64, pid: u32, tid: u32, fault_addr: u64) {
     }
     entry.submit(0);
 }
+
+/// `bpf_find_vma` callback that keeps only the mapping's end.
+#[inline(never)]
+extern "C" fn vma_end(_task: *mut c_void, vma: *mut c_void, ctx: *mut c_void) -> i64 {
+    // SAFETY: ctx is the u64 on the caller's stack.
+    unsafe {
+        *(ctx as *mut u64) =
+            read_kernel::<u64>(vma as u64 + config!(offsets.vma_end) as u64).unwrap_or(0)
+    };
+    0
+}
+
+/// The end (top) of the mapping holding `addr`, 0 if none.
+pub fn mapping_end(task: u64, addr: u64) -> u64 {
+    let mut end = 0u64;
+    // SAFETY: as in `lookup`; the context is a u64 on this stack.
+    unsafe {
+        bpf_find_vma(
+            task as *mut _,
+            addr,
+            vma_end as *mut c_void,
+            &raw mut end as *mut c_void,
+            0,
+        )
+    };
+    end
+}

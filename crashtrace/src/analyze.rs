@@ -17,6 +17,17 @@ use crate::{
     unwind::{LoadedMapping, unwind},
 };
 
+/// A mapping lookup that found nothing.
+const NO_VMA: VmaInfo = VmaInfo {
+    start: 0,
+    end: 0,
+    flags: 0,
+    pgoff: 0,
+    found: 0,
+    _pad: 0,
+    name: [0; 32],
+};
+
 /// (frame index, file offset)
 type FrameAt = (usize, u64);
 
@@ -120,9 +131,15 @@ impl Analyzer {
                 (c.has_siginfo && has_sender(c.si_code)).then_some(c.si_uid)
             },
             sender_name: (c.sender_pid != 0).then(|| c.sender_name.clone()),
-            fault_mapping: input.fault_maps.and_then(|m| {
+            // After an overflow the kernel lookup went to the stack, not the fault address.
+            fault_mapping: match (input.fault_maps, &c.top) {
+                (Some(m), _) => Some(&m.fault),
+                (None, Some(_)) => Some(&NO_VMA),
+                (None, None) => None,
+            }
+            .and_then(|f| {
                 (c.has_siginfo && has_fault_address(c.signo, c.si_code))
-                    .then(|| describe_fault(c, &m.fault))
+                    .then(|| describe_fault(c, f))
             }),
             // An OOM kill comes from the kernel, whoever's allocation triggered it.
             external: (c.sender_pid != 0 && c.sender_pid != c.pid) || input.oom.is_some(),
@@ -206,7 +223,20 @@ impl Analyzer {
         pins: &FilePins,
     ) -> (Vec<Frame>, UnwindReport) {
         let unwound = unwind(c, loaded);
-        let frames = self.symbolize(&unwound.frames, loaded, pins);
+        let mut frames = self.symbolize(&unwound.frames, loaded, pins);
+        if !unwound.outer.is_empty() {
+            let first = frames.len();
+            let mut outer = self.symbolize(&unwound.outer, loaded, pins);
+            for (i, f) in outer.iter_mut().enumerate() {
+                f.index = first + i;
+            }
+            outer[0].gap_before = Some(format!(
+                "frames between #{} and #{first} were not copied (the stack overflowed); the \
+                 outermost ones below come from the top of the stack",
+                first.saturating_sub(1)
+            ));
+            frames.extend(outer);
+        }
         (
             frames,
             UnwindReport {
@@ -238,6 +268,7 @@ impl Analyzer {
                 location: None,
                 inlined: vec![],
                 unnamed_reason: None,
+                gap_before: None,
             })
             .collect();
         // Group lookups per file so each file is symbolized in one batch.

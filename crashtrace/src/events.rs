@@ -5,7 +5,8 @@ use bytes::Bytes;
 use crashtrace_common::{
     CAPTURE_HAS_CODE, CAPTURE_HAS_SIGINFO, CAPTURE_NO_REGS, CAPTURE_SP_PAGE_SKIPPED,
     CAPTURE_STACK_TRUNCATED, CODE_BYTES, CaptureHead, FaultMaps, HANDLER_DEFAULT, MAX_STACK_BYTES,
-    OomVictim, ProcessExit, RecordHeader, RecordKind, TASK_COMM_LEN, THREAD_STACK_BYTES, UserRegs,
+    OomVictim, ProcessExit, RecordHeader, RecordKind, TASK_COMM_LEN, THREAD_STACK_BYTES,
+    TOP_STACK_BYTES, UserRegs,
 };
 use std::mem::size_of;
 
@@ -47,6 +48,8 @@ pub struct Capture {
     pub stack: Bytes,
     pub sp_page_skipped: bool,
     pub stack_truncated: bool,
+    /// After a stack overflow: the top of the stack (its user address and bytes).
+    pub top: Option<(u64, Bytes)>,
 }
 
 pub enum Event {
@@ -152,6 +155,13 @@ fn decode_capture(buf: &[u8], max_stack: usize) -> Result<Capture> {
         stack: Bytes::copy_from_slice(&buf[fixed..fixed + len]),
         sp_page_skipped: r.flags & CAPTURE_SP_PAGE_SKIPPED != 0,
         stack_truncated: r.flags & CAPTURE_STACK_TRUNCATED != 0,
+        top: {
+            // Only signal records have room for it, in the last TOP_STACK_BYTES.
+            let at = fixed + MAX_STACK_BYTES - TOP_STACK_BYTES;
+            let n = r.top_len as usize;
+            (max_stack == MAX_STACK_BYTES && n > 0 && n <= TOP_STACK_BYTES && at + n <= buf.len())
+                .then(|| (r.top_start, Bytes::copy_from_slice(&buf[at..at + n])))
+        },
     })
 }
 

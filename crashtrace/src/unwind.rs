@@ -31,6 +31,9 @@ pub struct Unwound {
     pub frames: Vec<RawFrame>,
     /// Why the walk ended.
     pub stop: String,
+    /// After a stack overflow: the outermost frames, recovered from the copied top of the
+    /// stack; the frames between the two copies are unknown.
+    pub outer: Vec<RawFrame>,
 }
 
 /// A module ready for unwinding: a mapping and the file behind it.
@@ -40,12 +43,70 @@ pub struct LoadedMapping {
 }
 
 pub fn unwind(capture: &Capture, mappings: &[LoadedMapping]) -> Unwound {
-    let Some(regs) = capture.regs else {
-        return Unwound {
-            frames: vec![],
-            stop: "the thread's registers could not be read".into(),
-        };
+    let mut u = unwind_inner(capture, mappings);
+    if let Some((start, top)) = &capture.top {
+        u.outer = scan_outer(mappings, *start, top);
+    }
+    u
+}
+
+/// The outermost frames of an overflowed stack, from its copied top: the lowest slot
+/// holding a return address (just after a call instruction) from which unwinding reaches
+/// the outermost frame.
+fn scan_outer(mappings: &[LoadedMapping], start: u64, top: &[u8]) -> Vec<RawFrame> {
+    let unwinder = build_unwinder(mappings);
+    let mut read = |addr: u64| -> Result<u64, ()> {
+        let off = addr.checked_sub(start).ok_or(())? as usize;
+        let b = top.get(off..off.checked_add(8).ok_or(())?).ok_or(())?;
+        Ok(u64::from_le_bytes(b.try_into().unwrap()))
     };
+    let mut cache = CacheX86_64::<_>::new();
+    for slot in (start..start + top.len() as u64).step_by(8) {
+        let Ok(ret) = read(slot) else { continue };
+        if !after_call(mappings, ret) {
+            continue;
+        }
+        let Some(mut addr) = FrameAddress::from_return_address(ret) else {
+            continue;
+        };
+        let mut regs = UnwindRegsX86_64::new(ret, slot + 8, 0);
+        let mut frames = Vec::new();
+        let reached_root = loop {
+            frames.push(RawFrame {
+                address: addr.address(),
+                lookup: addr.address_for_lookup(),
+                is_return: true,
+            });
+            if frames.len() > 128 {
+                break false;
+            }
+            match unwinder.unwind_frame(addr, &mut regs, &mut cache, &mut read) {
+                Ok(Some(r)) => match FrameAddress::from_return_address(r) {
+                    Some(a) => addr = a,
+                    None => break true,
+                },
+                Ok(None) => break true,
+                Err(_) => break false,
+            }
+        };
+        if reached_root && frames.len() >= 2 {
+            return frames;
+        }
+    }
+    vec![]
+}
+
+/// Whether the instruction before `ret` is a call: `call rel32`, or `call r/m` with a
+/// register, [reg], [reg+disp8], [rip+disp32] or [reg+disp32] operand.
+fn after_call(mappings: &[LoadedMapping], ret: u64) -> bool {
+    let Some(code) = ret.checked_sub(7).and_then(|a| code_at(mappings, a, 7)) else {
+        return false;
+    };
+    let call_rm = |i: usize| code[i] == 0xff && code[i + 1] & 0x38 == 0x10;
+    code[2] == 0xe8 || call_rm(5) || call_rm(4) || call_rm(1) || call_rm(0)
+}
+
+fn build_unwinder(mappings: &[LoadedMapping]) -> UnwinderX86_64<FileSlice> {
     let mut unwinder = UnwinderX86_64::<FileSlice>::new();
     for lm in mappings {
         if let Some(module) = &lm.module
@@ -54,6 +115,18 @@ pub fn unwind(capture: &Capture, mappings: &[LoadedMapping]) -> Unwound {
             unwinder.add_module(m);
         }
     }
+    unwinder
+}
+
+fn unwind_inner(capture: &Capture, mappings: &[LoadedMapping]) -> Unwound {
+    let Some(regs) = capture.regs else {
+        return Unwound {
+            frames: vec![],
+            stop: "the thread's registers could not be read".into(),
+            outer: vec![],
+        };
+    };
+    let unwinder = build_unwinder(mappings);
     let stack = &capture.stack;
     let start = capture.stack_start;
     let mut read_stack = |addr: u64| -> Result<u64, ()> {
@@ -131,6 +204,7 @@ fn finish(
     let mut cache = CacheX86_64::<_>::new();
     let Some(mut addr) = first else {
         return Unwound {
+            outer: vec![],
             frames,
             stop: "the return address is 0".into(),
         };
@@ -143,6 +217,7 @@ fn finish(
         });
         if frames.len() >= MAX_FRAMES {
             return Unwound {
+                outer: vec![],
                 frames,
                 stop: format!("stopped after {MAX_FRAMES} frames"),
             };
@@ -170,6 +245,7 @@ fn finish(
                 }
                 _ => {
                     return Unwound {
+                        outer: vec![],
                         frames,
                         stop: "the signal frame's saved registers are beyond the copied stack"
                             .into(),
@@ -182,6 +258,7 @@ fn finish(
                 Some(next) => addr = next,
                 None => {
                     return Unwound {
+                        outer: vec![],
                         frames,
                         stop: "reached the outermost frame".into(),
                     };
@@ -189,12 +266,14 @@ fn finish(
             },
             Ok(None) => {
                 return Unwound {
+                    outer: vec![],
                     frames,
                     stop: "reached the outermost frame".into(),
                 };
             }
             Err(framehop::Error::CouldNotReadStack(a)) => {
                 return Unwound {
+                    outer: vec![],
                     frames,
                     stop: format!(
                         "the next frame is beyond the copied stack (needed 0x{a:x}; raise --stack-size)"
@@ -203,6 +282,7 @@ fn finish(
             }
             Err(e) => {
                 return Unwound {
+                    outer: vec![],
                     frames,
                     stop: format!("unwinding failed: {e}"),
                 };

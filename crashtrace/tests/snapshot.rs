@@ -84,6 +84,7 @@ fn record(cflags: &[&str], tag: &str) -> Snapshot {
             stack,
             sp_page_skipped: false,
             stack_truncated: false,
+            top: None,
         },
         maps,
         // The executable must outlive the analysis: it is what gets symbolized.

@@ -293,3 +293,20 @@ fn text_report_reads_like_gdb() {
     assert!(pos(" in level1+") < pos(" in main+"));
     let _ = victims_dir();
 }
+
+#[test]
+fn deep_recursion_is_collapsed_in_text() {
+    let ct = Crashtrace::start_text(&["--comm", "=crash_nofp"]);
+    let mut v = Victim::spawn(Command::new(victim("crash_nofp")).arg("overflow"));
+    assert_eq!(v.wait_signal(), Some(SIGSEGV));
+    let text = ct.text_containing("\nunwinding:");
+    assert!(text.contains("more frames of recurse ..."), "{text}");
+    assert!(
+        text.contains("were not copied (the stack overflowed)"),
+        "{text}"
+    );
+    assert!(text.contains(" in main+"), "{text}");
+    // Not flooded: a few dozen lines, not hundreds of frames.
+    let frame_lines = text.lines().filter(|l| l.starts_with('#')).count();
+    assert!(frame_lines < 30, "{frame_lines} frame lines:\n{text}");
+}

@@ -110,6 +110,27 @@ fn stack_overflow_is_reported() {
     assert_eq!(names[0], "recurse", "{names:?}");
     let m = r["signal"]["fault_mapping"].as_str().unwrap();
     assert!(m.contains("stack overflow"), "{m}");
+    // Innermost frames, then a marked gap, then the outermost frames from the top of the
+    // stack down to _start.
+    let frames = r["frames"].as_array().unwrap();
+    let gap = frames
+        .iter()
+        .position(|f| !f["gap_before"].is_null())
+        .expect("a marked gap");
+    assert!(gap > 10);
+    assert_in_order(
+        &names[gap..],
+        &[
+            "recurse",
+            "crash_overflow",
+            "level3",
+            "level2",
+            "level1",
+            "main",
+            "_start",
+        ],
+    );
+    assert_eq!(names.last().unwrap(), "_start");
     assert!(names.iter().filter(|n| *n == "recurse").count() > 10);
 }
 

@@ -177,6 +177,8 @@ pub struct Frame {
     pub inlined: Vec<InlinedFrame>,
     /// Why the frame has no name, where it has none.
     pub unnamed_reason: Option<String>,
+    /// Set on the first frame after a part of the stack that was not copied.
+    pub gap_before: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -233,8 +233,42 @@ pub fn render(r: &CrashReport) -> String {
     s
 }
 
+/// Runs of the same function longer than this (deep recursion) are shown collapsed.
+const REPEAT_RUN: usize = 6;
+
 fn frames(s: &mut String, frames: &[Frame]) {
-    for f in frames {
+    let mut i = 0;
+    while i < frames.len() {
+        let f = &frames[i];
+        if let Some(g) = &f.gap_before {
+            let _ = writeln!(s, "       ... {g} ...");
+        }
+        let run = 1 + frames[i + 1..]
+            .iter()
+            .take_while(|g| {
+                g.gap_before.is_none() && g.function.is_some() && g.function == f.function
+            })
+            .count();
+        if run > REPEAT_RUN {
+            frame(s, &frames[i]);
+            frame(s, &frames[i + 1]);
+            let _ = writeln!(
+                s,
+                "       ... {} more frames of {} ...",
+                run - 3,
+                f.function.as_deref().unwrap_or("??")
+            );
+            frame(s, &frames[i + run - 1]);
+            i += run;
+        } else {
+            frame(s, f);
+            i += 1;
+        }
+    }
+}
+
+fn frame(s: &mut String, f: &Frame) {
+    {
         let module = f
             .module
             .as_deref()
