@@ -44,16 +44,21 @@ pub fn on_signal_generate(ctx: &BtfTracePointContext) {
         return;
     }
     let task: u64 = ctx.arg(2);
+    // SAFETY: helper without arguments.
+    let current = unsafe { bpf_get_current_task_btf() } as u64;
+    if task == current {
+        // Faults, raise() and abort(): the thread itself; the common case, decided
+        // without reading the target.
+        return;
+    }
     let Some(target) = read_kernel::<u32>(task + config!(offsets.task_tgid) as u64) else {
         return;
     };
     let me = (bpf_get_current_pid_tgid() >> 32) as u32;
     if target == me {
-        // Faults, raise() and abort(): the process itself.
+        // Another thread of the same process.
         return;
     }
-    // SAFETY: helper without arguments.
-    let current = unsafe { bpf_get_current_task_btf() } as u64;
     let sender = Sender {
         // SAFETY: helper without arguments.
         ktime_ns: unsafe { bpf_ktime_get_ns() },
@@ -100,6 +105,14 @@ pub fn on_signal_deliver(ctx: &BtfTracePointContext) {
     // Most signals (SIGCHLD, SIGALRM, ...) stop here.
     if sig != SIGKILL && !signal_wanted(sig) && !kill_wanted(sig) {
         return;
+    }
+    // A kill the process handles ends nothing: decided before any lookup. (SIGKILL
+    // cannot be handled; crash signals are captured either way, for re-raise pairing.)
+    if sig != SIGKILL && !signal_wanted(sig) {
+        let ka: u64 = ctx.arg(2);
+        if read_kernel::<u64>(ka).unwrap_or(0) != 0 {
+            return;
+        }
     }
     // SAFETY: helper without arguments; returns the current task (BTF pointer).
     let task = unsafe { bpf_get_current_task_btf() } as u64;

@@ -107,6 +107,11 @@ pub struct Args {
     #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
     pub debuginfod_timeout: f64,
 
+    /// Count the eBPF programs' runs and run time (BPF_ENABLE_STATS) and print them when
+    /// crashtrace stops: what each event costs in the kernel.
+    #[arg(long)]
+    pub bpf_stats: bool,
+
     /// More diagnostics on stderr (repeat for more).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,

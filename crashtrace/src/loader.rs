@@ -48,6 +48,17 @@ impl Probes {
         Ok((Self { _ebpf: ebpf, stats }, events))
     }
 
+    /// Runs and run time of each program, counted while `--bpf-stats` holds stats on.
+    pub fn program_stats(&self) -> Vec<(String, u64, std::time::Duration)> {
+        self._ebpf
+            .programs()
+            .filter_map(|(name, p)| {
+                let info = p.info().ok()?;
+                Some((name.to_string(), info.run_count(), info.run_time()))
+            })
+            .collect()
+    }
+
     /// A counter summed over CPUs.
     pub fn stat(&self, s: Stat) -> u64 {
         debug_assert!((s as u32) < STAT_COUNT);

@@ -427,6 +427,15 @@ pub async fn run<W: Write>(args: Args, out: W) -> Result<i32> {
     let mut pins = FilePins::new();
     table.scan_proc(&mut pins);
     stream.drain_into(&mut table, &mut pins);
+    // Held for the whole run: the kernel counts program run time only while it is open.
+    let _stats_fd = if args.bpf_stats {
+        Some(
+            aya::sys::enable_stats(aya::sys::Stats::RunTime)
+                .map_err(|e| anyhow::anyhow!("enabling BPF run-time statistics: {e}"))?,
+        )
+    } else {
+        None
+    };
     let (probes, events) = Probes::load(&config, args.ring_buffer_size)?;
     // SAFETY: the ring buffer owns its fd and the AsyncFd owns the ring buffer until the end.
     let mut ring = unsafe { AsyncFd::register(events) }.context("registering the ring buffer")?;
@@ -534,6 +543,19 @@ pub async fn run<W: Write>(args: Args, out: W) -> Result<i32> {
         probes.stat(Stat::ThreadsCaptured),
         probes.stat(Stat::RingFull)
     );
+    if args.bpf_stats {
+        for (name, runs, time) in probes.program_stats() {
+            let mean = if runs > 0 {
+                time.as_nanos() as f64 / runs as f64
+            } else {
+                0.0
+            };
+            eprintln!(
+                "crashtrace: program {name}: {runs} runs, {} ns in all, {mean:.0} ns per run",
+                time.as_nanos()
+            );
+        }
+    }
     Ok(match finished {
         Some(f) => {
             let (text, code) = summarize(&args.command, &f);

@@ -10,6 +10,8 @@ use std::{
     time::Instant,
 };
 
+mod bench;
+
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
@@ -30,6 +32,12 @@ enum Task {
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Measure overhead, per-event cost, latency, storms and footprint (root).
+    Bench {
+        /// A shorter run (under 5 minutes on 2 cores).
+        #[arg(long)]
+        quick: bool,
     },
     /// Set up, build, and run every test: unit tests and the root integration tests.
     Test {
@@ -56,6 +64,8 @@ const APT_PACKAGES: &[&str] = &[
     "binutils",
     "xz-utils",
     "util-linux",
+    // The peer the benchmark compares with.
+    "bpftrace",
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
@@ -66,6 +76,9 @@ fn main() -> ExitCode {
         Task::Build => setup().and_then(|_| build()),
         Task::Run { args } => setup().and_then(|_| build()).and_then(|_| run(&args)),
         Task::Test { args } => setup().and_then(|_| build()).and_then(|_| test(&args)),
+        Task::Bench { quick } => setup()
+            .and_then(|_| build())
+            .and_then(|_| bench::bench(&root(), quick).map(|_| ExitCode::SUCCESS)),
     };
     match r {
         Ok(code) => code,
@@ -208,6 +221,15 @@ fn setup() -> Result<ExitCode> {
         step("PyTorch (test venv)", "installing (about a minute, 5 GB)");
         status(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
         status(Command::new(&py).args(["-m", "pip", "install", "--quiet", "torch"]))?;
+    }
+    // bpftrace's tracepoints need tracefs.
+    if std::path::Path::new("/sys/kernel/tracing/events").exists() {
+        step("tracefs", "mounted");
+    } else if is_root() {
+        step("tracefs", "mounting on /sys/kernel/tracing");
+        let _ = Command::new("mount")
+            .args(["-t", "tracefs", "tracefs", "/sys/kernel/tracing"])
+            .status();
     }
     step("done", &format!("in {:.1}s", t.elapsed().as_secs_f64()));
     Ok(ExitCode::SUCCESS)

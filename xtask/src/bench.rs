@@ -1,0 +1,561 @@
+//! `cargo xtask bench`: what crashtrace costs, measured side by side with the untraced run
+//! and with the equivalent bpftrace one-liner, and what it delivers under load.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::{Value, json};
+
+struct Sizes {
+    rounds: usize,
+    forkexec: u64,
+    signals: u64,
+    threads: u64,
+    python: u64,
+    crashes: usize,
+    large_mib: u64,
+    large_threads: u64,
+    storm: usize,
+    idle: Duration,
+}
+
+const QUICK: Sizes = Sizes {
+    rounds: 3,
+    forkexec: 2_000,
+    signals: 200_000,
+    threads: 5_000,
+    python: 3_000_000,
+    crashes: 50,
+    large_mib: 1024,
+    large_threads: 16,
+    storm: 1000,
+    idle: Duration::from_secs(15),
+};
+
+const FULL: Sizes = Sizes {
+    rounds: 7,
+    forkexec: 20_000,
+    signals: 1_000_000,
+    threads: 20_000,
+    python: 10_000_000,
+    crashes: 200,
+    large_mib: 3072,
+    large_threads: 48,
+    storm: 2000,
+    idle: Duration::from_secs(60),
+};
+
+/// A tracer attached for a block of runs; stopped (SIGINT, then SIGKILL) on drop.
+struct Tracer {
+    child: Child,
+    stderr: mpsc::Receiver<String>,
+    lines: Vec<String>,
+}
+
+impl Tracer {
+    fn crashtrace(bin: &Path, args: &[&str], stdout: Stdio) -> Result<Self> {
+        let child = Command::new(bin)
+            .args(args)
+            .stdout(stdout)
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting crashtrace")?;
+        Self::wait_for(child, "attached", true)
+    }
+
+    fn bpftrace() -> Result<Self> {
+        // The peer: user stacks on signal_generate, what a bpftrace user would run.
+        let child = Command::new("bpftrace")
+            .args([
+                "-e",
+                "tracepoint:signal:signal_generate { @[ustack] = count(); }",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting bpftrace")?;
+        Self::wait_for(child, "Attaching", false)
+    }
+
+    fn wait_for(mut child: Child, word: &str, from_stderr: bool) -> Result<Self> {
+        let (tx, rx) = mpsc::channel();
+        let pipe: Box<dyn std::io::Read + Send> = if from_stderr {
+            Box::new(child.stderr.take().unwrap())
+        } else {
+            Box::new(child.stdout.take().unwrap())
+        };
+        std::thread::spawn(move || {
+            for l in BufReader::new(pipe).lines() {
+                let Ok(l) = l else { break };
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut t = Self {
+            child,
+            stderr: rx,
+            lines: vec![],
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !t.lines.iter().any(|l| l.contains(word)) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match t.stderr.recv_timeout(left) {
+                Ok(l) => t.lines.push(l),
+                Err(_) => bail!("tracer did not say {word:?}: {:?}", t.lines),
+            }
+        }
+        // bpftrace says Attaching before its probes are live: give it its moment.
+        if !from_stderr {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        Ok(t)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops the tracer and returns everything it said.
+    fn stop(mut self) -> Vec<String> {
+        stop_child(&mut self.child);
+        while let Ok(l) = self.stderr.recv_timeout(Duration::from_secs(2)) {
+            self.lines.push(l);
+        }
+        std::mem::take(&mut self.lines)
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        stop_child(&mut self.child);
+    }
+}
+
+fn stop_child(c: &mut Child) {
+    if let Ok(Some(_)) = c.try_wait() {
+        return;
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc_kill(c.id() as i32, 2) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = c.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+fn run_timed(cmd: &[String]) -> Result<f64> {
+    let t = Instant::now();
+    let st = Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .stdout(Stdio::null())
+        .status()
+        .with_context(|| format!("running {cmd:?}"))?;
+    if !st.success() {
+        bail!("{cmd:?} failed: {st}");
+    }
+    Ok(t.elapsed().as_secs_f64())
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1]
+}
+
+/// CPU seconds (user + system) and peak and current RSS (kB) of a process.
+fn proc_usage(pid: u32) -> (f64, u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    // utime and stime are fields 14 and 15, counted from 1 with pid and comm first.
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let cpu = (ticks(11) + ticks(12)) / 100.0;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb = |k: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (cpu, kb("VmHWM:"), kb("VmRSS:"))
+}
+
+pub fn bench(root: &Path, quick: bool) -> Result<()> {
+    let sz = if quick { &QUICK } else { &FULL };
+    let out_dir = root.join("target/bench");
+    std::fs::create_dir_all(&out_dir)?;
+    for (src, extra) in [
+        ("forkexec", &[][..]),
+        ("signals", &[][..]),
+        ("threads", &["-pthread"][..]),
+        ("crasher", &["-pthread", "-g"][..]),
+    ] {
+        let st = Command::new("gcc")
+            .args(["-O2"])
+            .args(extra)
+            .arg(root.join(format!("bench/{src}.c")))
+            .arg("-o")
+            .arg(out_dir.join(src))
+            .status()?;
+        if !st.success() {
+            bail!("building bench/{src}.c failed");
+        }
+    }
+    let bin = root.join("target/release/crashtrace");
+    let w = |name: &str| out_dir.join(name).to_string_lossy().into_owned();
+    let workloads: Vec<(&str, Vec<String>)> = vec![
+        (
+            "fork+exec storm",
+            vec![w("forkexec"), sz.forkexec.to_string()],
+        ),
+        (
+            "handled signals",
+            vec![w("signals"), sz.signals.to_string()],
+        ),
+        ("thread churn", vec![w("threads"), sz.threads.to_string()]),
+        (
+            "python loop",
+            vec![
+                "python3".into(),
+                "-c".into(),
+                format!("s = 0\nfor i in range({}): s += i * i", sz.python),
+            ],
+        ),
+    ];
+    let mut results = json!({ "quick": quick, "machine": machine() });
+
+    // 1. Overhead on healthy processes, modes alternating round by round.
+    eprintln!("bench: overhead, {} rounds", sz.rounds);
+    let modes = ["untraced", "crashtrace", "bpftrace"];
+    let mut times = vec![vec![Vec::<f64>::new(); modes.len()]; workloads.len()];
+    let mut bpftrace_error = None;
+    for round in 0..sz.rounds {
+        for k in 0..modes.len() {
+            let m = (round + k) % modes.len();
+            let tracer = match m {
+                0 => None,
+                1 => Some(Tracer::crashtrace(&bin, &[], Stdio::null())?),
+                _ => match Tracer::bpftrace() {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        bpftrace_error = Some(format!("{e:#}"));
+                        continue;
+                    }
+                },
+            };
+            for (i, (_, cmd)) in workloads.iter().enumerate() {
+                times[i][m].push(run_timed(cmd)?);
+            }
+            drop(tracer);
+        }
+    }
+    let mut overhead = vec![];
+    println!(
+        "\nOVERHEAD on healthy processes (median wall time; ratio to untraced, min..max over rounds)"
+    );
+    println!(
+        "{:<18} {:>10} {:>26} {:>26}",
+        "workload", "untraced", "crashtrace", "bpftrace ustack"
+    );
+    for (i, (name, _)) in workloads.iter().enumerate() {
+        let base = median(&mut times[i][0].clone());
+        let ratio = |m: usize| -> Option<(f64, f64, f64)> {
+            let n = times[i][m].len().min(times[i][0].len());
+            if n == 0 {
+                return None;
+            }
+            let mut r: Vec<f64> = (0..n).map(|k| times[i][m][k] / times[i][0][k]).collect();
+            let med = median(&mut r);
+            Some((med, r[0], r[n - 1]))
+        };
+        let fmt = |r: Option<(f64, f64, f64)>| match r {
+            Some((m, lo, hi)) => format!("{m:.3} ({lo:.3}..{hi:.3})"),
+            None => "n/a".into(),
+        };
+        println!(
+            "{:<18} {:>9.3}s {:>26} {:>26}",
+            name,
+            base,
+            fmt(ratio(1)),
+            fmt(ratio(2))
+        );
+        overhead.push(json!({
+            "workload": name, "untraced_s": base, "runs": times[i],
+            "crashtrace_ratio": ratio(1).map(|r| r.0), "crashtrace_ratio_range": ratio(1).map(|r| [r.1, r.2]),
+            "bpftrace_ratio": ratio(2).map(|r| r.0), "bpftrace_ratio_range": ratio(2).map(|r| [r.1, r.2]),
+        }));
+    }
+    if let Some(e) = &bpftrace_error {
+        println!("bpftrace unavailable: {e}");
+    }
+    results["overhead"] = json!(overhead);
+    results["bpftrace_error"] = json!(bpftrace_error);
+
+    // 2. Per-event cost in the kernel, from BPF run-time statistics.
+    eprintln!("bench: per-event cost");
+    let t = Tracer::crashtrace(&bin, &["--bpf-stats", "--comm", "=crasher"], Stdio::null())?;
+    run_timed(&workloads[1].1)?;
+    run_timed(&workloads[2].1)?;
+    let filtered = prog_stats(&t.stop());
+    let t = Tracer::crashtrace(&bin, &["--bpf-stats", "--comm", "=crasher"], Stdio::null())?;
+    for _ in 0..sz.crashes {
+        let _ = Command::new(w("crasher")).arg("small").status();
+    }
+    let captures = prog_stats(&t.stop());
+    println!("\nPER-EVENT COST in the kernel (mean ns per program run)");
+    println!(
+        "{:<20} {:>28} {:>28}",
+        "program", "signals filtered out", "crashes captured"
+    );
+    for (name, runs, ns) in &filtered {
+        let c = captures.iter().find(|c| &c.0 == name);
+        println!(
+            "{:<20} {:>28} {:>28}",
+            name,
+            format!("{ns:.0} ns x {runs}"),
+            c.map(|c| format!("{:.0} ns x {}", c.2, c.1))
+                .unwrap_or_default()
+        );
+    }
+    results["per_event"] = json!({
+        "filtered": filtered.iter().map(|(n, r, t)| json!({"program": n, "runs": r, "mean_ns": t})).collect::<Vec<_>>(),
+        "captures": captures.iter().map(|(n, r, t)| json!({"program": n, "runs": r, "mean_ns": t})).collect::<Vec<_>>(),
+    });
+
+    // 3. Crash-to-report latency: small victims, then a large one; core dump for reference.
+    eprintln!("bench: latency");
+    let report_file = out_dir.join("latency.jsonl");
+    let t = Tracer::crashtrace(
+        &bin,
+        &["--json", "--comm", "=crasher"],
+        Stdio::from(std::fs::File::create(&report_file)?),
+    )?;
+    for _ in 0..sz.crashes {
+        let _ = Command::new(w("crasher")).arg("small").status();
+    }
+    let large = run_large(&w("crasher"), sz, false, &out_dir)?;
+    std::thread::sleep(Duration::from_secs(2));
+    drop(t);
+    let reports: Vec<Value> = std::fs::read_to_string(&report_file)?
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let mut small: Vec<f64> = reports
+        .iter()
+        .filter(|r| r["threads"].as_array().is_some_and(|t| t.is_empty()))
+        .filter_map(|r| r["latency_ms"].as_f64())
+        .collect();
+    let large_report = reports.iter().find(|r| r["pid"] == large.0);
+    let large_ms = large_report.and_then(|r| r["latency_ms"].as_f64());
+    let core = run_large(&w("crasher"), sz, true, &out_dir)?;
+    println!("\nCRASH-TO-REPORT LATENCY (signal in the kernel to report written)");
+    if !small.is_empty() {
+        println!(
+            "small victim x{}: p50 {:.2} ms, p99 {:.2} ms",
+            small.len(),
+            percentile(&mut small, 0.5),
+            percentile(&mut small, 0.99)
+        );
+    }
+    println!(
+        "large victim ({} MiB RSS, {} threads): {} (its exit took {:.0} ms after the fault)",
+        sz.large_mib,
+        sz.large_threads,
+        large_ms
+            .map(|m| format!("{m:.1} ms"))
+            .unwrap_or("no report".into()),
+        large.1
+    );
+    println!(
+        "reference: the kernel writing that victim's core file: {:.0} ms from the fault to its exit",
+        core.1
+    );
+    results["latency"] = json!({
+        "small_count": small.len(),
+        "small_p50_ms": if small.is_empty() { None } else { Some(percentile(&mut small, 0.5)) },
+        "small_p99_ms": if small.is_empty() { None } else { Some(percentile(&mut small, 0.99)) },
+        "large_mib": sz.large_mib, "large_threads": sz.large_threads,
+        "large_ms": large_ms, "large_exit_ms": large.1, "core_dump_exit_ms": core.1,
+    });
+
+    // 4. Crash storm.
+    eprintln!("bench: storm of {}", sz.storm);
+    let storm_file = out_dir.join("storm.jsonl");
+    let t = Tracer::crashtrace(
+        &bin,
+        &["--json", "--comm", "=crasher"],
+        Stdio::from(std::fs::File::create(&storm_file)?),
+    )?;
+    let (cpu0, _, _) = proc_usage(t.pid());
+    let start = Instant::now();
+    let mut kids = vec![];
+    for _ in 0..sz.storm {
+        kids.push(
+            Command::new(w("crasher"))
+                .arg("small")
+                .stderr(Stdio::null())
+                .spawn()?,
+        );
+        if kids.len() >= 50 {
+            for mut k in kids.drain(..) {
+                let _ = k.wait();
+            }
+        }
+    }
+    for mut k in kids {
+        let _ = k.wait();
+    }
+    let burst = start.elapsed().as_secs_f64();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let count = || {
+        std::fs::read_to_string(&storm_file)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    };
+    while count() < sz.storm && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (cpu1, hwm, _) = proc_usage(t.pid());
+    let said = t.stop();
+    let lost: Vec<&String> = said.iter().filter(|l| l.contains("lost")).collect();
+    println!("\nCRASH STORM");
+    println!(
+        "{} crashes in {:.1} s: {} reports, crashtrace CPU {:.2} s, peak RSS {} kB",
+        sz.storm,
+        burst,
+        count(),
+        cpu1 - cpu0,
+        hwm
+    );
+    for l in &lost {
+        println!("  {l}");
+    }
+    results["storm"] = json!({
+        "crashes": sz.storm, "seconds": burst, "reports": count(),
+        "crashtrace_cpu_s": cpu1 - cpu0, "crashtrace_peak_rss_kb": hwm,
+        "loss_lines": lost,
+    });
+
+    // 5. Footprint while idle on a busy machine.
+    eprintln!("bench: footprint, {:?}", sz.idle);
+    let t = Tracer::crashtrace(&bin, &[], Stdio::null())?;
+    let mut busy = Command::new("sh")
+        .arg("-c")
+        .arg(format!("while :; do {} 200; done", w("forkexec")))
+        .spawn()?;
+    let (c0, _, _) = proc_usage(t.pid());
+    std::thread::sleep(sz.idle);
+    let (c1, hwm, rss) = proc_usage(t.pid());
+    let _ = busy.kill();
+    let _ = busy.wait();
+    drop(t);
+    let pct = (c1 - c0) / sz.idle.as_secs_f64() * 100.0;
+    println!("\nFOOTPRINT while the machine runs a fork+exec loop");
+    println!(
+        "crashtrace over {:?}: {:.2} % of one CPU, RSS {} kB (peak {} kB)",
+        sz.idle, pct, rss, hwm
+    );
+    results["footprint"] = json!({ "seconds": sz.idle.as_secs(), "cpu_percent": pct, "rss_kb": rss, "peak_rss_kb": hwm });
+
+    let path = out_dir.join("results.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&results)?)?;
+    println!("\nresults: {}", path.display());
+    Ok(())
+}
+
+/// `crashtrace: program NAME: N runs, T ns in all, M ns per run` lines.
+fn prog_stats(lines: &[String]) -> Vec<(String, u64, f64)> {
+    lines
+        .iter()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("crashtrace: program ")?;
+            let (name, rest) = rest.split_once(": ")?;
+            let runs = rest.split_whitespace().next()?.parse().ok()?;
+            let mean = rest
+                .rsplit(", ")
+                .next()?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()?;
+            Some((name.to_string(), runs, mean))
+        })
+        .collect()
+}
+
+/// Runs the large victim to its crash; returns its pid and the time from the fault to
+/// its exit as this process saw it (ms). With `core`, RLIMIT_CORE is lifted and the core
+/// file (core_pattern as the machine has it) is removed afterwards.
+fn run_large(crasher: &str, sz: &Sizes, core: bool, dir: &Path) -> Result<(u32, f64)> {
+    let cwd: PathBuf = dir.join(if core { "core-run" } else { "run" });
+    std::fs::create_dir_all(&cwd)?;
+    let limit = if core { "unlimited" } else { "0" };
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -c {limit}; exec {crasher} large {} {}",
+            sz.large_mib, sz.large_threads
+        ))
+        .current_dir(&cwd)
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let pid = child.id();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line)?;
+    let fault_ns: u64 = line
+        .trim()
+        .strip_prefix("ready ")
+        .and_then(|v| v.parse().ok())
+        .context("the large victim did not say ready")?;
+    let _ = child.wait();
+    let mut ts = [0i64; 2];
+    // SAFETY: CLOCK_MONOTONIC (1) into a timespec-shaped array.
+    unsafe { clock_gettime(1, ts.as_mut_ptr()) };
+    let now_ns = ts[0] as u64 * 1_000_000_000 + ts[1] as u64;
+    let _ = std::fs::remove_dir_all(&cwd);
+    Ok((pid, now_ns.saturating_sub(fault_ns) as f64 / 1e6))
+}
+
+unsafe extern "C" {
+    fn clock_gettime(clock: i32, ts: *mut i64) -> i32;
+}
+
+fn machine() -> Value {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    json!({ "cpus": cpus, "kernel": kernel.trim() })
+}
