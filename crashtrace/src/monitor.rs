@@ -1,13 +1,12 @@
-//! The data path: ring buffer → decode → pair handler re-raises → mappings → unwind →
-//! symbolize → report. One thread; the ring buffer holds what arrives meanwhile.
+//! The data path: ring buffer → decode → pair handler re-raises → wait for the exit,
+//! collecting the other threads → mappings → unwind → symbolize → report. One thread; the
+//! ring buffer holds what arrives meanwhile.
 
 use std::{collections::HashMap, io::Write, time::Duration};
 
 use anyhow::{Context as _, Result};
-use crashtrace_common::{Config, Stat};
+use crashtrace_common::{Config, FaultMaps, OomVictim, ProcessExit, Stat};
 use tokio::io::unix::AsyncFd;
-
-use crashtrace_common::{FaultMaps, OomVictim, ProcessExit};
 
 use crate::{
     analyze::{Analyzer, CrashInput},

@@ -27,10 +27,6 @@ pub fn victim(name: &str) -> PathBuf {
     Path::new(env!("VICTIMS_DIR")).join(name)
 }
 
-pub fn victims_dir() -> PathBuf {
-    PathBuf::from(env!("VICTIMS_DIR"))
-}
-
 pub fn source(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("victims")

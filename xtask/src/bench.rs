@@ -337,7 +337,7 @@ pub fn bench(root: &Path, quick: bool) -> Result<()> {
     println!("\nPER-EVENT COST in the kernel (mean ns per program run)");
     println!(
         "{:<20} {:>28} {:>28}",
-        "program", "signals filtered out", "crashes captured"
+        "program", "signals, thread exits", "crashes captured"
     );
     for (name, runs, ns) in &filtered {
         let c = captures.iter().find(|c| &c.0 == name);
