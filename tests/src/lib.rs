@@ -198,6 +198,21 @@ impl Crashtrace {
             .collect()
     }
 
+    /// Stops crashtrace (SIGINT, bounded) and returns all it said on stderr, including
+    /// its closing summary.
+    pub fn stop(mut self) -> Vec<String> {
+        self.shutdown();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let g = self.out.0.lock().unwrap();
+            if g.stderr.iter().any(|l| l.contains("detached")) || Instant::now() > deadline {
+                return g.stderr.clone();
+            }
+            drop(g);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// crashtrace's stderr lines so far.
     pub fn stderr(&self) -> Vec<String> {
         self.out.0.lock().unwrap().stderr.clone()
@@ -233,6 +248,15 @@ impl Crashtrace {
 
 impl Drop for Crashtrace {
     fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl Crashtrace {
+    fn shutdown(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let deadline = Instant::now() + Duration::from_secs(5);

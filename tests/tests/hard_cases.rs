@@ -383,3 +383,57 @@ fn frames_without_files_vdso_jit_and_signal_frames() {
         ],
     );
 }
+
+#[test]
+fn a_full_ring_buffer_is_counted_and_said() {
+    // The smallest ring (room for three captures) and a burst of 100 crashes at once.
+    let ct = Crashtrace::start(&["--comm", "=crash_fp", "--ring-buffer-size", "512K"]);
+    let kids: Vec<std::process::Child> = (0..100)
+        .map(|_| Command::new(victim("crash_fp")).spawn().expect("spawn"))
+        .collect();
+    let pids: Vec<u32> = kids.iter().map(|k| k.id()).collect();
+    for mut k in kids {
+        let _ = k.wait();
+    }
+    // Let the per-second loss line come out, then stop for the closing summary.
+    let deadline = Instant::now() + crashtrace_tests::WAIT;
+    while !ct
+        .stderr()
+        .iter()
+        .any(|l| l.contains("lost because the ring buffer was full"))
+    {
+        assert!(Instant::now() < deadline, "no loss line: {:?}", ct.stderr());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let reported = pids
+        .iter()
+        .filter(|p| !ct.reports_for(**p).is_empty())
+        .count();
+    let said = ct.stop();
+    let summary = said
+        .iter()
+        .find(|l| l.contains("detached"))
+        .expect("summary");
+    // "... N signals matched, M captured, ..., L lost (ring buffer full)"
+    let num = |word: &str| -> u64 {
+        let head = summary.split(word).next().unwrap();
+        head.rsplit(' ')
+            .find(|t| !t.is_empty())
+            .unwrap()
+            .trim_end_matches(',')
+            .parse()
+            .unwrap()
+    };
+    let (matched, captured, lost) = (
+        num(" signals matched"),
+        num(" captured,"),
+        num(" lost (ring"),
+    );
+    eprintln!("{reported} reported; {summary}");
+    assert!(lost > 0, "{summary}");
+    // Nothing vanishes: every matched crash was either captured or counted as lost, and
+    // every capture became a report.
+    assert_eq!(matched, 100, "{summary}");
+    assert!(captured + lost >= matched, "{summary}");
+    assert_eq!(reported as u64, captured, "{summary}");
+}
