@@ -50,7 +50,7 @@ pub struct CrashInput<'a> {
     pub exit: Option<&'a ProcessExit>,
     pub mappings: &'a [Mapping],
     pub executable: Option<&'a str>,
-    /// The kernel's mappings at the fault address and at the stack.
+    /// The kernel's mapping at the fault address.
     pub fault_maps: Option<&'a FaultMaps>,
     /// Set when the OOM killer chose the process.
     pub oom: Option<&'a OomVictim>,

@@ -16,6 +16,7 @@ pub mod modules;
 pub mod monitor;
 pub mod perf;
 pub mod procmaps;
+pub mod python;
 pub mod report;
 pub mod signals;
 pub mod symbolize;

@@ -1,0 +1,3 @@
+//! CPython, read from outside the process.
+
+pub mod linetable;
