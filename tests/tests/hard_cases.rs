@@ -74,6 +74,24 @@ impl Drop for TempDir {
     }
 }
 
+/// Runs a victim that waits for its trigger; once crashtrace has pinned the file whose
+/// path ends with `pinned`, runs `meanwhile` (a delete, a deploy), then crashes the victim
+/// and returns its report.
+fn crash_after(
+    ct: &Crashtrace,
+    cmd: &mut Command,
+    pinned: &str,
+    meanwhile: impl FnOnce(),
+) -> serde_json::Value {
+    let mut v = Victim::spawn(cmd);
+    v.wait_ready();
+    ct.wait_pinned(pinned);
+    meanwhile();
+    v.trigger();
+    assert_eq!(v.wait_signal(), Some(libc::SIGSEGV));
+    ct.report_for(v.pid())
+}
+
 #[test]
 fn deleted_executable_and_library_are_still_named() {
     let dir = TempDir::new("deleted");
@@ -83,25 +101,20 @@ fn deleted_executable_and_library_are_still_named() {
     std::fs::copy(victim("libvictim.so"), &lib).unwrap();
     let ct = Crashtrace::start(&["--comm", "doomed", "--comm", "use_dlopen", "-v"]);
 
-    let mut v = Victim::spawn(Command::new(&exe).arg("wait-segv"));
-    v.wait_ready();
-    ct.wait_pinned("/doomed");
-    std::fs::remove_file(&exe).unwrap();
-    v.trigger();
-    assert_eq!(v.wait_signal(), Some(libc::SIGSEGV));
-    let r = ct.report_for(v.pid());
+    let r = crash_after(&ct, Command::new(&exe).arg("wait-segv"), "/doomed", || {
+        std::fs::remove_file(&exe).unwrap()
+    });
     assert_in_order(
         &function_names(&r),
         &["crash_segv", "level3", "level2", "level1", "main"],
     );
 
-    let mut v = Victim::spawn(Command::new(victim("use_dlopen")).arg(&lib).arg("wait"));
-    v.wait_ready();
-    ct.wait_pinned("/libdoomed.so");
-    std::fs::remove_file(&lib).unwrap();
-    v.trigger();
-    assert_eq!(v.wait_signal(), Some(libc::SIGSEGV));
-    let r = ct.report_for(v.pid());
+    let r = crash_after(
+        &ct,
+        Command::new(victim("use_dlopen")).arg(&lib).arg("wait"),
+        "/libdoomed.so",
+        || std::fs::remove_file(&lib).unwrap(),
+    );
     assert_in_order(&function_names(&r), &["dl_crash", "dl_entry", "main"]);
 }
 
@@ -111,16 +124,17 @@ fn replaced_executable_is_read_as_it_was_mapped() {
     let exe = dir.0.join("deployed");
     std::fs::copy(victim("crash_nofp"), &exe).unwrap();
     let ct = Crashtrace::start(&["--comm", "deployed", "-v"]);
-    let mut v = Victim::spawn(Command::new(&exe).arg("wait-segv"));
-    v.wait_ready();
-    ct.wait_pinned("/deployed");
-    // A deploy: a different build renamed over the running one (new inode, same path).
-    let next = dir.0.join("deployed.new");
-    std::fs::copy(victim("crash_fp"), &next).unwrap();
-    std::fs::rename(&next, &exe).unwrap();
-    v.trigger();
-    assert_eq!(v.wait_signal(), Some(libc::SIGSEGV));
-    let r = ct.report_for(v.pid());
+    let r = crash_after(
+        &ct,
+        Command::new(&exe).arg("wait-segv"),
+        "/deployed",
+        || {
+            // A deploy: a different build renamed over the running one (new inode, same path).
+            let next = dir.0.join("deployed.new");
+            std::fs::copy(victim("crash_fp"), &next).unwrap();
+            std::fs::rename(&next, &exe).unwrap();
+        },
+    );
     // Read from the path, the -O0 build would give other names at these offsets.
     assert_in_order(
         &function_names(&r),
