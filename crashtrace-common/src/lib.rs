@@ -46,6 +46,10 @@ pub enum RecordKind {
     FaultMaps = 4,
     /// The OOM killer chose a victim (`mark_victim`): its memory figures.
     OomVictim = 5,
+    /// One Python thread's frames at a crash (code object and position per frame).
+    PyThread = 6,
+    /// A code object those frames refer to: names, first line, line table.
+    PyCode = 7,
 }
 
 impl RecordKind {
@@ -56,6 +60,8 @@ impl RecordKind {
             3 => Some(Self::ProcessExit),
             4 => Some(Self::FaultMaps),
             5 => Some(Self::OomVictim),
+            6 => Some(Self::PyThread),
+            7 => Some(Self::PyCode),
             _ => None,
         }
     }
@@ -262,6 +268,118 @@ pub struct OomVictim {
     pub memcg_name: [u8; 64],
 }
 
+/// Python threads and frames read per crash; deeper stacks are cut and marked.
+pub const PY_MAX_THREADS: usize = 16;
+pub const PY_MAX_FRAMES: usize = 64;
+pub const PY_FILENAME_BYTES: usize = 256;
+pub const PY_NAME_BYTES: usize = 128;
+/// A prefix this long covers more than 99 % of real line tables.
+pub const PY_LINETABLE_BYTES: usize = 2048;
+/// An offset that does not exist in this CPython version.
+pub const PY_NONE: u32 = u32::MAX;
+
+/// Where CPython keeps what a traceback needs, for one version (x86-64, GIL builds).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PyOffsets {
+    /// `_PyRuntime.interpreters.head`; `PyInterpreterState.threads.head`;
+    /// `PyThreadState.next`.
+    pub interp_head: u32,
+    pub tstate_head: u32,
+    pub ts_next: u32,
+    /// In the thread state: the frame (3.10), the cframe (3.11/3.12) or current_frame.
+    pub ts_frame: u32,
+    /// `_PyCFrame.current_frame` (3.11/3.12), else PY_NONE.
+    pub cf_current: u32,
+    /// `thread_id` (pthread_self, the FS base) and `native_thread_id` (PY_NONE in 3.10).
+    pub ts_thread_id: u32,
+    pub ts_native: u32,
+    /// Frame: previous frame, code object, position (`f_lasti` in 3.10, else the
+    /// instruction pointer), owner byte and is_entry byte (PY_NONE where absent).
+    pub fr_back: u32,
+    pub fr_code: u32,
+    pub fr_pos: u32,
+    pub fr_owner: u32,
+    pub fr_is_entry: u32,
+    /// Frames with owner >= this are C-stack shims, not Python code.
+    pub shim_owner: u32,
+    /// Low bits to clear from the code pointer (3.14 tags it).
+    pub code_tag_mask: u32,
+    /// Code object: filename, qualified name (co_name before 3.11), first line, line table.
+    pub co_filename: u32,
+    pub co_name: u32,
+    pub co_firstlineno: u32,
+    pub co_linetable: u32,
+    /// `co_code_adaptive` (3.11+): positions count from here.
+    pub co_adaptive: u32,
+    /// sizeof(PyASCIIObject) and sizeof(PyCompactUnicodeObject): where string data starts.
+    pub ascii_size: u32,
+    pub compact_size: u32,
+    pub _pad: u32,
+}
+
+/// A Python process: where its runtime is, and which layout it has. Kept by crashtrace
+/// from the moment the interpreter is mapped, read by the eBPF program at a crash.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PyProc {
+    pub runtime: u64,
+    /// major << 8 | minor
+    pub version: u32,
+    pub _pad: u32,
+    pub offsets: PyOffsets,
+}
+
+/// One frame: its code object and raw position (see PyOffsets::fr_pos).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PyFrameRef {
+    pub code: u64,
+    pub pos: u64,
+    /// PY_FRAME_* bits.
+    pub flags: u32,
+    pub owner: u32,
+}
+pub const PY_FRAME_ENTRY: u32 = 1 << 0;
+pub const PY_FRAME_SHIM: u32 = 1 << 1;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PyThread {
+    pub header: RecordHeader,
+    pub thread_id: u64,
+    pub native_id: u32,
+    /// PY_THREAD_* bits.
+    pub flags: u32,
+    pub nframes: u32,
+    pub version: u32,
+    pub frames: [PyFrameRef; PY_MAX_FRAMES],
+}
+/// The thread whose FS base is the crashing thread's.
+pub const PY_THREAD_CRASHING: u32 = 1 << 0;
+/// More frames than PY_MAX_FRAMES.
+pub const PY_THREAD_TRUNCATED: u32 = 1 << 1;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PyCode {
+    pub header: RecordHeader,
+    pub code: u64,
+    pub firstlineno: i32,
+    /// Strings: bytes copied and the character width (1, 2 or 4; 0 = unreadable).
+    pub filename_len: u32,
+    pub filename_kind: u32,
+    pub name_len: u32,
+    pub name_kind: u32,
+    pub linetable_len: u32,
+    /// The whole table's length (more than `linetable_len` when it was cut).
+    pub linetable_total: u32,
+    pub _pad: u32,
+    pub filename: [u8; PY_FILENAME_BYTES],
+    pub name: [u8; PY_NAME_BYTES],
+    pub linetable: [u8; PY_LINETABLE_BYTES],
+}
+
 /// Per-process state kept in the kernel from the crash to the exit.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -366,6 +484,9 @@ pub struct KernelOffsets {
     /// `pid.numbers[0].nr`, and the stride of that array.
     pub pid_numbers_nr: u32,
     pub upid_size: u32,
+    /// `task_struct.thread.fsbase`: what pthread_self() and CPython's thread_id hold.
+    pub task_fsbase: u32,
+    pub _pad: u32,
 }
 
 /// Load-time configuration of the eBPF programs, set as one global.
@@ -454,6 +575,8 @@ impl Config {
                 pid_level: 0,
                 pid_numbers_nr: 0,
                 upid_size: 0,
+                task_fsbase: 0,
+                _pad: 0,
             },
         }
     }
@@ -490,6 +613,8 @@ mod pod {
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::CrashState {}
     unsafe impl aya::Pod for super::Usage {}
+    unsafe impl aya::Pod for super::PyProc {}
+    unsafe impl aya::Pod for super::PyOffsets {}
 }
 
 #[cfg(test)]
@@ -512,6 +637,13 @@ mod tests {
         assert_eq!(size_of::<Sender>(), 24 + TASK_COMM_LEN);
         assert_eq!(size_of::<VmaInfo>(), 40 + 32);
         assert_eq!(size_of::<FaultMaps>(), 24 + 72);
+        assert_eq!(size_of::<PyOffsets>(), 22 * 4);
+        assert_eq!(size_of::<PyProc>(), 16 + 22 * 4);
+        assert_eq!(size_of::<PyThread>(), 24 + 24 + PY_MAX_FRAMES * 24);
+        assert_eq!(
+            size_of::<PyCode>(),
+            24 + 8 + 32 + PY_FILENAME_BYTES + PY_NAME_BYTES + PY_LINETABLE_BYTES
+        );
         assert_eq!(size_of::<OomVictim>(), 24 + 8 + 16 + 7 * 8 + 64);
         assert_eq!(size_of::<CrashState>(), 7 * 8 + 16);
         assert_eq!(size_of::<ProcessExit>(), 24 + 16 + 16 + 7 * 8);

@@ -230,6 +230,7 @@ pub fn on_signal_deliver(ctx: &BtfTracePointContext) {
     };
     entry.submit(0);
     count(Stat::Captured);
+    crate::python::capture(task, pid, tid);
     // Fault signals carry an address in si_addr: say what it hit. (After an overflow the
     // one mapping lookup an event allows went to the stack.)
     if has_info && fault_signal(sig) && !overflow {

@@ -11,13 +11,14 @@ mod exit;
 mod faultmaps;
 mod filter;
 mod oom;
+mod python;
 
 use aya_ebpf::{
     macros::{btf_tracepoint, map},
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::BtfTracePointContext,
 };
-use crashtrace_common::{Config, CrashState, STAT_COUNT, Sender, Stat};
+use crashtrace_common::{Config, CrashState, PyProc, STAT_COUNT, Sender, Stat};
 
 /// Load-time configuration; the loader overwrites it with `EbpfLoader::set_global`.
 #[unsafe(no_mangle)]
@@ -43,6 +44,20 @@ static SENDERS: LruHashMap<u32, Sender> = LruHashMap::with_max_entries(4096, 0);
 /// Processes the OOM killer chose, by process id: their SIGKILL is an OOM kill.
 #[map]
 static OOMED: LruHashMap<u32, u64> = LruHashMap::with_max_entries(1024, 0);
+
+/// Python processes, by process id: where their runtime is and its layout. Written by
+/// crashtrace when it sees the interpreter mapped.
+#[map]
+static PYPROCS: HashMap<u32, PyProc> = HashMap::with_max_entries(16384, 0);
+
+/// The Python thread record being assembled (too big for the BPF stack, and written
+/// from loop callbacks), sent with one copy.
+#[map]
+static PY_SCRATCH: PerCpuArray<crashtrace_common::PyThread> = PerCpuArray::with_max_entries(1, 0);
+
+/// Code objects already sent, by (process id, address): each is sent once.
+#[map]
+static PY_CODES_SEEN: LruHashMap<u64, u8> = LruHashMap::with_max_entries(65536, 0);
 
 fn count(stat: Stat) {
     if let Some(v) = STATS.get_ptr_mut(stat as u32) {

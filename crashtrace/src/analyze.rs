@@ -58,6 +58,8 @@ pub struct CrashInput<'a> {
     pub pins: &'a FilePins,
     /// The cgroup path of the process, resolved from its id.
     pub cgroup: Option<String>,
+    /// The Python frames, for a Python process.
+    pub python: Option<&'a crate::python::PyCrash>,
 }
 
 impl Analyzer {
@@ -68,6 +70,15 @@ impl Analyzer {
             debuginfod: None,
             deadline: None,
         }
+    }
+
+    /// The ELF file behind a mapping (pinned or by path), parsed once.
+    pub fn module(
+        &mut self,
+        m: &Mapping,
+        pins: &FilePins,
+    ) -> Result<Arc<crate::modules::ElfModule>, String> {
+        self.modules.get(m, pins)
     }
 
     /// Fetch missing debug files from debuginfod (its cache must be a debug directory
@@ -209,6 +220,7 @@ impl Analyzer {
             threads,
             threads_not_captured,
             outcome,
+            python: input.python.and_then(|p| p.report()),
             notes,
             // Set by the caller when the report is written.
             latency_ms: 0.0,

@@ -5,8 +5,8 @@ use bytes::Bytes;
 use crashtrace_common::{
     CAPTURE_HAS_CODE, CAPTURE_HAS_SIGINFO, CAPTURE_NO_REGS, CAPTURE_SP_PAGE_SKIPPED,
     CAPTURE_STACK_TRUNCATED, CODE_BYTES, CaptureHead, FaultMaps, HANDLER_DEFAULT, MAX_STACK_BYTES,
-    OomVictim, ProcessExit, RecordHeader, RecordKind, TASK_COMM_LEN, THREAD_STACK_BYTES,
-    TOP_STACK_BYTES, UserRegs,
+    OomVictim, ProcessExit, PyCode, PyThread, RecordHeader, RecordKind, TASK_COMM_LEN,
+    THREAD_STACK_BYTES, TOP_STACK_BYTES, UserRegs,
 };
 use std::mem::size_of;
 
@@ -63,6 +63,9 @@ pub enum Event {
     FaultMaps(FaultMaps),
     /// The OOM killer chose a process.
     Oom(OomVictim),
+    /// A Python thread's frames at a crash, and the code objects they refer to.
+    PyThread(Box<PyThread>),
+    PyCode(Box<PyCode>),
 }
 
 pub fn decode(buf: &[u8]) -> Result<Event> {
@@ -105,8 +108,19 @@ pub fn decode(buf: &[u8]) -> Result<Event> {
                 std::ptr::read_unaligned(buf.as_ptr().cast())
             }))
         }
+        Some(RecordKind::PyThread) => Ok(Event::PyThread(Box::new(pod(buf, "Python thread")?))),
+        Some(RecordKind::PyCode) => Ok(Event::PyCode(Box::new(pod(buf, "Python code")?))),
         None => bail!("unknown record kind {}", header.kind),
     }
+}
+
+/// A fixed-size record.
+fn pod<T: Copy>(buf: &[u8], what: &str) -> Result<T> {
+    if buf.len() < size_of::<T>() {
+        bail!("short {what} record: {} bytes", buf.len());
+    }
+    // SAFETY: T is plain old data (a crashtrace-common record) and the length is checked.
+    Ok(unsafe { std::ptr::read_unaligned(buf.as_ptr().cast()) })
 }
 
 /// A capture record: a `CaptureHead` followed by up to `max_stack` stack bytes.

@@ -75,6 +75,8 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets> {
         pid_level: member_offset(btf, "pid", "level")?,
         pid_numbers_nr: member_offset(btf, "pid", "numbers")? + member_offset(btf, "upid", "nr")?,
         upid_size: struct_size(btf, "upid")?,
+        task_fsbase: member_offset(btf, "task_struct", "thread.fsbase")?,
+        _pad: 0,
     })
 }
 

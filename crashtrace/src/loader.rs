@@ -17,9 +17,12 @@ pub struct Probes {
     stats: PerCpuArray<MapData, u64>,
 }
 
+/// Python processes and their layouts, for the eBPF program to read frames at a crash.
+pub type PyProcs = aya::maps::HashMap<MapData, u32, crashtrace_common::PyProc>;
+
 impl Probes {
     /// Loads and attaches; returns the probes and the ring buffer their records arrive in.
-    pub fn load(config: &Config, ring_bytes: u32) -> Result<(Self, RingBuf<MapData>)> {
+    pub fn load(config: &Config, ring_bytes: u32) -> Result<(Self, RingBuf<MapData>, PyProcs)> {
         preflight()?;
         let mut ebpf = EbpfLoader::new()
             .override_global("CONFIG", config, true)
@@ -45,7 +48,8 @@ impl Probes {
         }
         let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("EVENTS map missing")?)?;
         let stats = PerCpuArray::try_from(ebpf.take_map("STATS").context("STATS map missing")?)?;
-        Ok((Self { _ebpf: ebpf, stats }, events))
+        let pyprocs = PyProcs::try_from(ebpf.take_map("PYPROCS").context("PYPROCS map missing")?)?;
+        Ok((Self { _ebpf: ebpf, stats }, events, pyprocs))
     }
 
     /// Runs and run time of each program, counted while `--bpf-stats` holds stats on.

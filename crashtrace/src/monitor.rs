@@ -15,7 +15,7 @@ use crate::{
     kernel_btf,
     loader::{Probes, explain},
     modules::FilePins,
-    perf::MappingStream,
+    perf::{Lifecycle, MappingStream},
     procmaps::ProcessTable,
     report::{CrashReport, text},
     symbolize::Symbolizer,
@@ -136,6 +136,9 @@ struct Pipeline<W: Write> {
     out: W,
     /// Run mode: only this process and its descendants are reported.
     scope: Option<u32>,
+    /// Python processes known to the eBPF program, and what it sent at crashes.
+    pyprocs: crate::loader::PyProcs,
+    python: HashMap<u32, crate::python::PyCrash>,
 }
 
 impl<W: Write> Pipeline<W> {
@@ -159,6 +162,8 @@ impl<W: Write> Pipeline<W> {
                 log::debug!("OOM victim {}", o.header.pid);
                 self.oom.insert(o.header.pid, o);
             }
+            Ok(Event::PyThread(t)) => self.python.entry(t.header.pid).or_default().add_thread(*t),
+            Ok(Event::PyCode(c)) => self.python.entry(c.header.pid).or_default().add_code(*c),
             Ok(Event::FaultMaps(m)) => {
                 log::debug!("fault mapping of {}: {:x?}", m.header.tid, m.fault);
                 self.fault_maps.insert(m.header.tid, m);
@@ -232,9 +237,65 @@ impl<W: Write> Pipeline<W> {
         }
     }
 
+    /// Applies pending mapping records; keeps the eBPF program's list of Python processes
+    /// current.
+    fn drain(&mut self) {
+        let d = self.stream.drain_into(&mut self.table, &mut self.pins);
+        // Lifecycle first: within one drain an exec precedes the new image's mappings.
+        for e in d.events {
+            match e {
+                Lifecycle::Exec(pid) | Lifecycle::Exit(pid) => {
+                    let _ = self.pyprocs.remove(&pid);
+                }
+                Lifecycle::Fork(child, parent) => {
+                    if let Ok(p) = self.pyprocs.get(&parent, 0) {
+                        let _ = self.pyprocs.insert(child, p, 0);
+                    }
+                }
+            }
+        }
+        for (pid, m) in d.mmaps {
+            self.python_mapping(pid, &m);
+        }
+    }
+
+    /// A new mapping of an interpreter: tell the eBPF program where its runtime is.
+    fn python_mapping(&mut self, pid: u32, m: &crate::procmaps::Mapping) {
+        use crate::python::runtime;
+        let Some(version) = runtime::version_from_name(&m.path) else {
+            return;
+        };
+        let Some(offsets) = runtime::offsets(version) else {
+            log::info!(
+                "{} of pid {pid}: CPython {version:?} is not supported",
+                m.path
+            );
+            return;
+        };
+        let Ok(module) = self.analyzer.module(m, &self.pins) else {
+            return;
+        };
+        let (Some(svma), Some(bias)) = (runtime::runtime_svma(&module), module.bias(m)) else {
+            return;
+        };
+        let proc_ = crashtrace_common::PyProc {
+            runtime: svma.wrapping_add(bias),
+            version: (version.0 as u32) << 8 | version.1 as u32,
+            _pad: 0,
+            offsets,
+        };
+        log::info!(
+            "python {version:?} in pid {pid}: runtime at 0x{:x}",
+            proc_.runtime
+        );
+        if let Err(e) = self.pyprocs.insert(pid, proc_, 0) {
+            log::warn!("cannot track Python process {pid}: {e}");
+        }
+    }
+
     fn report(&mut self, p: Pending, exit: Option<&ProcessExit>) {
         // Mapping records written before the crash may still sit in the perf buffers.
-        self.stream.drain_into(&mut self.table, &mut self.pins);
+        self.drain();
         let s = &p.subject;
         if let Some(root) = self.scope
             && !self.table.is_descendant(s.pid, root)
@@ -253,6 +314,7 @@ impl<W: Write> Pipeline<W> {
             .oom
             .remove(&s.pid)
             .filter(|o| s.signo == libc::SIGKILL && o.header.ktime_ns <= s.ktime_ns);
+        let python = self.python.remove(&s.pid);
         let mut report = self.analyzer.analyze(&CrashInput {
             capture: s,
             reraise: p.reraise.as_ref(),
@@ -264,6 +326,7 @@ impl<W: Write> Pipeline<W> {
             oom: oom.as_ref(),
             pins: &self.pins,
             cgroup: self.cgroups.path(s.cgroup_id),
+            python: python.as_ref(),
         });
         // From the fatal signal reaching the thread to the report leaving crashtrace.
         let fatal = p.reraise.as_ref().unwrap_or(s);
@@ -310,11 +373,13 @@ impl<W: Write> Pipeline<W> {
     }
 
     fn tick(&mut self) {
-        self.stream.drain_into(&mut self.table, &mut self.pins);
+        self.drain();
         let now = monotonic_ns();
         self.table.expire(now);
         self.handled
             .retain(|_, c| now.saturating_sub(c.ktime_ns) < HANDLED_WAIT_NS);
+        self.python
+            .retain(|_, c| now.saturating_sub(c.ktime_ns) < HANDLED_WAIT_NS + EXIT_WAIT_NS);
         self.oom
             .retain(|_, o| now.saturating_sub(o.header.ktime_ns) < HANDLED_WAIT_NS + EXIT_WAIT_NS);
         self.fault_maps
@@ -435,7 +500,7 @@ pub async fn run<W: Write>(args: Args, out: W) -> Result<i32> {
     } else {
         None
     };
-    let (probes, events) = Probes::load(&config, args.ring_buffer_size)?;
+    let (probes, events, pyprocs) = Probes::load(&config, args.ring_buffer_size)?;
     // SAFETY: the ring buffer owns its fd and the AsyncFd owns the ring buffer until the end.
     let mut ring = unsafe { AsyncFd::register(events) }.context("registering the ring buffer")?;
 
@@ -452,7 +517,15 @@ pub async fn run<W: Write>(args: Args, out: W) -> Result<i32> {
         json: args.json,
         out,
         scope: None,
+        pyprocs,
+        python: HashMap::new(),
     };
+    // Python processes that were running before crashtrace.
+    for (pid, maps) in pipeline.table.processes() {
+        for m in maps.iter().filter(|m| m.is_file()) {
+            pipeline.python_mapping(pid, m);
+        }
+    }
     eprintln!(
         "crashtrace: attached; watching {} for {} ({} processes known). Ctrl-C to stop.",
         describe_filters(&args),

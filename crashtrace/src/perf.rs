@@ -56,7 +56,8 @@ impl MappingStream {
 
     /// Applies every pending record to `table`, in time order across CPUs.
     /// New file mappings are pinned (see `FilePins`) while their process still exists.
-    pub fn drain_into(&mut self, table: &mut ProcessTable, pins: &mut FilePins) -> usize {
+    /// Returns what changed, for those who keep per-process state of their own.
+    pub fn drain_into(&mut self, table: &mut ProcessTable, pins: &mut FilePins) -> Drained {
         let mut batch: Vec<(u64, Change)> = Vec::new();
         for s in &mut self.samplers {
             while let Some(rec) = s.next_record() {
@@ -107,20 +108,47 @@ impl MappingStream {
             }
         }
         batch.sort_by_key(|(t, _)| *t);
-        let n = batch.len();
+        let mut d = Drained::default();
         for (time, change) in batch {
             match change {
                 Change::Mmap(pid, m) => {
                     pins.pin(pid, &m);
+                    if m.is_file() {
+                        d.mmaps.push((pid, m.clone()));
+                    }
                     table.on_mmap(pid, m)
                 }
-                Change::Exec(pid) => table.on_exec(pid, time),
-                Change::Fork(pid, parent) => table.on_fork(pid, parent, time),
-                Change::Exit(pid) => table.on_exit(pid, time),
+                Change::Exec(pid) => {
+                    d.events.push(Lifecycle::Exec(pid));
+                    table.on_exec(pid, time)
+                }
+                Change::Fork(pid, parent) => {
+                    d.events.push(Lifecycle::Fork(pid, parent));
+                    table.on_fork(pid, parent, time)
+                }
+                Change::Exit(pid) => {
+                    d.events.push(Lifecycle::Exit(pid));
+                    table.on_exit(pid, time)
+                }
             }
         }
-        n
+        d
     }
+}
+
+/// What one drain changed, in time order within each list.
+#[derive(Default)]
+pub struct Drained {
+    /// New file mappings, by process.
+    pub mmaps: Vec<(u32, Mapping)>,
+    pub events: Vec<Lifecycle>,
+}
+
+pub enum Lifecycle {
+    Exec(u32),
+    /// (child, parent)
+    Fork(u32, u32),
+    Exit(u32),
 }
 
 enum Change {

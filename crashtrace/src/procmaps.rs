@@ -179,6 +179,14 @@ impl ProcessTable {
         self.process_at(pid, time_ns).and_then(|p| p.exe.clone())
     }
 
+    /// Every live process and its mappings.
+    pub fn processes(&self) -> Vec<(u32, Vec<Mapping>)> {
+        self.live
+            .iter()
+            .map(|(pid, p)| (*pid, p.maps.values().cloned().collect()))
+            .collect()
+    }
+
     /// Forgets processes that exited (or were replaced) long enough ago.
     pub fn expire(&mut self, now_ns: u64) {
         self.live.retain(|_, p| match p.exited_ns {

@@ -110,6 +110,7 @@ fn names(s: &Snapshot, stack_limit: Option<usize>) -> (Vec<String>, String) {
         oom: None,
         pins: &crashtrace::modules::FilePins::new(),
         cgroup: None,
+        python: None,
     });
     (
         r.frames

@@ -1,3 +1,142 @@
-//! CPython, read from outside the process.
+//! CPython, read from outside the process: the Python frames the eBPF program copied at a
+//! crash, turned into a faulthandler-style traceback per thread.
 
 pub mod linetable;
+pub mod runtime;
+
+use std::collections::HashMap;
+
+use crashtrace_common::{
+    PY_FRAME_ENTRY, PY_FRAME_SHIM, PY_THREAD_CRASHING, PY_THREAD_TRUNCATED, PyCode, PyThread,
+};
+
+use crate::report::{PyFrameReport, PyThreadReport, PythonReport};
+
+/// What the eBPF program sent about one process's Python threads at its crash.
+#[derive(Default)]
+pub struct PyCrash {
+    /// When the first thread record came.
+    pub ktime_ns: u64,
+    threads: Vec<PyThread>,
+    codes: HashMap<u64, PyCode>,
+    /// A second batch (a handler's re-raise) repeats the threads: the first one is kept,
+    /// as it shows the original fault.
+    complete: bool,
+}
+
+impl PyCrash {
+    pub fn add_thread(&mut self, t: PyThread) {
+        if self.ktime_ns == 0 {
+            self.ktime_ns = t.header.ktime_ns;
+        }
+        if self.complete || self.threads.iter().any(|x| x.thread_id == t.thread_id) {
+            self.complete = true;
+            return;
+        }
+        self.threads.push(t);
+    }
+
+    pub fn add_code(&mut self, c: PyCode) {
+        if self.ktime_ns == 0 {
+            self.ktime_ns = c.header.ktime_ns;
+        }
+        self.codes.insert(c.code, c);
+    }
+
+    pub fn report(&self) -> Option<PythonReport> {
+        let first = self.threads.first()?;
+        let version = ((first.version >> 8) as u8, first.version as u8);
+        let adaptive = runtime::offsets(version).map_or(0, |o| o.co_adaptive);
+        let mut threads: Vec<PyThreadReport> = self
+            .threads
+            .iter()
+            .map(|t| PyThreadReport {
+                thread_id: format!("0x{:016x}", t.thread_id),
+                native_id: (t.native_id != 0).then_some(t.native_id),
+                crashing: t.flags & PY_THREAD_CRASHING != 0,
+                truncated: t.flags & PY_THREAD_TRUNCATED != 0,
+                frames: t.frames[..(t.nframes as usize).min(t.frames.len())]
+                    .iter()
+                    .filter(|f| f.flags & PY_FRAME_SHIM == 0)
+                    .map(|f| self.frame(version, adaptive, f.code, f.pos, f.flags))
+                    .collect(),
+            })
+            .collect();
+        // The crashing thread first, as faulthandler prints the current thread first.
+        threads.sort_by_key(|t| !t.crashing);
+        Some(PythonReport {
+            version: format!("{}.{}", version.0, version.1),
+            threads,
+        })
+    }
+
+    fn frame(
+        &self,
+        version: (u8, u8),
+        adaptive: u32,
+        code: u64,
+        pos: u64,
+        flags: u32,
+    ) -> PyFrameReport {
+        let Some(c) = self.codes.get(&code) else {
+            return PyFrameReport {
+                function: "???".into(),
+                file: "???".into(),
+                line: None,
+                entry: flags & PY_FRAME_ENTRY != 0,
+            };
+        };
+        let units = runtime::position_units(version, code, pos, adaptive);
+        let table = &c.linetable[..(c.linetable_len as usize).min(c.linetable.len())];
+        let line = linetable::line_for(version, table, c.firstlineno, units);
+        let cut = c.filename_len as usize == c.filename.len();
+        let file = decode_str(&c.filename, c.filename_len, c.filename_kind);
+        PyFrameReport {
+            function: decode_str(&c.name, c.name_len, c.name_kind),
+            // A long path keeps its tail; say it was cut.
+            file: if cut { format!("...{file}") } else { file },
+            line,
+            entry: flags & PY_FRAME_ENTRY != 0,
+        }
+    }
+}
+
+/// A CPython str's characters as copied: one, two or four bytes each.
+pub fn decode_str(bytes: &[u8], len: u32, kind: u32) -> String {
+    let b = &bytes[..(len as usize).min(bytes.len())];
+    match kind {
+        1 => b.iter().map(|&c| c as char).collect(),
+        2 => b
+            .chunks_exact(2)
+            .map(|c| char::from_u32(u16::from_le_bytes([c[0], c[1]]) as u32).unwrap_or('\u{fffd}'))
+            .collect(),
+        4 => b
+            .chunks_exact(4)
+            .map(|c| {
+                char::from_u32(u32::from_le_bytes([c[0], c[1], c[2], c[3]])).unwrap_or('\u{fffd}')
+            })
+            .collect(),
+        _ => "???".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn strings_of_every_width() {
+        use super::decode_str;
+        assert_eq!(decode_str(b"main", 4, 1), "main");
+        assert_eq!(decode_str(&[0xe9, b'x'], 2, 1), "éx");
+        let s: Vec<u8> = "日本"
+            .encode_utf16()
+            .flat_map(|u| u.to_le_bytes())
+            .collect();
+        assert_eq!(decode_str(&s, s.len() as u32, 2), "日本");
+        let s: Vec<u8> = "🐍"
+            .chars()
+            .flat_map(|c| (c as u32).to_le_bytes())
+            .collect();
+        assert_eq!(decode_str(&s, 4, 4), "🐍");
+        assert_eq!(decode_str(b"xx", 2, 0), "???");
+    }
+}

@@ -41,6 +41,8 @@ pub struct CrashReport {
     pub threads_not_captured: u32,
     /// How the process ended, with its resource use; None if its exit was not seen.
     pub outcome: Option<Outcome>,
+    /// The Python traceback of each thread that ran Python, the crashing one first.
+    pub python: Option<PythonReport>,
     /// Something the report lacks, and why (e.g. the capture was lost).
     pub notes: Vec<String>,
     /// From the signal reaching the thread (kernel clock) to this report, in milliseconds.
@@ -62,6 +64,34 @@ pub struct OomReport {
     pub memory_cgroup: Option<String>,
     pub memory_cgroup_limit_kb: Option<u64>,
     pub memory_cgroup_usage_kb: Option<u64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PythonReport {
+    pub version: String,
+    pub threads: Vec<PyThreadReport>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PyThreadReport {
+    /// CPython's thread id (pthread_self), as faulthandler prints it.
+    pub thread_id: String,
+    /// The thread id inside the process's pid namespace (3.11+).
+    pub native_id: Option<u32>,
+    pub crashing: bool,
+    /// The stack was deeper than what was copied.
+    pub truncated: bool,
+    /// Innermost first.
+    pub frames: Vec<PyFrameReport>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PyFrameReport {
+    pub function: String,
+    pub file: String,
+    pub line: Option<i32>,
+    /// The first Python frame of an eval-loop activation (3.11: is_entry).
+    pub entry: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -208,6 +208,34 @@ pub fn render(r: &CrashReport) -> String {
         frames(&mut s, &t.frames);
         let _ = writeln!(s, "unwinding: {}", t.unwind.stop_reason);
     }
+    if let Some(py) = &r.python {
+        for t in &py.threads {
+            let _ = writeln!(
+                s,
+                "\n{} {}{} (most recent call first), Python {}:",
+                if t.crashing {
+                    "Current thread"
+                } else {
+                    "Thread"
+                },
+                t.thread_id,
+                t.native_id
+                    .map(|n| format!(" [tid {n}]"))
+                    .unwrap_or_default(),
+                py.version
+            );
+            for f in &t.frames {
+                let line = f
+                    .line
+                    .map(|l| l.to_string())
+                    .unwrap_or_else(|| "???".into());
+                let _ = writeln!(s, "  File \"{}\", line {line} in {}", f.file, f.function);
+            }
+            if t.truncated {
+                let _ = writeln!(s, "  ...");
+            }
+        }
+    }
     if r.threads_not_captured > 0 {
         let _ = writeln!(s, "\n{} more threads not captured", r.threads_not_captured);
     }

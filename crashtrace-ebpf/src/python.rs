@@ -1,0 +1,308 @@
+//! Python frames at a crash, read from the interpreter's own structures while the process
+//! still exists: every thread state of the first interpreter, each thread's frame chain,
+//! and, once per code object, what a traceback line needs. Layouts come from user space
+//! (PYPROCS), per process; every walk is bounded and every read may fail.
+
+use aya_ebpf::{
+    cty::c_void,
+    helpers::{
+        bpf_ktime_get_ns,
+        generated::{bpf_loop, bpf_probe_read_user},
+    },
+};
+use crashtrace_common::{
+    PY_FILENAME_BYTES, PY_FRAME_ENTRY, PY_FRAME_SHIM, PY_LINETABLE_BYTES, PY_MAX_FRAMES,
+    PY_MAX_THREADS, PY_NAME_BYTES, PY_NONE, PY_THREAD_CRASHING, PY_THREAD_TRUNCATED, PyCode,
+    PyFrameRef, PyProc, PyThread, RecordHeader, RecordKind, Stat,
+};
+
+use crate::{
+    EVENTS, PY_CODES_SEEN, PY_SCRATCH, PYPROCS, capture::read_kernel, count, filter::config,
+};
+
+fn user<T>(addr: u64) -> Option<T> {
+    // SAFETY: bpf_probe_read_user tolerates any address.
+    unsafe { aya_ebpf::helpers::bpf_probe_read_user(addr as *const T).ok() }
+}
+
+fn field(base: u64, off: u32) -> u64 {
+    if base == 0 || off == PY_NONE {
+        return 0;
+    }
+    user::<u64>(base + off as u64).unwrap_or(0)
+}
+
+fn byte(base: u64, off: u32) -> u32 {
+    if base == 0 || off == PY_NONE {
+        return 0;
+    }
+    user::<u8>(base + off as u64).unwrap_or(0) as u32
+}
+
+/// State shared by the loop callbacks; it lives on the capturing program's stack, as
+/// bpf_loop requires of its context.
+#[repr(C)]
+struct Walk {
+    pid: u32,
+    tid: u32,
+    tstate: u64,
+    fsbase: u64,
+    /// The frame to read next, and how many were read, for the current thread.
+    frame: u64,
+    nframes: u64,
+}
+
+/// Emits the Python threads (and their code objects) of process `pid`, if it is one.
+/// bpf_loop keeps the verifier's work linear: each callback is verified once.
+#[inline(never)]
+pub fn capture(task: u64, pid: u32, tid: u32) {
+    let Some(p) = PYPROCS.get_ptr(pid) else {
+        return;
+    };
+    // SAFETY: map value pointer from a successful lookup; read-only here.
+    let p: &PyProc = unsafe { &*p };
+    let interp = field(p.runtime, p.offsets.interp_head);
+    let mut w = Walk {
+        pid,
+        tid,
+        tstate: field(interp, p.offsets.tstate_head),
+        fsbase: read_kernel::<u64>(task + config!(offsets.task_fsbase) as u64).unwrap_or(0),
+        frame: 0,
+        nframes: 0,
+    };
+    // SAFETY: the callback is a BPF subprogram; the context is on this stack.
+    unsafe {
+        bpf_loop(
+            PY_MAX_THREADS as u32,
+            thread_cb as *mut c_void,
+            &raw mut w as *mut c_void,
+            0,
+        )
+    };
+}
+
+/// One thread state per call: its frames, then its code objects; 1 stops the loop.
+#[inline(never)]
+extern "C" fn thread_cb(_i: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: ctx is the Walk on the caller's stack.
+    let w = unsafe { &mut *(ctx as *mut Walk) };
+    if w.tstate == 0 {
+        return 1;
+    }
+    let (Some(p), Some(t)) = (PYPROCS.get_ptr(w.pid), PY_SCRATCH.get_ptr_mut(0)) else {
+        return 1;
+    };
+    // SAFETY: map value pointers from successful lookups; the scratch is this CPU's.
+    let (p, t): (&PyProc, &mut PyThread) = unsafe { (&*p, &mut *t) };
+    let o = &p.offsets;
+    let thread_id = field(w.tstate, o.ts_thread_id);
+    let mut frame = field(w.tstate, o.ts_frame);
+    if o.cf_current != PY_NONE {
+        frame = field(frame, o.cf_current);
+    }
+    w.frame = frame;
+    w.nframes = 0;
+    // SAFETY: as in `capture`.
+    unsafe { bpf_loop(PY_MAX_FRAMES as u32, frame_cb as *mut c_void, ctx, 0) };
+    t.header = RecordHeader {
+        kind: RecordKind::PyThread as u32,
+        size: size_of::<PyThread>() as u32,
+        // SAFETY: helper without arguments.
+        ktime_ns: unsafe { bpf_ktime_get_ns() },
+        pid: w.pid,
+        tid: w.tid,
+    };
+    t.thread_id = thread_id;
+    t.native_id = if o.ts_native != PY_NONE {
+        user::<u32>(w.tstate + o.ts_native as u64).unwrap_or(0)
+    } else {
+        0
+    };
+    t.version = p.version;
+    t.nframes = w.nframes as u32;
+    t.flags = if thread_id == w.fsbase {
+        PY_THREAD_CRASHING
+    } else {
+        0
+    } | if w.frame != 0 { PY_THREAD_TRUNCATED } else { 0 };
+    // One copy of the whole record; frames were gathered in the per-CPU scratch.
+    if EVENTS.output::<PyThread>(&*t, 0).is_err() {
+        count(Stat::RingFull);
+    }
+    // SAFETY: as in `capture`.
+    unsafe { bpf_loop(w.nframes as u32, code_cb as *mut c_void, ctx, 0) };
+    w.tstate = field(w.tstate, o.ts_next);
+    0
+}
+
+/// One frame per call, into the scratch record; 1 stops at the end of the chain.
+#[inline(never)]
+extern "C" fn frame_cb(i: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: ctx is the Walk on the capturing program's stack.
+    let w = unsafe { &mut *(ctx as *mut Walk) };
+    let frame = w.frame;
+    if frame == 0 {
+        return 1;
+    }
+    let (Some(p), Some(t)) = (PYPROCS.get_ptr(w.pid), PY_SCRATCH.get_ptr_mut(0)) else {
+        return 1;
+    };
+    // SAFETY: as in thread_cb.
+    let (p, t): (&PyProc, &mut PyThread) = unsafe { (&*p, &mut *t) };
+    let o = &p.offsets;
+    let code = field(frame, o.fr_code) & !(o.code_tag_mask as u64);
+    let owner = byte(frame, o.fr_owner);
+    let mut flags = 0;
+    if o.fr_owner != PY_NONE && owner >= o.shim_owner {
+        flags |= PY_FRAME_SHIM;
+    }
+    if o.fr_is_entry != PY_NONE && byte(frame, o.fr_is_entry) != 0 {
+        flags |= PY_FRAME_ENTRY;
+    }
+    let pos = if o.fr_owner == PY_NONE {
+        // 3.10: f_lasti, an int.
+        user::<i32>(frame + o.fr_pos as u64).unwrap_or(-1) as i64 as u64
+    } else {
+        field(frame, o.fr_pos)
+    };
+    // The mask keeps the verifier sure of the index.
+    t.frames[(i as usize) & (PY_MAX_FRAMES - 1)] = PyFrameRef {
+        code,
+        pos,
+        flags,
+        owner,
+    };
+    w.nframes = i + 1;
+    w.frame = field(frame, o.fr_back);
+    0
+}
+
+/// The code object of the current thread's frame `i`.
+#[inline(never)]
+extern "C" fn code_cb(i: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: ctx is the Walk on the capturing program's stack.
+    let w = unsafe { &*(ctx as *const Walk) };
+    let (Some(p), Some(t)) = (PYPROCS.get_ptr(w.pid), PY_SCRATCH.get_ptr(0)) else {
+        return 1;
+    };
+    // SAFETY: map value pointers from successful lookups.
+    let (p, t) = unsafe { (&*p, &*t) };
+    let f = &t.frames[(i as usize) & (PY_MAX_FRAMES - 1)];
+    if f.flags & PY_FRAME_SHIM == 0 {
+        code_object(p, w.pid, f.code);
+    }
+    0
+}
+
+/// Emits a code object once per process.
+#[inline(never)]
+fn code_object(p: &PyProc, pid: u32, code: u64) {
+    if code == 0 {
+        return;
+    }
+    let key = code ^ ((pid as u64) << 47);
+    if PY_CODES_SEEN.get_ptr(key).is_some() {
+        return;
+    }
+    let _ = PY_CODES_SEEN.insert(key, 0u8, 0);
+    let o = &p.offsets;
+    let Some(mut entry) = EVENTS.reserve::<PyCode>(0) else {
+        count(Stat::RingFull);
+        return;
+    };
+    let rec = entry.as_mut_ptr();
+    // SAFETY: `rec` is a reserved PyCode; every field is written below.
+    unsafe {
+        (*rec).header = RecordHeader {
+            kind: RecordKind::PyCode as u32,
+            size: size_of::<PyCode>() as u32,
+            ktime_ns: bpf_ktime_get_ns(),
+            pid,
+            tid: 0,
+        };
+        (*rec).code = code;
+        (*rec)._pad = 0;
+        (*rec).firstlineno = user::<i32>(code + o.co_firstlineno as u64).unwrap_or(0);
+        let (len, kind) = string(
+            p,
+            field(code, o.co_filename),
+            (*rec).filename.as_mut_ptr(),
+            PY_FILENAME_BYTES,
+        );
+        (*rec).filename_len = len;
+        (*rec).filename_kind = kind;
+        let (len, kind) = string(
+            p,
+            field(code, o.co_name),
+            (*rec).name.as_mut_ptr(),
+            PY_NAME_BYTES,
+        );
+        (*rec).name_len = len;
+        (*rec).name_kind = kind;
+        // A bytes object: ob_size at +16, the data at +32.
+        let table = field(code, o.co_linetable);
+        let total = if table != 0 {
+            user::<u64>(table + 16).unwrap_or(0)
+        } else {
+            0
+        };
+        let mut copy = total.min(PY_LINETABLE_BYTES as u64) as u32;
+        // The mask keeps the verifier sure of the bound.
+        copy &= (PY_LINETABLE_BYTES * 2 - 1) as u32;
+        if copy > PY_LINETABLE_BYTES as u32 {
+            copy = PY_LINETABLE_BYTES as u32;
+        }
+        if copy == 0
+            || bpf_probe_read_user(
+                (*rec).linetable.as_mut_ptr() as *mut c_void,
+                copy,
+                (table + 32) as *const c_void,
+            ) != 0
+        {
+            copy = 0;
+        }
+        (*rec).linetable_len = copy;
+        (*rec).linetable_total = total as u32;
+    }
+    entry.submit(0);
+}
+
+/// Copies a str object's characters: (bytes copied, character width; 0 if unreadable).
+///
+/// # Safety
+/// `dst` must have room for `cap` bytes (a power of two).
+unsafe fn string(p: &PyProc, s: u64, dst: *mut u8, cap: usize) -> (u32, u32) {
+    if s == 0 {
+        return (0, 0);
+    }
+    let o = &p.offsets;
+    // PyASCIIObject: length (code points) at +16; state bits at +32: kind in bits 2-4,
+    // compact bit 5, ascii bit 6 (the same in 3.10-3.14).
+    let length = user::<u64>(s + 16).unwrap_or(0);
+    let state = user::<u32>(s + 32).unwrap_or(0);
+    let kind = (state >> 2) & 7;
+    let ascii = state & (1 << 6) != 0;
+    let compact = state & (1 << 5) != 0;
+    if !compact || !(kind == 1 || kind == 2 || kind == 4) {
+        return (0, 0);
+    }
+    let data = s + if ascii { o.ascii_size } else { o.compact_size } as u64;
+    // Bounded first: no 128-bit multiply in BPF.
+    let bytes = length.min(1 << 20) * kind as u64;
+    // Keep the tail of long strings (a path's file name is at its end).
+    let (from, mut n) = if bytes > cap as u64 {
+        (data + bytes - cap as u64, cap as u32)
+    } else {
+        (data, bytes as u32)
+    };
+    // The mask keeps the verifier sure of the bound.
+    n &= (cap * 2 - 1) as u32;
+    if n > cap as u32 {
+        n = cap as u32;
+    }
+    // SAFETY: n <= cap.
+    if n == 0 || unsafe { bpf_probe_read_user(dst as *mut c_void, n, from as *const c_void) } != 0 {
+        return (0, 0);
+    }
+    (n, kind)
+}
