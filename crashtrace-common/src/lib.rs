@@ -486,6 +486,9 @@ pub struct KernelOffsets {
     pub upid_size: u32,
     /// `task_struct.thread.fsbase`: what pthread_self() and CPython's thread_id hold.
     pub task_fsbase: u32,
+    /// `file.f_inode` and `inode.i_ino`: which executable a process runs.
+    pub file_inode: u32,
+    pub inode_ino: u32,
     pub _pad: u32,
 }
 
@@ -576,6 +579,8 @@ impl Config {
                 pid_numbers_nr: 0,
                 upid_size: 0,
                 task_fsbase: 0,
+                file_inode: 0,
+                inode_ino: 0,
                 _pad: 0,
             },
         }

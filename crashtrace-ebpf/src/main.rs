@@ -50,6 +50,12 @@ static OOMED: LruHashMap<u32, u64> = LruHashMap::with_max_entries(1024, 0);
 #[map]
 static PYPROCS: HashMap<u32, PyProc> = HashMap::with_max_entries(16384, 0);
 
+/// Non-PIE interpreters (Debian's /usr/bin/python3.x), by the inode of the executable:
+/// their runtime has the same address in every process, so a process that crashes
+/// before crashtrace has registered it is still read.
+#[map]
+static PYFILES: HashMap<u64, PyProc> = HashMap::with_max_entries(256, 0);
+
 /// The Python thread record being assembled (too big for the BPF stack, and written
 /// from loop callbacks), sent with one copy.
 #[map]

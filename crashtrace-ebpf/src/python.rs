@@ -17,7 +17,8 @@ use crashtrace_common::{
 };
 
 use crate::{
-    EVENTS, PY_CODES_SEEN, PY_SCRATCH, PYPROCS, capture::read_kernel, count, filter::config,
+    EVENTS, PY_CODES_SEEN, PY_SCRATCH, PYFILES, PYPROCS, capture::read_kernel, count,
+    filter::config,
 };
 
 fn user<T>(addr: u64) -> Option<T> {
@@ -56,6 +57,30 @@ struct Walk {
 /// bpf_loop keeps the verifier's work linear: each callback is verified once.
 #[inline(never)]
 pub fn capture(task: u64, pid: u32, tid: u32) {
+    if PYPROCS.get_ptr(pid).is_none() {
+        // Not registered yet: maybe a known non-PIE interpreter (same layout everywhere).
+        let mm = read_kernel::<u64>(task + config!(offsets.task_mm) as u64).unwrap_or(0);
+        let exe = if mm != 0 {
+            read_kernel::<u64>(mm + config!(offsets.mm_exe_file) as u64).unwrap_or(0)
+        } else {
+            0
+        };
+        let inode = if exe != 0 {
+            read_kernel::<u64>(exe + config!(offsets.file_inode) as u64).unwrap_or(0)
+        } else {
+            0
+        };
+        let ino = if inode != 0 {
+            read_kernel::<u64>(inode + config!(offsets.inode_ino) as u64).unwrap_or(0)
+        } else {
+            0
+        };
+        let Some(known) = PYFILES.get_ptr(ino) else {
+            return;
+        };
+        // SAFETY: map value pointer from a successful lookup.
+        let _ = PYPROCS.insert(pid, unsafe { &*known }, 0);
+    }
     let Some(p) = PYPROCS.get_ptr(pid) else {
         return;
     };

@@ -76,6 +76,8 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets> {
         pid_numbers_nr: member_offset(btf, "pid", "numbers")? + member_offset(btf, "upid", "nr")?,
         upid_size: struct_size(btf, "upid")?,
         task_fsbase: member_offset(btf, "task_struct", "thread.fsbase")?,
+        file_inode: member_offset(btf, "file", "f_inode")?,
+        inode_ino: member_offset(btf, "inode", "i_ino")?,
         _pad: 0,
     })
 }

@@ -19,10 +19,15 @@ pub struct Probes {
 
 /// Python processes and their layouts, for the eBPF program to read frames at a crash.
 pub type PyProcs = aya::maps::HashMap<MapData, u32, crashtrace_common::PyProc>;
+/// Non-PIE interpreters by executable inode (the same layout in every process).
+pub type PyFiles = aya::maps::HashMap<MapData, u64, crashtrace_common::PyProc>;
 
 impl Probes {
     /// Loads and attaches; returns the probes and the ring buffer their records arrive in.
-    pub fn load(config: &Config, ring_bytes: u32) -> Result<(Self, RingBuf<MapData>, PyProcs)> {
+    pub fn load(
+        config: &Config,
+        ring_bytes: u32,
+    ) -> Result<(Self, RingBuf<MapData>, PyProcs, PyFiles)> {
         preflight()?;
         let mut ebpf = EbpfLoader::new()
             .override_global("CONFIG", config, true)
@@ -49,7 +54,8 @@ impl Probes {
         let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("EVENTS map missing")?)?;
         let stats = PerCpuArray::try_from(ebpf.take_map("STATS").context("STATS map missing")?)?;
         let pyprocs = PyProcs::try_from(ebpf.take_map("PYPROCS").context("PYPROCS map missing")?)?;
-        Ok((Self { _ebpf: ebpf, stats }, events, pyprocs))
+        let pyfiles = PyFiles::try_from(ebpf.take_map("PYFILES").context("PYFILES map missing")?)?;
+        Ok((Self { _ebpf: ebpf, stats }, events, pyprocs, pyfiles))
     }
 
     /// Runs and run time of each program, counted while `--bpf-stats` holds stats on.

@@ -138,6 +138,7 @@ struct Pipeline<W: Write> {
     scope: Option<u32>,
     /// Python processes known to the eBPF program, and what it sent at crashes.
     pyprocs: crate::loader::PyProcs,
+    pyfiles: crate::loader::PyFiles,
     python: HashMap<u32, crate::python::PyCrash>,
 }
 
@@ -259,6 +260,37 @@ impl<W: Write> Pipeline<W> {
         }
     }
 
+    /// Non-PIE interpreters installed on the machine (Debian's /usr/bin/python3.x): known
+    /// by inode before any of them runs, so even one that crashes within milliseconds of
+    /// its start is read.
+    fn known_interpreters(&mut self) {
+        use std::os::unix::fs::MetadataExt as _;
+        for dir in ["/usr/bin", "/usr/local/bin", "/bin"] {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let path = e.path();
+                let name = path.to_string_lossy().into_owned();
+                let Some(version) = crate::python::runtime::version_from_name(&name) else {
+                    continue;
+                };
+                let Ok(md) = std::fs::metadata(&path) else {
+                    continue;
+                };
+                let Ok(module) = crate::modules::ElfModule::open(&path) else {
+                    continue;
+                };
+                if crate::python::runtime::fixed_address(&module)
+                    && let Some(p) = crate::python::runtime::proc_for(&module, version, 0)
+                {
+                    log::info!("python {version:?} at {name} (inode {})", md.ino());
+                    let _ = self.pyfiles.insert(md.ino(), p, 0);
+                }
+            }
+        }
+    }
+
     /// A new mapping of an interpreter: tell the eBPF program where its runtime is.
     fn python_mapping(&mut self, pid: u32, m: &crate::procmaps::Mapping) {
         use crate::python::runtime;
@@ -272,18 +304,19 @@ impl<W: Write> Pipeline<W> {
             );
             return;
         };
+        let _ = offsets;
         let Ok(module) = self.analyzer.module(m, &self.pins) else {
             return;
         };
-        let (Some(svma), Some(bias)) = (runtime::runtime_svma(&module), module.bias(m)) else {
+        let Some(proc_) = module
+            .bias(m)
+            .and_then(|bias| runtime::proc_for(&module, version, bias))
+        else {
             return;
         };
-        let proc_ = crashtrace_common::PyProc {
-            runtime: svma.wrapping_add(bias),
-            version: (version.0 as u32) << 8 | version.1 as u32,
-            _pad: 0,
-            offsets,
-        };
+        if runtime::fixed_address(&module) {
+            let _ = self.pyfiles.insert(m.inode, proc_, 0);
+        }
         log::info!(
             "python {version:?} in pid {pid}: runtime at 0x{:x}",
             proc_.runtime
@@ -500,7 +533,7 @@ pub async fn run<W: Write>(args: Args, out: W) -> Result<i32> {
     } else {
         None
     };
-    let (probes, events, pyprocs) = Probes::load(&config, args.ring_buffer_size)?;
+    let (probes, events, pyprocs, pyfiles) = Probes::load(&config, args.ring_buffer_size)?;
     // SAFETY: the ring buffer owns its fd and the AsyncFd owns the ring buffer until the end.
     let mut ring = unsafe { AsyncFd::register(events) }.context("registering the ring buffer")?;
 
@@ -518,8 +551,10 @@ pub async fn run<W: Write>(args: Args, out: W) -> Result<i32> {
         out,
         scope: None,
         pyprocs,
+        pyfiles,
         python: HashMap::new(),
     };
+    pipeline.known_interpreters();
     // Python processes that were running before crashtrace.
     for (pid, maps) in pipeline.table.processes() {
         for m in maps.iter().filter(|m| m.is_file()) {
@@ -544,9 +579,10 @@ pub async fn run<W: Write>(args: Args, out: W) -> Result<i32> {
     };
     let mut drain_deadline: Option<tokio::time::Instant> = None;
 
-    // Mapping records are drained (and their files pinned) this often: a process that
-    // lives longer than this gets its files pinned before it can crash.
-    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    // Mapping records are drained (files pinned, Python runtimes registered) this often:
+    // a process that lives longer than this has them before it can crash. A Python
+    // interpreter takes more than 10 ms to start running a script.
+    let mut tick = tokio::time::interval(Duration::from_millis(5));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stats_tick = tokio::time::interval(Duration::from_secs(1));
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -168,6 +168,26 @@ pub fn runtime_svma(module: &ElfModule) -> Option<u64> {
         .map(|s| s.address())
 }
 
+/// A non-PIE executable (ET_EXEC): its runtime's address is the same in every process.
+pub fn fixed_address(module: &ElfModule) -> bool {
+    object::File::parse(&**module.map).is_ok_and(|o| o.kind() == object::ObjectKind::Executable)
+}
+
+/// What the eBPF program needs for an interpreter file, given the load bias of a
+/// mapping of it (0 for a non-PIE executable).
+pub fn proc_for(
+    module: &ElfModule,
+    version: (u8, u8),
+    bias: u64,
+) -> Option<crashtrace_common::PyProc> {
+    Some(crashtrace_common::PyProc {
+        runtime: runtime_svma(module)?.wrapping_add(bias),
+        version: (version.0 as u32) << 8 | version.1 as u32,
+        _pad: 0,
+        offsets: offsets(version)?,
+    })
+}
+
 /// Code units from a frame's raw position (see PyOffsets::fr_pos).
 pub fn position_units(version: (u8, u8), code: u64, pos: u64, adaptive: u32) -> i32 {
     if version < (3, 11) {

@@ -1,0 +1,165 @@
+//! Python tracebacks read from outside the process, per CPython version: the pyenv
+//! builds (shared libpython) and Debian's static, non-PIE /usr/bin/python3.11.
+
+use std::process::Command;
+
+use crashtrace_tests::{Crashtrace, crash_and_report, source};
+use serde_json::Value;
+
+fn interpreters() -> Vec<String> {
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let mut found = vec![];
+    for v in ["3.10", "3.11", "3.12", "3.13"] {
+        if let Ok(dir) = std::fs::read_dir(format!("{home}/.pyenv/versions")) {
+            let mut names: Vec<String> = dir
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&format!("{v}.")))
+                .collect();
+            names.sort();
+            if let Some(n) = names.last() {
+                found.push(format!("{home}/.pyenv/versions/{n}/bin/python{v}"));
+            }
+        }
+    }
+    found.push("/usr/bin/python3.11".into());
+    found.retain(|p| std::path::Path::new(p).exists());
+    found
+}
+
+/// (function, line) of a Python thread's frames, innermost first.
+fn frames(t: &Value) -> Vec<(String, i64)> {
+    t["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["function"].as_str().unwrap().to_string(),
+                f["line"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect()
+}
+
+fn crashing(r: &Value) -> &Value {
+    let threads = r["python"]["threads"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no Python frames: {r}"));
+    threads
+        .iter()
+        .find(|t| t["crashing"] == true)
+        .expect("no crashing Python thread")
+}
+
+fn deep_chain(py: &str, r: &Value) {
+    let f = frames(crashing(r));
+    let user: Vec<(String, i64)> = f
+        .iter()
+        .filter(|(n, _)| n != "string_at")
+        .cloned()
+        .collect();
+    assert_eq!(
+        user,
+        [
+            ("third".to_string(), 6),
+            ("second".into(), 10),
+            ("first".into(), 14),
+            ("<module>".into(), 17)
+        ],
+        "{py}: {f:?}"
+    );
+    assert_eq!(f[0].0, "string_at", "{py}: {f:?}");
+    let file = crashing(r)["frames"][1]["file"].as_str().unwrap();
+    assert!(file.ends_with("victims/ctypes_deep.py"), "{py}: {file}");
+}
+
+#[test]
+fn python_tracebacks_for_every_version() {
+    let pythons = interpreters();
+    assert!(
+        pythons.len() >= 2,
+        "expected the pyenv interpreters and Debian's python3.11: {pythons:?}"
+    );
+    let ct = Crashtrace::start(&["--comm", "python"]);
+    for py in &pythons {
+        eprintln!("{py}");
+        // Three Python calls deep, through ctypes.
+        let r = crash_and_report(
+            &ct,
+            Command::new(py).arg(source("ctypes_deep.py")),
+            libc::SIGSEGV,
+        );
+        deep_chain(py, &r);
+
+        // A worker thread crashes while two others sleep in functions of their own.
+        let r = crash_and_report(
+            &ct,
+            Command::new(py).arg(source("py_threads.py")),
+            libc::SIGSEGV,
+        );
+        let f = frames(crashing(&r));
+        assert!(
+            f.iter().any(|(n, l)| n == "crash_in_worker" && *l == 22),
+            "{py}: {f:?}"
+        );
+        let all: Vec<Vec<(String, i64)>> = r["python"]["threads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(frames)
+            .collect();
+        for (name, line) in [("sleeping_reader", 11), ("sleeping_writer", 16)] {
+            assert!(
+                all.iter()
+                    .any(|t| t.first().is_some_and(|(n, l)| n == name && *l == line)),
+                "{py}: no thread sleeping in {name}: {all:?}"
+            );
+        }
+        assert_eq!(r["python"]["threads"].as_array().unwrap().len(), 4, "{py}");
+
+        // os.abort() two calls deep.
+        let r = crash_and_report(
+            &ct,
+            Command::new(py).arg(source("py_abort.py")),
+            libc::SIGABRT,
+        );
+        let f = frames(crashing(&r));
+        assert_eq!(
+            f,
+            [
+                ("inner".to_string(), 6),
+                ("outer".into(), 10),
+                ("<module>".into(), 13)
+            ],
+            "{py}"
+        );
+
+        // faulthandler enabled: it runs and re-raises; the frames are the fault's.
+        let r = crash_and_report(
+            &ct,
+            Command::new(py)
+                .args(["-X", "faulthandler"])
+                .arg(source("ctypes_deep.py")),
+            libc::SIGSEGV,
+        );
+        assert!(r["handler"].is_object(), "{py}: {r}");
+        deep_chain(py, &r);
+        assert!(
+            r["python"]["version"].as_str().unwrap().starts_with("3.1"),
+            "{py}"
+        );
+    }
+}
+
+#[test]
+fn text_report_reads_like_faulthandler() {
+    let ct = Crashtrace::start_text(&["--comm", "python"]);
+    let mut v =
+        crashtrace_tests::Victim::spawn(Command::new("python3").arg(source("ctypes_deep.py")));
+    assert_eq!(v.wait_signal(), Some(libc::SIGSEGV));
+    let text = ct.text_containing("in <module>");
+    assert!(text.contains("Current thread 0x"), "{text}");
+    assert!(text.contains("(most recent call first)"), "{text}");
+    assert!(text.contains("ctypes_deep.py\", line 6 in third"), "{text}");
+}

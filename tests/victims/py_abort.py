@@ -1,0 +1,13 @@
+# os.abort() two calls deep.
+import os
+
+
+def inner():
+    os.abort()
+
+
+def outer():
+    inner()
+
+
+outer()
