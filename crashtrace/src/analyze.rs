@@ -105,7 +105,7 @@ impl Analyzer {
             })
             .collect();
         self.deadline = self.debuginfod.as_ref().map(|d| d.deadline());
-        let (frames, unwind) = self.thread_stack(c, &loaded, input.pins);
+        let (mut frames, unwind) = self.thread_stack(c, &loaded, input.pins);
         let mut threads: Vec<ThreadReport> = input
             .threads
             .iter()
@@ -120,6 +120,19 @@ impl Analyzer {
             })
             .collect();
         threads.sort_by_key(|t| t.tid);
+        // The merged view: Python frames inside the native eval-loop frames running them.
+        let python = input.python.and_then(|p| p.report());
+        if let Some(py) = &python {
+            for t in &py.threads {
+                if t.crashing {
+                    crate::python::merge(&mut frames, t);
+                } else if let Some(n) = t.native_id
+                    && let Some(th) = threads.iter_mut().find(|th| th.tid == n)
+                {
+                    crate::python::merge(&mut th.frames, t);
+                }
+            }
+        }
 
         let signal = SignalReport {
             number: c.signo,
@@ -220,7 +233,7 @@ impl Analyzer {
             threads,
             threads_not_captured,
             outcome,
-            python: input.python.and_then(|p| p.report()),
+            python,
             notes,
             // Set by the caller when the report is written.
             latency_ms: 0.0,
@@ -281,6 +294,7 @@ impl Analyzer {
                 inlined: vec![],
                 unnamed_reason: None,
                 gap_before: None,
+                python: vec![],
             })
             .collect();
         // Group lookups per file so each file is symbolized in one batch.

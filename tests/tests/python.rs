@@ -72,6 +72,20 @@ fn deep_chain(py: &str, r: &Value) {
     assert_eq!(f[0].0, "string_at", "{py}: {f:?}");
     let file = crashing(r)["frames"][1]["file"].as_str().unwrap();
     assert!(file.ends_with("victims/ctypes_deep.py"), "{py}: {file}");
+    // The merged view: the eval-loop frames of the native stack carry the Python frames
+    // they ran, in order.
+    let merged: Vec<String> = r["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|f| f["python"].as_array().cloned().unwrap_or_default())
+        .map(|p| p["function"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        merged,
+        ["string_at", "third", "second", "first", "<module>"],
+        "{py}"
+    );
 }
 
 #[test]

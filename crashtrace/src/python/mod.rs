@@ -55,11 +55,23 @@ impl PyCrash {
                 native_id: (t.native_id != 0).then_some(t.native_id),
                 crashing: t.flags & PY_THREAD_CRASHING != 0,
                 truncated: t.flags & PY_THREAD_TRUNCATED != 0,
-                frames: t.frames[..(t.nframes as usize).min(t.frames.len())]
-                    .iter()
-                    .filter(|f| f.flags & PY_FRAME_SHIM == 0)
-                    .map(|f| self.frame(version, adaptive, f.code, f.pos, f.flags))
-                    .collect(),
+                frames: {
+                    let raw = &t.frames[..(t.nframes as usize).min(t.frames.len())];
+                    raw.iter()
+                        .enumerate()
+                        .filter(|(_, f)| f.flags & PY_FRAME_SHIM == 0)
+                        .map(|(i, f)| {
+                            // The first (outermost) Python frame of an eval-loop
+                            // activation: marked in 3.11, followed by a C-stack shim in
+                            // 3.12+; in 3.10 every frame has an activation of its own.
+                            let entry = f.flags & PY_FRAME_ENTRY != 0
+                                || version < (3, 11)
+                                || raw.get(i + 1).is_some_and(|n| n.flags & PY_FRAME_SHIM != 0);
+                            let flags = if entry { PY_FRAME_ENTRY } else { 0 };
+                            self.frame(version, adaptive, f.code, f.pos, flags)
+                        })
+                        .collect()
+                },
             })
             .collect();
         // The crashing thread first, as faulthandler prints the current thread first.
@@ -138,5 +150,24 @@ mod tests {
             .collect();
         assert_eq!(decode_str(&s, 4, 4), "🐍");
         assert_eq!(decode_str(b"xx", 2, 0), "???");
+    }
+}
+
+/// Annotates each native eval-loop frame (`_PyEval_EvalFrameDefault`) with the Python
+/// frames it was running: the Python stack, innermost first, cut after each entry frame,
+/// goes to the eval frames in the same order.
+pub fn merge(native: &mut [crate::report::Frame], python: &PyThreadReport) {
+    let mut groups = python.frames.split_inclusive(|f| f.entry);
+    for f in native.iter_mut() {
+        let is_eval = f
+            .function
+            .as_deref()
+            .is_some_and(|n| n == "_PyEval_EvalFrameDefault");
+        if is_eval {
+            match groups.next() {
+                Some(g) => f.python = g.to_vec(),
+                None => break,
+            }
+        }
     }
 }

@@ -209,6 +209,9 @@ pub struct Frame {
     pub unnamed_reason: Option<String>,
     /// Set on the first frame after a part of the stack that was not copied.
     pub gap_before: Option<String>,
+    /// For CPython's eval loop: the Python frames this activation was running,
+    /// innermost first.
+    pub python: Vec<PyFrameReport>,
 }
 
 #[derive(Clone, Debug, Serialize)]

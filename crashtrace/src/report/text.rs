@@ -324,6 +324,15 @@ fn frame(s: &mut String, f: &Frame) {
             let _ = write!(s, " at {}", loc(l));
         }
         s.push('\n');
+        for p in &f.python {
+            let _ = writeln!(
+                s,
+                "       python {} ({}:{})",
+                p.function,
+                p.file,
+                p.line.map(|l| l.to_string()).unwrap_or_else(|| "?".into())
+            );
+        }
         for i in &f.inlined {
             let _ = write!(s, "       inlined {}", i.function);
             if let Some(l) = &i.call_location {
