@@ -174,6 +174,25 @@ impl Analyzer {
                 .map(|d| format!("{} {}", signal_name(fatal.signo), d.name)),
         });
         let mut notes = Vec::new();
+        if python.is_none()
+            && let Some(v) = input
+                .mappings
+                .iter()
+                .find_map(|m| crate::python::runtime::version_from_name(&m.path))
+        {
+            notes.push(if crate::python::runtime::offsets(v).is_none() {
+                format!(
+                    "Python {}.{}: not a version crashtrace reads; native frames only",
+                    v.0, v.1
+                )
+            } else {
+                format!(
+                    "Python {}.{}: no Python frames (the interpreter crashed before crashtrace had \
+                     registered it, or its state could not be read); native frames only",
+                    v.0, v.1
+                )
+            });
+        }
         let outcome = input.exit.map(outcome);
         if input.exit.is_none() {
             notes.push(

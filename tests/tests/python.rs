@@ -177,3 +177,57 @@ fn text_report_reads_like_faulthandler() {
     assert!(text.contains("(most recent call first)"), "{text}");
     assert!(text.contains("ctypes_deep.py\", line 6 in third"), "{text}");
 }
+
+#[test]
+fn deep_unicode_and_unknown_versions() {
+    let ct = Crashtrace::start(&["--comm", "python"]);
+    // 1000 frames deep, a non-ASCII function in a non-ASCII file name: bounded, marked as
+    // cut, decoded.
+    let dir = std::env::temp_dir().join(format!("crashtrace-py-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("crash_ünïcode.py");
+    std::fs::copy(source("py_deep_unicode.py"), &script).unwrap();
+    let r = crash_and_report(&ct, Command::new("python3").arg(&script), libc::SIGSEGV);
+    let t = crashing(&r);
+    assert_eq!(t["truncated"], true, "{t}");
+    let f = frames(t);
+    assert_eq!(f.len(), 64, "{f:?}");
+    assert_eq!(f[1], ("深い".to_string(), 10), "{f:?}");
+    assert_eq!(f[2], ("深い".to_string(), 11), "{f:?}");
+    assert!(
+        t["frames"][1]["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("crash_ünïcode.py"),
+        "{t}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // A version crashtrace does not read: native frames, and one line saying why.
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let old = std::fs::read_dir(format!("{home}/.pyenv/versions"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("3.9."));
+    if let Some(v) = old {
+        let py = format!("{home}/.pyenv/versions/{v}/bin/python3.9");
+        let r = crash_and_report(
+            &ct,
+            Command::new(&py).arg(source("ctypes_deep.py")),
+            libc::SIGSEGV,
+        );
+        assert!(r["python"].is_null(), "{r}");
+        assert!(
+            r["notes"]
+                .to_string()
+                .contains("Python 3.9: not a version crashtrace reads"),
+            "{}",
+            r["notes"]
+        );
+        assert!(!r["frames"].as_array().unwrap().is_empty());
+    } else {
+        eprintln!("no pyenv 3.9 here: the unsupported-version case was not run");
+    }
+}

@@ -132,6 +132,25 @@ pub fn decode_str(bytes: &[u8], len: u32, kind: u32) -> String {
     }
 }
 
+/// Annotates each native eval-loop frame (`_PyEval_EvalFrameDefault`) with the Python
+/// frames it was running: the Python stack, innermost first, cut after each entry frame,
+/// goes to the eval frames in the same order.
+pub fn merge(native: &mut [crate::report::Frame], python: &PyThreadReport) {
+    let mut groups = python.frames.split_inclusive(|f| f.entry);
+    for f in native.iter_mut() {
+        let is_eval = f
+            .function
+            .as_deref()
+            .is_some_and(|n| n == "_PyEval_EvalFrameDefault");
+        if is_eval {
+            match groups.next() {
+                Some(g) => f.python = g.to_vec(),
+                None => break,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -150,24 +169,5 @@ mod tests {
             .collect();
         assert_eq!(decode_str(&s, 4, 4), "🐍");
         assert_eq!(decode_str(b"xx", 2, 0), "???");
-    }
-}
-
-/// Annotates each native eval-loop frame (`_PyEval_EvalFrameDefault`) with the Python
-/// frames it was running: the Python stack, innermost first, cut after each entry frame,
-/// goes to the eval frames in the same order.
-pub fn merge(native: &mut [crate::report::Frame], python: &PyThreadReport) {
-    let mut groups = python.frames.split_inclusive(|f| f.entry);
-    for f in native.iter_mut() {
-        let is_eval = f
-            .function
-            .as_deref()
-            .is_some_and(|n| n == "_PyEval_EvalFrameDefault");
-        if is_eval {
-            match groups.next() {
-                Some(g) => f.python = g.to_vec(),
-                None => break,
-            }
-        }
     }
 }
