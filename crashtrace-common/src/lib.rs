@@ -315,7 +315,9 @@ pub struct PyOffsets {
     /// sizeof(PyASCIIObject) and sizeof(PyCompactUnicodeObject): where string data starts.
     pub ascii_size: u32,
     pub compact_size: u32,
-    pub _pad: u32,
+    /// In `_PyRuntime`: the GIL's last holder (3.10/3.11; PY_NONE where the GIL is
+    /// per interpreter).
+    pub gil_holder: u32,
 }
 
 /// A Python process: where its runtime is, and which layout it has. Kept by crashtrace
@@ -359,6 +361,8 @@ pub struct PyThread {
 pub const PY_THREAD_CRASHING: u32 = 1 << 0;
 /// More frames than PY_MAX_FRAMES.
 pub const PY_THREAD_TRUNCATED: u32 = 1 << 1;
+/// The GIL's holder (its last holder) at the crash.
+pub const PY_THREAD_GIL: u32 = 1 << 2;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]

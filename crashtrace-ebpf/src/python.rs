@@ -12,8 +12,8 @@ use aya_ebpf::{
 };
 use crashtrace_common::{
     PY_FILENAME_BYTES, PY_FRAME_ENTRY, PY_FRAME_SHIM, PY_LINETABLE_BYTES, PY_MAX_FRAMES,
-    PY_MAX_THREADS, PY_NAME_BYTES, PY_NONE, PY_THREAD_CRASHING, PY_THREAD_TRUNCATED, PyCode,
-    PyFrameRef, PyProc, PyThread, RecordHeader, RecordKind, Stat,
+    PY_MAX_THREADS, PY_NAME_BYTES, PY_NONE, PY_THREAD_CRASHING, PY_THREAD_GIL, PY_THREAD_TRUNCATED,
+    PyCode, PyFrameRef, PyProc, PyThread, RecordHeader, RecordKind, Stat,
 };
 
 use crate::{
@@ -51,6 +51,8 @@ struct Walk {
     /// The frame to read next, and how many were read, for the current thread.
     frame: u64,
     nframes: u64,
+    /// The thread state holding the GIL, where the version says (0 otherwise).
+    gil: u64,
 }
 
 /// Emits the Python threads (and their code objects) of process `pid`, if it is one.
@@ -96,6 +98,7 @@ pub fn capture(task: u64, pid: u32, tid: u32) {
         fsbase: read_kernel::<u64>(task + config!(offsets.task_fsbase) as u64).unwrap_or(0),
         frame: 0,
         nframes: 0,
+        gil: field(p.runtime, p.offsets.gil_holder),
     };
     // SAFETY: the callback is a BPF subprogram; the context is on this stack.
     unsafe {
@@ -151,7 +154,12 @@ extern "C" fn thread_cb(_i: u64, ctx: *mut c_void) -> i64 {
         PY_THREAD_CRASHING
     } else {
         0
-    } | if w.frame != 0 { PY_THREAD_TRUNCATED } else { 0 };
+    } | if w.frame != 0 { PY_THREAD_TRUNCATED } else { 0 }
+        | if w.gil != 0 && w.gil == w.tstate {
+            PY_THREAD_GIL
+        } else {
+            0
+        };
     // One copy of the whole record; frames were gathered in the per-CPU scratch.
     if EVENTS.output::<PyThread>(&*t, 0).is_err() {
         count(Stat::RingFull);

@@ -121,15 +121,17 @@ impl Analyzer {
             .collect();
         threads.sort_by_key(|t| t.tid);
         // The merged view: Python frames inside the native eval-loop frames running them.
-        let python = input.python.and_then(|p| p.report());
-        if let Some(py) = &python {
-            for t in &py.threads {
+        let mut python = input.python.and_then(|p| p.report());
+        if let Some(py) = &mut python {
+            for t in &mut py.threads {
                 if t.crashing {
                     crate::python::merge(&mut frames, t);
+                    t.name = Some(c.thread_name.clone());
                 } else if let Some(n) = t.native_id
                     && let Some(th) = threads.iter_mut().find(|th| th.tid == n)
                 {
                     crate::python::merge(&mut th.frames, t);
+                    t.name = Some(th.name.clone());
                 }
             }
         }

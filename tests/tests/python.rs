@@ -231,3 +231,60 @@ fn deep_unicode_and_unknown_versions() {
         eprintln!("no pyenv 3.9 here: the unsupported-version case was not run");
     }
 }
+
+#[test]
+fn python_in_its_own_namespaces_and_the_gil() {
+    let ct = Crashtrace::start(&["--comm", "python"]);
+    // Own mount and pid namespaces: pid 1 inside, another tid on the host.
+    for py in ["/usr/bin/python3.11", "python3"] {
+        // unshare forks the interpreter: its report is the one whose parent is unshare.
+        let mut v = crashtrace_tests::Victim::spawn(
+            Command::new("unshare")
+                .args(["--mount", "--pid", "--fork", py])
+                .arg(source("ctypes_deep.py")),
+        );
+        v.wait_exit();
+        let deadline = std::time::Instant::now() + crashtrace_tests::WAIT;
+        let r = loop {
+            if let Some(r) = ct
+                .all_reports()
+                .into_iter()
+                .find(|r| r["parent_pid"] == v.pid())
+            {
+                break r;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no report for {py} under unshare"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        assert_eq!(r["namespace_pid"], 1, "{py}: {r}");
+        deep_chain(py, &r);
+        let t = crashing(&r);
+        assert_eq!(
+            t["native_id"], 1,
+            "{py}: native_thread_id is the namespace's: {t}"
+        );
+        assert_ne!(r["tid"], 1);
+    }
+    // 3.10 and 3.11 keep one GIL in the runtime: its holder is marked. The crashing
+    // worker is inside a ctypes call that keeps the GIL.
+    for py in interpreters() {
+        let r = crash_and_report(
+            &ct,
+            Command::new(&py).arg(source("py_threads.py")),
+            libc::SIGSEGV,
+        );
+        let threads = r["python"]["threads"].as_array().unwrap();
+        let v = r["python"]["version"].as_str().unwrap().to_string();
+        if v == "3.10" || v == "3.11" {
+            let holders: Vec<&Value> = threads.iter().filter(|t| t["gil"] == true).collect();
+            assert_eq!(holders.len(), 1, "{py}: {threads:?}");
+            assert_eq!(holders[0]["crashing"], true, "{py}");
+        } else {
+            assert!(threads.iter().all(|t| t["gil"].is_null()), "{py}");
+        }
+        assert!(crashing(&r)["name"].is_string(), "{py}");
+    }
+}

@@ -7,7 +7,8 @@ pub mod runtime;
 use std::collections::HashMap;
 
 use crashtrace_common::{
-    PY_FRAME_ENTRY, PY_FRAME_SHIM, PY_THREAD_CRASHING, PY_THREAD_TRUNCATED, PyCode, PyThread,
+    PY_FRAME_ENTRY, PY_FRAME_SHIM, PY_THREAD_CRASHING, PY_THREAD_GIL, PY_THREAD_TRUNCATED, PyCode,
+    PyThread,
 };
 
 use crate::report::{PyFrameReport, PyThreadReport, PythonReport};
@@ -54,6 +55,10 @@ impl PyCrash {
                 thread_id: format!("0x{:016x}", t.thread_id),
                 native_id: (t.native_id != 0).then_some(t.native_id),
                 crashing: t.flags & PY_THREAD_CRASHING != 0,
+                name: None,
+                gil: (runtime::offsets(version).map(|o| o.gil_holder)
+                    != Some(crashtrace_common::PY_NONE))
+                .then_some(t.flags & PY_THREAD_GIL != 0),
                 truncated: t.flags & PY_THREAD_TRUNCATED != 0,
                 frames: {
                     let raw = &t.frames[..(t.nframes as usize).min(t.frames.len())];

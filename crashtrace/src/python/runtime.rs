@@ -52,7 +52,7 @@ pub fn offsets(version: (u8, u8)) -> Option<PyOffsets> {
             co_adaptive: n,
             ascii_size: 48,
             compact_size: 72,
-            _pad: 0,
+            gil_holder: 360,
         },
         (3, 11) => PyOffsets {
             interp_head: 40,
@@ -77,7 +77,7 @@ pub fn offsets(version: (u8, u8)) -> Option<PyOffsets> {
             co_adaptive: 184,
             ascii_size: 48,
             compact_size: 72,
-            _pad: 0,
+            gil_holder: 368,
         },
         (3, 12) => PyOffsets {
             interp_head: 40,
@@ -101,7 +101,7 @@ pub fn offsets(version: (u8, u8)) -> Option<PyOffsets> {
             co_adaptive: 192,
             ascii_size: 40,
             compact_size: 56,
-            _pad: 0,
+            gil_holder: n,
         },
         (3, 13) => PyOffsets {
             interp_head: 632,
@@ -125,7 +125,7 @@ pub fn offsets(version: (u8, u8)) -> Option<PyOffsets> {
             co_adaptive: 200,
             ascii_size: 40,
             compact_size: 56,
-            _pad: 0,
+            gil_holder: n,
         },
         (3, 14) => PyOffsets {
             interp_head: 808,
@@ -151,7 +151,7 @@ pub fn offsets(version: (u8, u8)) -> Option<PyOffsets> {
             co_adaptive: 208,
             ascii_size: 40,
             compact_size: 56,
-            _pad: 0,
+            gil_holder: n,
         },
         _ => return None,
     };

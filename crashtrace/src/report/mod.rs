@@ -79,6 +79,11 @@ pub struct PyThreadReport {
     /// The thread id inside the process's pid namespace (3.11+).
     pub native_id: Option<u32>,
     pub crashing: bool,
+    /// The OS thread's name, where its native stack was captured too.
+    pub name: Option<String>,
+    /// Whether it held the GIL (its last holder); None where the version keeps the GIL
+    /// per interpreter and crashtrace does not read it.
+    pub gil: Option<bool>,
     /// The stack was deeper than what was copied.
     pub truncated: bool,
     /// Innermost first.
