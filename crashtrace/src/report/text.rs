@@ -212,7 +212,7 @@ pub fn render(r: &CrashReport) -> String {
         for t in &py.threads {
             let _ = writeln!(
                 s,
-                "\n{} {}{} (most recent call first), Python {}:",
+                "\n{} {}{}{}{} (most recent call first), Python {}:",
                 if t.crashing {
                     "Current thread"
                 } else {
@@ -222,6 +222,15 @@ pub fn render(r: &CrashReport) -> String {
                 t.native_id
                     .map(|n| format!(" [tid {n}]"))
                     .unwrap_or_default(),
+                t.name
+                    .as_deref()
+                    .map(|n| format!(" \"{n}\""))
+                    .unwrap_or_default(),
+                if t.gil == Some(true) {
+                    ", holding the GIL"
+                } else {
+                    ""
+                },
                 py.version
             );
             for f in &t.frames {
