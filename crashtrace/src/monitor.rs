@@ -29,6 +29,8 @@ const HANDLED_WAIT_NS: u64 = 10_000_000_000;
 const EXIT_WAIT_NS: u64 = 10_000_000_000;
 /// Per-CPU buffer for mapping records: bursts of execs must fit between two drains.
 const MAPPING_RING_BYTES: usize = 4 << 20;
+/// How often the tables of exited processes and stale captures are pruned.
+const HOUSEKEEPING_NS: u64 = 200_000_000;
 
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -139,7 +141,11 @@ struct Pipeline<W: Write> {
     /// Python processes known to the eBPF program, and what it sent at crashes.
     pyprocs: crate::loader::PyProcs,
     pyfiles: crate::loader::PyFiles,
+    /// The keys of `pyprocs`, so that forks and exits of other processes cost no syscall.
+    py_pids: std::collections::HashSet<u32>,
     python: HashMap<u32, crate::python::PyCrash>,
+    /// When the tables were last pruned.
+    housekept_ns: u64,
 }
 
 impl<W: Write> Pipeline<W> {
@@ -246,11 +252,16 @@ impl<W: Write> Pipeline<W> {
         for e in d.events {
             match e {
                 Lifecycle::Exec(pid) | Lifecycle::Exit(pid) => {
-                    let _ = self.pyprocs.remove(&pid);
+                    if self.py_pids.remove(&pid) {
+                        let _ = self.pyprocs.remove(&pid);
+                    }
                 }
                 Lifecycle::Fork(child, parent) => {
-                    if let Ok(p) = self.pyprocs.get(&parent, 0) {
-                        let _ = self.pyprocs.insert(child, p, 0);
+                    if self.py_pids.contains(&parent)
+                        && let Ok(p) = self.pyprocs.get(&parent, 0)
+                        && self.pyprocs.insert(child, p, 0).is_ok()
+                    {
+                        self.py_pids.insert(child);
                     }
                 }
             }
@@ -321,8 +332,11 @@ impl<W: Write> Pipeline<W> {
             "python {version:?} in pid {pid}: runtime at 0x{:x}",
             proc_.runtime
         );
-        if let Err(e) = self.pyprocs.insert(pid, proc_, 0) {
-            log::warn!("cannot track Python process {pid}: {e}");
+        match self.pyprocs.insert(pid, proc_, 0) {
+            Ok(()) => {
+                self.py_pids.insert(pid);
+            }
+            Err(e) => log::warn!("cannot track Python process {pid}: {e}"),
         }
     }
 
@@ -408,6 +422,13 @@ impl<W: Write> Pipeline<W> {
     fn tick(&mut self) {
         self.drain();
         let now = monotonic_ns();
+        self.report_overdue(now);
+        // Expiry walks every known process: far less often than the drains, which must
+        // keep up with short-lived processes.
+        if now.saturating_sub(self.housekept_ns) < HOUSEKEEPING_NS {
+            return;
+        }
+        self.housekept_ns = now;
         self.table.expire(now);
         self.handled
             .retain(|_, c| now.saturating_sub(c.ktime_ns) < HANDLED_WAIT_NS);
@@ -417,6 +438,9 @@ impl<W: Write> Pipeline<W> {
             .retain(|_, o| now.saturating_sub(o.header.ktime_ns) < HANDLED_WAIT_NS + EXIT_WAIT_NS);
         self.fault_maps
             .retain(|_, m| now.saturating_sub(m.header.ktime_ns) < HANDLED_WAIT_NS + EXIT_WAIT_NS);
+    }
+
+    fn report_overdue(&mut self, now: u64) {
         let overdue: Vec<u32> = self
             .pending
             .iter()
@@ -552,7 +576,9 @@ pub async fn run<W: Write>(args: Args, out: W) -> Result<i32> {
         scope: None,
         pyprocs,
         pyfiles,
+        py_pids: Default::default(),
         python: HashMap::new(),
+        housekept_ns: 0,
     };
     pipeline.known_interpreters();
     // Python processes that were running before crashtrace.
