@@ -81,6 +81,20 @@ pub struct RecordHeader {
     pub tid: u32,
 }
 
+impl RecordHeader {
+    /// The header of a fixed-size record of type `T`: its size comes from the type, so
+    /// the two cannot disagree.
+    pub const fn of<T>(kind: RecordKind, ktime_ns: u64, pid: u32, tid: u32) -> Self {
+        Self {
+            kind: kind as u32,
+            size: core::mem::size_of::<T>() as u32,
+            ktime_ns,
+            pid,
+            tid,
+        }
+    }
+}
+
 /// x86-64 `struct pt_regs`, in kernel order. The layout is ABI: it is what
 /// `bpf_task_pt_regs` points at and what ptrace exposes.
 #[repr(C)]

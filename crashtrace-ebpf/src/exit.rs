@@ -64,14 +64,13 @@ pub fn on_process_exit(task: u64) {
     let leader =
         read_kernel::<u64>(task + config!(offsets.task_group_leader) as u64).unwrap_or(task);
     let rec = ProcessExit {
-        header: RecordHeader {
-            kind: RecordKind::ProcessExit as u32,
-            size: size_of::<ProcessExit>() as u32,
+        header: RecordHeader::of::<ProcessExit>(
+            RecordKind::ProcessExit,
             // SAFETY: helper without arguments.
-            ktime_ns: unsafe { bpf_ktime_get_ns() },
+            unsafe { bpf_ktime_get_ns() },
             pid,
-            tid: pid_tgid as u32,
-        },
+            pid_tgid as u32,
+        ),
         exit_code: read_kernel::<u32>(task + config!(offsets.task_exit_code) as u64).unwrap_or(0),
         threads_captured: st
             .threads_captured

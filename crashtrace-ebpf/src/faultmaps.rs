@@ -68,13 +68,8 @@ pub fn emit(task: u64, pid: u32, tid: u32, fault_addr: u64) {
     let rec = entry.as_mut_ptr();
     // SAFETY: `rec` points at a reserved FaultMaps; every field is written.
     unsafe {
-        (*rec).header = RecordHeader {
-            kind: RecordKind::FaultMaps as u32,
-            size: size_of::<FaultMaps>() as u32,
-            ktime_ns: bpf_ktime_get_ns(),
-            pid,
-            tid,
-        };
+        (*rec).header =
+            RecordHeader::of::<FaultMaps>(RecordKind::FaultMaps, bpf_ktime_get_ns(), pid, tid);
         lookup(task, fault_addr, &mut vma);
         (*rec).fault = vma;
     }

@@ -54,13 +54,12 @@ pub fn on_mark_victim(task: u64, uid: u32) {
     let killer = bpf_get_current_pid_tgid();
     // SAFETY: `rec` points at a reserved OomVictim; every field is written below.
     unsafe {
-        (*rec).header = RecordHeader {
-            kind: RecordKind::OomVictim as u32,
-            size: size_of::<OomVictim>() as u32,
-            ktime_ns: now,
+        (*rec).header = RecordHeader::of::<OomVictim>(
+            RecordKind::OomVictim,
+            now,
             pid,
-            tid: read_kernel::<u32>(task + config!(offsets.task_pid) as u64).unwrap_or(0),
-        };
+            read_kernel::<u32>(task + config!(offsets.task_pid) as u64).unwrap_or(0),
+        );
         (*rec).killer_pid = (killer >> 32) as u32;
         (*rec).uid = uid;
         let current = bpf_get_current_task_btf() as u64;

@@ -134,14 +134,13 @@ extern "C" fn thread_cb(_i: u64, ctx: *mut c_void) -> i64 {
     w.nframes = 0;
     // SAFETY: as in `capture`.
     unsafe { bpf_loop(PY_MAX_FRAMES as u32, frame_cb as *mut c_void, ctx, 0) };
-    t.header = RecordHeader {
-        kind: RecordKind::PyThread as u32,
-        size: size_of::<PyThread>() as u32,
+    t.header = RecordHeader::of::<PyThread>(
+        RecordKind::PyThread,
         // SAFETY: helper without arguments.
-        ktime_ns: unsafe { bpf_ktime_get_ns() },
-        pid: w.pid,
-        tid: w.tid,
-    };
+        unsafe { bpf_ktime_get_ns() },
+        w.pid,
+        w.tid,
+    );
     t.thread_id = thread_id;
     t.native_id = if o.ts_native != PY_NONE {
         user::<u32>(w.tstate + o.ts_native as u64).unwrap_or(0)
@@ -248,13 +247,7 @@ fn code_object(p: &PyProc, pid: u32, code: u64) {
     let rec = entry.as_mut_ptr();
     // SAFETY: `rec` is a reserved PyCode; every field is written below.
     unsafe {
-        (*rec).header = RecordHeader {
-            kind: RecordKind::PyCode as u32,
-            size: size_of::<PyCode>() as u32,
-            ktime_ns: bpf_ktime_get_ns(),
-            pid,
-            tid: 0,
-        };
+        (*rec).header = RecordHeader::of::<PyCode>(RecordKind::PyCode, bpf_ktime_get_ns(), pid, 0);
         (*rec).code = code;
         (*rec)._pad = 0;
         (*rec).firstlineno = user::<i32>(code + o.co_firstlineno as u64).unwrap_or(0);
