@@ -29,6 +29,9 @@ use crate::{
 
 const SIG_IGN: u64 = 1;
 const SIGKILL: i32 = 9;
+const SIGSEGV: i32 = 11;
+/// A fault this close below sp is the stack growing into its guard gap (a call's push).
+const PUSH_BELOW_SP: u64 = 64;
 /// `info` values that are not pointers: SEND_SIG_NOINFO (0) and SEND_SIG_PRIV (1).
 const NOT_A_SIGINFO: u64 = 1;
 
@@ -213,7 +216,15 @@ pub fn on_signal_deliver(ctx: &BtfTracePointContext) {
         (*head)._pad3 = 0;
         // A stack overflow: the frames that matter most (main and its callers) are at
         // the far end of the stack. Copy its top into the unused end of the record.
-        if flags & CAPTURE_SP_PAGE_SKIPPED != 0
+        // Either sp itself is in the guard gap, or sp is the lowest mapped byte and the
+        // push of a call faulted just below it.
+        let sp = (*head).regs.rsp;
+        let fault = (*head).si_addr;
+        let push_below_sp = (*head).flags & CAPTURE_HAS_SIGINFO != 0
+            && sig == SIGSEGV
+            && fault < sp
+            && sp - fault <= PUSH_BELOW_SP;
+        if (flags & CAPTURE_SP_PAGE_SKIPPED != 0 || push_below_sp)
             && budget * STACK_CHUNK + TOP_STACK_BYTES <= MAX_STACK_BYTES
         {
             copy_stack_top(task, head, (*rec).stack.as_mut_ptr());

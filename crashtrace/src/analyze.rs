@@ -484,11 +484,12 @@ pub fn describe_fault(c: &Capture, f: &VmaInfo) -> String {
             }
         );
     }
-    // Unmapped and right at the stack pointer, whose own page could not be read: the
-    // stack ran into its guard gap.
+    // Unmapped and right at the stack pointer, whose own page could not be read, or
+    // just below it (a call's push from the lowest stack byte): the stack ran into its
+    // guard gap.
     if let Some(r) = c.regs
-        && c.sp_page_skipped
-        && addr.abs_diff(r.rsp) <= STACK_GUARD_GAP
+        && ((c.sp_page_skipped && addr.abs_diff(r.rsp) <= STACK_GUARD_GAP)
+            || (addr < r.rsp && r.rsp - addr <= 64))
     {
         return format!(
             "not mapped: just below the stack (rsp 0x{:x}, lowest stack page 0x{:x}) — a stack overflow",
@@ -621,7 +622,9 @@ mod tests {
         assert!(describe_fault(&at(0, false), &none).contains("near NULL"));
         let rsp = c.regs.unwrap().rsp;
         assert!(describe_fault(&at(rsp - 8, true), &none).contains("stack overflow"));
-        assert!(describe_fault(&at(rsp - 8, false), &none).contains("no mapping contains"));
+        // sp on the lowest stack byte, a call's push faulting below it.
+        assert!(describe_fault(&at(rsp - 8, false), &none).contains("stack overflow"));
+        assert!(describe_fault(&at(rsp - 0x10000, false), &none).contains("no mapping contains"));
         assert!(describe_fault(&at(0x5000_0000, true), &none).contains("no mapping contains"));
         assert_eq!(
             describe_fault(&at(0x4010, false), &vma(0x4000, 0x8000, 0x5, "libfoo.so")),
