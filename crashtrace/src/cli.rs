@@ -8,7 +8,7 @@ use crashtrace_common::{
     STACK_CHUNK, TASK_COMM_LEN,
 };
 
-use crate::signals::{DEFAULT_SIGNALS, parse_signal, signal_name};
+use crate::sys::signals::{DEFAULT_SIGNALS, parse_signal, signal_name};
 
 const EXAMPLES: &str = "\
 EXAMPLES:

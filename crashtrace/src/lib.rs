@@ -1,23 +1,22 @@
-//! crashtrace: symbolized native stacks of crashing processes, captured with eBPF.
+//! crashtrace: symbolized native stacks and Python tracebacks of crashing processes,
+//! captured with eBPF.
 //!
-//! The data path, top to bottom (see `monitor`):
-//! kernel `signal_deliver` capture (crashtrace-ebpf) → ring buffer → [`events`] decode →
-//! [`procmaps`] (mappings kept current by [`perf`]) → [`unwind`] (DWARF CFI over the copied
-//! stack) → [`symbolize`] (names from the files, after the process is gone) → [`report`].
+//! The data path, top to bottom, one folder a stage:
+//! [`capture`] (eBPF programs, ring-buffer records, mapping table, file pins) →
+//! [`assemble`] (records paired into one crash) → [`symbolize`] (DWARF unwinding, names
+//! from the files) → [`python`] (tracebacks read from outside) → [`report`] (the report
+//! model, text rendering) → [`sinks`] (outputs behind a bounded queue).
+//! [`analyze`] takes one crash through symbolize → python → report; [`monitor`] is the
+//! event loop that drives it all. [`sys`] and [`model`] are below every stage.
 
 pub mod analyze;
-pub mod cgroups;
+pub mod assemble;
+pub mod capture;
 pub mod cli;
-pub mod debuginfod;
-pub mod events;
-pub mod kernel_btf;
-pub mod loader;
-pub mod modules;
+pub mod model;
 pub mod monitor;
-pub mod perf;
-pub mod procmaps;
 pub mod python;
 pub mod report;
-pub mod signals;
+pub mod sinks;
 pub mod symbolize;
-pub mod unwind;
+pub mod sys;

@@ -19,8 +19,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let stdout = std::io::stdout();
-    match rt.block_on(monitor::run(args, stdout.lock())) {
+    match rt.block_on(monitor::run(args)) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("crashtrace: {e:#}");

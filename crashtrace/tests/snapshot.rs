@@ -6,10 +6,11 @@ use std::{path::PathBuf, process::Command};
 
 use bytes::Bytes;
 use crashtrace::{
-    analyze::{Analyzer, CrashInput},
-    events::Capture,
-    procmaps::parse_proc_maps,
+    analyze::{ProcessView, analyze},
+    assemble::Crash,
+    capture::{pins::FilePins, records::Capture},
     symbolize::Symbolizer,
+    sys::procfs::parse_proc_maps,
 };
 use crashtrace_common::UserRegs;
 
@@ -97,21 +98,29 @@ fn names(s: &Snapshot, stack_limit: Option<usize>) -> (Vec<String>, String) {
     if let Some(n) = stack_limit {
         c.stack = c.stack.slice(..n.min(c.stack.len()));
     }
-    let mut a = Analyzer::new(Symbolizer::new(&[]));
     let maps = parse_proc_maps(&s.maps);
-    let r = a.analyze(&CrashInput {
-        capture: &c,
+    let crash = Crash {
+        subject: c,
         reraise: None,
-        threads: &[],
+        threads: vec![],
         exit: None,
-        mappings: &maps,
-        executable: None,
         fault_maps: None,
         oom: None,
-        pins: &crashtrace::modules::FilePins::new(),
-        cgroup: None,
         python: None,
-    });
+    };
+    let view = ProcessView {
+        mappings: &maps,
+        executable: None,
+        cgroup: None,
+        pins: &FilePins::new(),
+    };
+    let r = analyze(
+        &mut Symbolizer::new(&[], None),
+        &crash,
+        view,
+        std::time::SystemTime::now(),
+        0.0,
+    );
     (
         r.frames
             .iter()

@@ -1,54 +1,30 @@
 //! CPython, read from outside the process: the Python frames the eBPF program copied at a
 //! crash, turned into a faulthandler-style traceback per thread.
 
+pub mod layouts;
 pub mod linetable;
+pub mod registry;
 pub mod runtime;
 
-use std::collections::HashMap;
-
 use crashtrace_common::{
-    PY_FRAME_ENTRY, PY_FRAME_SHIM, PY_THREAD_CRASHING, PY_THREAD_GIL, PY_THREAD_TRUNCATED, PyCode,
-    PyThread,
+    PY_FRAME_ENTRY, PY_FRAME_SHIM, PY_THREAD_CRASHING, PY_THREAD_GIL, PY_THREAD_TRUNCATED,
 };
 
-use crate::report::{PyFrameReport, PyThreadReport, PythonReport};
+use crate::{
+    assemble::PyRecords,
+    model::{Frame, PyFrameReport, PyThreadReport, PythonReport, ThreadReport},
+};
 
-/// What the eBPF program sent about one process's Python threads at its crash.
-#[derive(Default)]
-pub struct PyCrash {
-    /// When the first thread record came.
-    pub ktime_ns: u64,
-    threads: Vec<PyThread>,
-    codes: HashMap<u64, PyCode>,
-    /// A second batch (a handler's re-raise) repeats the threads: the first one is kept,
-    /// as it shows the original fault.
-    complete: bool,
-}
+/// The tracebacks of a crashed process, from what the eBPF program sent.
+pub struct Tracebacks<'a>(pub &'a PyRecords);
 
-impl PyCrash {
-    pub fn add_thread(&mut self, t: PyThread) {
-        if self.ktime_ns == 0 {
-            self.ktime_ns = t.header.ktime_ns;
-        }
-        if self.complete || self.threads.iter().any(|x| x.thread_id == t.thread_id) {
-            self.complete = true;
-            return;
-        }
-        self.threads.push(t);
-    }
-
-    pub fn add_code(&mut self, c: PyCode) {
-        if self.ktime_ns == 0 {
-            self.ktime_ns = c.header.ktime_ns;
-        }
-        self.codes.insert(c.code, c);
-    }
-
+impl Tracebacks<'_> {
     pub fn report(&self) -> Option<PythonReport> {
-        let first = self.threads.first()?;
+        let first = self.0.threads.first()?;
         let version = ((first.version >> 8) as u8, first.version as u8);
-        let adaptive = runtime::offsets(version).map_or(0, |o| o.co_adaptive);
+        let adaptive = layouts::offsets(version).map_or(0, |o| o.co_adaptive);
         let mut threads: Vec<PyThreadReport> = self
+            .0
             .threads
             .iter()
             .map(|t| PyThreadReport {
@@ -56,7 +32,7 @@ impl PyCrash {
                 native_id: (t.native_id != 0).then_some(t.native_id),
                 crashing: t.flags & PY_THREAD_CRASHING != 0,
                 name: None,
-                gil: (runtime::offsets(version).map(|o| o.gil_holder)
+                gil: (layouts::offsets(version).map(|o| o.gil_holder)
                     != Some(crashtrace_common::PY_NONE))
                 .then_some(t.flags & PY_THREAD_GIL != 0),
                 truncated: t.flags & PY_THREAD_TRUNCATED != 0,
@@ -95,7 +71,7 @@ impl PyCrash {
         pos: u64,
         flags: u32,
     ) -> PyFrameReport {
-        let Some(c) = self.codes.get(&code) else {
+        let Some(c) = self.0.codes.get(&code) else {
             return PyFrameReport {
                 function: "???".into(),
                 file: "???".into(),
@@ -140,7 +116,7 @@ pub fn decode_str(bytes: &[u8], len: u32, kind: u32) -> String {
 /// Annotates each native eval-loop frame (`_PyEval_EvalFrameDefault`) with the Python
 /// frames it was running: the Python stack, innermost first, cut after each entry frame,
 /// goes to the eval frames in the same order.
-pub fn merge(native: &mut [crate::report::Frame], python: &PyThreadReport) {
+fn merge(native: &mut [Frame], python: &PyThreadReport) {
     let mut groups = python.frames.split_inclusive(|f| f.entry);
     for f in native.iter_mut() {
         let is_eval = f
@@ -152,6 +128,26 @@ pub fn merge(native: &mut [crate::report::Frame], python: &PyThreadReport) {
                 Some(g) => f.python = g.to_vec(),
                 None => break,
             }
+        }
+    }
+}
+
+/// The merged view: each thread's Python frames inside the native eval-loop frames
+/// running them, and each Python thread named after its OS thread.
+pub fn merge_all(
+    py: &mut PythonReport,
+    crashing: (&mut [Frame], &str),
+    threads: &mut [ThreadReport],
+) {
+    for t in &mut py.threads {
+        if t.crashing {
+            merge(crashing.0, t);
+            t.name = Some(crashing.1.to_string());
+        } else if let Some(n) = t.native_id
+            && let Some(th) = threads.iter_mut().find(|th| th.tid == n)
+        {
+            merge(&mut th.frames, t);
+            t.name = Some(th.name.clone());
         }
     }
 }

@@ -1,14 +1,11 @@
 //! Which mapped file holds a CPython runtime, which version it is, and where its
 //! structures are: what the eBPF program needs to read Python frames at a crash.
 //!
-//! Layouts are per minor version for x86-64 release (GIL) builds, from the DWARF of each
-//! version's build and, for 3.13/3.14, their `_Py_DebugOffsets`; they are stable across
-//! patch releases. Free-threaded builds (`python3.13t`) are not handled.
+//! The layouts themselves are in `layouts`.
 
-use crashtrace_common::{PY_NONE, PyOffsets};
 use object::{Object as _, ObjectSymbol as _};
 
-use crate::modules::ElfModule;
+use crate::symbolize::elf::ElfModule;
 
 /// (major, minor) from a file name like `python3.11`, `libpython3.12.so.1.0`.
 pub fn version_from_name(path: &str) -> Option<(u8, u8)> {
@@ -24,138 +21,6 @@ pub fn version_from_name(path: &str) -> Option<(u8, u8)> {
         return None;
     }
     Some((3, digits.parse().ok()?))
-}
-
-/// The layout for a version, if crashtrace knows it.
-pub fn offsets(version: (u8, u8)) -> Option<PyOffsets> {
-    let n = PY_NONE;
-    let o = match version {
-        (3, 10) => PyOffsets {
-            interp_head: 32,
-            tstate_head: 8,
-            ts_next: 8,
-            ts_frame: 24,
-            cf_current: n,
-            ts_thread_id: 176,
-            ts_native: n,
-            fr_back: 24,
-            fr_code: 32,
-            fr_pos: 96,
-            fr_owner: n,
-            fr_is_entry: n,
-            shim_owner: n,
-            code_tag_mask: 0,
-            co_filename: 104,
-            co_name: 112,
-            co_firstlineno: 40,
-            co_linetable: 120,
-            co_adaptive: n,
-            ascii_size: 48,
-            compact_size: 72,
-            gil_holder: 360,
-        },
-        (3, 11) => PyOffsets {
-            interp_head: 40,
-            tstate_head: 16,
-            ts_next: 8,
-            ts_frame: 56,
-            cf_current: 8,
-            ts_thread_id: 152,
-            ts_native: 160,
-            fr_back: 48,
-            fr_code: 32,
-            fr_pos: 56,
-            fr_owner: 69,
-            fr_is_entry: 68,
-            // 3.11 has no C-stack shim frames (owners 0-2 only).
-            shim_owner: 0xff,
-            code_tag_mask: 0,
-            co_filename: 112,
-            co_name: 128,
-            co_firstlineno: 72,
-            co_linetable: 136,
-            co_adaptive: 184,
-            ascii_size: 48,
-            compact_size: 72,
-            gil_holder: 368,
-        },
-        (3, 12) => PyOffsets {
-            interp_head: 40,
-            tstate_head: 72,
-            ts_next: 8,
-            ts_frame: 56,
-            cf_current: 0,
-            ts_thread_id: 136,
-            ts_native: 144,
-            fr_back: 8,
-            fr_code: 0,
-            fr_pos: 56,
-            fr_owner: 70,
-            fr_is_entry: n,
-            shim_owner: 3,
-            code_tag_mask: 0,
-            co_filename: 112,
-            co_name: 128,
-            co_firstlineno: 68,
-            co_linetable: 136,
-            co_adaptive: 192,
-            ascii_size: 40,
-            compact_size: 56,
-            gil_holder: n,
-        },
-        (3, 13) => PyOffsets {
-            interp_head: 632,
-            tstate_head: 7344,
-            ts_next: 8,
-            ts_frame: 72,
-            cf_current: n,
-            ts_thread_id: 152,
-            ts_native: 160,
-            fr_back: 8,
-            fr_code: 0,
-            fr_pos: 56,
-            fr_owner: 70,
-            fr_is_entry: n,
-            shim_owner: 3,
-            code_tag_mask: 0,
-            co_filename: 112,
-            co_name: 128,
-            co_firstlineno: 68,
-            co_linetable: 136,
-            co_adaptive: 200,
-            ascii_size: 40,
-            compact_size: 56,
-            gil_holder: n,
-        },
-        (3, 14) => PyOffsets {
-            interp_head: 808,
-            tstate_head: 7344,
-            ts_next: 8,
-            ts_frame: 72,
-            cf_current: n,
-            ts_thread_id: 152,
-            ts_native: 160,
-            fr_back: 8,
-            fr_code: 0,
-            fr_pos: 56,
-            fr_owner: 74,
-            fr_is_entry: n,
-            // 3.14: INTERPRETER (3) and CSTACK (4) frames are not Python code.
-            shim_owner: 3,
-            // f_executable is a tagged _PyStackRef.
-            code_tag_mask: 3,
-            co_filename: 112,
-            co_name: 128,
-            co_firstlineno: 68,
-            co_linetable: 136,
-            co_adaptive: 208,
-            ascii_size: 40,
-            compact_size: 56,
-            gil_holder: n,
-        },
-        _ => return None,
-    };
-    Some(o)
 }
 
 /// The SVMA of `_PyRuntime` if this file defines it (the interpreter itself, or a
@@ -184,7 +49,7 @@ pub fn proc_for(
         runtime: runtime_svma(module)?.wrapping_add(bias),
         version: (version.0 as u32) << 8 | version.1 as u32,
         _pad: 0,
-        offsets: offsets(version)?,
+        offsets: super::layouts::offsets(version)?,
     })
 }
 
@@ -233,7 +98,7 @@ mod tests {
             // The executable only links libpython: no runtime of its own.
             let e = ElfModule::open(std::path::Path::new(&exe)).unwrap();
             assert_eq!(runtime_svma(&e), None, "{exe}");
-            assert!(offsets(version_from_name(&lib).unwrap()).is_some());
+            assert!(super::super::layouts::offsets(version_from_name(&lib).unwrap()).is_some());
             found += 1;
         }
         let deb = std::path::Path::new("/usr/bin/python3.11");

@@ -1,240 +1,169 @@
-//! The report: one value per crash, rendered as text or as a JSON line. Both renderings
-//! come from this model, so they never disagree.
+//! The report stage: everything known about one crash, and its symbolized stacks, made
+//! into the report model. No I/O and no clock: the wall-clock time comes in.
 
+pub mod fault;
+pub mod outcome;
 pub mod text;
 
-use serde::Serialize;
+use std::time::SystemTime;
 
-use crate::symbolize::Location;
+use crate::{
+    assemble::Crash,
+    model::{
+        CrashReport, Frame, HandlerReport, PythonReport, Registers, SignalReport, ThreadReport,
+        UnwindReport,
+    },
+    sys::{
+        cgroups,
+        signals::{decode_si_code, has_fault_address, has_sender, signal_name},
+    },
+};
+use fault::{NO_VMA, describe_fault, disassemble};
+use outcome::{oom_report, outcome};
 
-#[derive(Clone, Debug, Serialize)]
-pub struct CrashReport {
-    /// Wall-clock time of the report, RFC 3339.
-    pub time: String,
-    pub pid: u32,
-    pub tid: u32,
-    pub process_name: String,
-    pub thread_name: String,
-    /// The ids inside the process's own pid namespace, where it has one (a container).
-    pub namespace_pid: Option<u32>,
-    pub namespace_tid: Option<u32>,
-    /// Its cgroup (v2 path) and the container id found in it.
-    pub cgroup: Option<String>,
-    pub container_id: Option<String>,
-    /// The executable's path where known, else its base name from the kernel.
-    pub executable: Option<String>,
-    pub parent_pid: u32,
-    pub parent_name: String,
-    pub signal: SignalReport,
-    /// The OOM killer chose this process: its memory then, and the limit that applied.
-    pub oom: Option<OomReport>,
-    /// A handler was installed and re-raised the signal: the stack is the original fault's.
-    pub handler: Option<HandlerReport>,
-    pub registers: Option<Registers>,
-    /// The faulting instruction (AT&T syntax, as gdb's `x/i $pc`), where readable.
-    pub instruction: Option<String>,
+/// What the report is made of, besides the crash's own records.
+pub struct ReportInput<'a> {
+    pub crash: &'a Crash,
+    /// The crashing thread's frames and how its unwinding went.
     pub frames: Vec<Frame>,
     pub unwind: UnwindReport,
-    /// The other threads, each in its own context at the group exit.
+    /// The other threads, sorted by thread id.
     pub threads: Vec<ThreadReport>,
-    /// Threads not captured: over the per-crash limit, or lost to a full ring buffer.
-    pub threads_not_captured: u32,
-    /// How the process ended, with its resource use; None if its exit was not seen.
-    pub outcome: Option<Outcome>,
-    /// The Python traceback of each thread that ran Python, the crashing one first.
     pub python: Option<PythonReport>,
-    /// Something the report lacks, and why (e.g. the capture was lost).
-    pub notes: Vec<String>,
-    /// From the signal reaching the thread (kernel clock) to this report, in milliseconds.
+    /// The executable's path, where known.
+    pub executable: Option<&'a str>,
+    /// The process's cgroup path, resolved from its id.
+    pub cgroup: Option<String>,
+    /// The CPython version mapped in the process, if any, and whether crashtrace knows
+    /// its layout (for the note when no Python frames came).
+    pub python_mapped: Option<(u8, u8)>,
+    pub python_layout_known: bool,
+    /// When the report is made (wall clock), and how long after the fatal signal.
+    pub time: SystemTime,
     pub latency_ms: f64,
 }
 
-#[derive(Clone, Debug, Serialize)]
-pub struct OomReport {
-    /// The process whose allocation could not be satisfied.
-    pub trigger_pid: u32,
-    pub trigger_name: String,
-    pub total_vm_kb: u64,
-    pub anon_rss_kb: u64,
-    pub file_rss_kb: u64,
-    pub shmem_rss_kb: u64,
-    pub swap_kb: u64,
-    /// The victim's memory cgroup (v1 or v2), its limit and usage when the victim was
-    /// chosen; no limit means the whole machine ran out.
-    pub memory_cgroup: Option<String>,
-    pub memory_cgroup_limit_kb: Option<u64>,
-    pub memory_cgroup_usage_kb: Option<u64>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct PythonReport {
-    pub version: String,
-    pub threads: Vec<PyThreadReport>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct PyThreadReport {
-    /// CPython's thread id (pthread_self), as faulthandler prints it.
-    pub thread_id: String,
-    /// The thread id inside the process's pid namespace (3.11+).
-    pub native_id: Option<u32>,
-    pub crashing: bool,
-    /// The OS thread's name, where its native stack was captured too.
-    pub name: Option<String>,
-    /// Whether it held the GIL (its last holder); None where the version keeps the GIL
-    /// per interpreter and crashtrace does not read it.
-    pub gil: Option<bool>,
-    /// The stack was deeper than what was copied.
-    pub truncated: bool,
-    /// Innermost first.
-    pub frames: Vec<PyFrameReport>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct PyFrameReport {
-    pub function: String,
-    pub file: String,
-    pub line: Option<i32>,
-    /// The first Python frame of an eval-loop activation (3.11: is_entry).
-    pub entry: bool,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct ThreadReport {
-    pub tid: u32,
-    pub name: String,
-    pub frames: Vec<Frame>,
-    pub unwind: UnwindReport,
-}
-
-/// What `/usr/bin/time -v` would print for the process.
-#[derive(Clone, Debug, Serialize)]
-pub struct Outcome {
-    /// `killed by SIGSEGV (core dumped)`, `exited with status 3`, ...
-    pub status: String,
-    pub exit_code: Option<i32>,
-    pub signal: Option<i32>,
-    pub core_dumped: bool,
-    pub wall_seconds: f64,
-    pub user_seconds: f64,
-    pub system_seconds: f64,
-    pub max_rss_kb: u64,
-    pub minor_faults: u64,
-    pub major_faults: u64,
-    pub voluntary_context_switches: u64,
-    pub involuntary_context_switches: u64,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct SignalReport {
-    pub number: i32,
-    pub name: String,
-    pub code: i32,
-    pub code_name: Option<String>,
-    pub code_description: Option<String>,
-    pub fault_address: Option<u64>,
-    /// Sender of a signal sent with kill/tgkill/sigqueue.
-    pub sender_pid: Option<u32>,
-    pub sender_uid: Option<u32>,
-    pub sender_name: Option<String>,
-    /// What the fault address hit: a mapping, nothing, NULL, the guard below a stack.
-    pub fault_mapping: Option<String>,
-    /// Sent by another process (a kill), as opposed to a fault or the process itself.
-    pub external: bool,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct HandlerReport {
-    pub address: u64,
-    /// How the signal came back once the handler had run (e.g. SI_TKILL from raise()).
-    pub reraised_with: Option<String>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Registers {
-    pub rip: u64,
-    pub rsp: u64,
-    pub rbp: u64,
-    pub rax: u64,
-    pub rbx: u64,
-    pub rcx: u64,
-    pub rdx: u64,
-    pub rsi: u64,
-    pub rdi: u64,
-    pub r8: u64,
-    pub r9: u64,
-    pub r10: u64,
-    pub r11: u64,
-    pub r12: u64,
-    pub r13: u64,
-    pub r14: u64,
-    pub r15: u64,
-    pub eflags: u64,
-}
-
-impl From<&crashtrace_common::UserRegs> for Registers {
-    fn from(r: &crashtrace_common::UserRegs) -> Self {
-        Self {
-            rip: r.rip,
-            rsp: r.rsp,
-            rbp: r.rbp,
-            rax: r.rax,
-            rbx: r.rbx,
-            rcx: r.rcx,
-            rdx: r.rdx,
-            rsi: r.rsi,
-            rdi: r.rdi,
-            r8: r.r8,
-            r9: r.r9,
-            r10: r.r10,
-            r11: r.r11,
-            r12: r.r12,
-            r13: r.r13,
-            r14: r.r14,
-            r15: r.r15,
-            eflags: r.eflags,
+pub fn build(input: ReportInput<'_>) -> CrashReport {
+    let crash = input.crash;
+    let c = &crash.subject;
+    let (frames, unwind, threads, python) =
+        (input.frames, input.unwind, input.threads, input.python);
+    let signal = SignalReport {
+        number: c.signo,
+        name: signal_name(c.signo),
+        code: c.si_code,
+        code_name: decode_si_code(c.signo, c.si_code).map(|d| d.name.to_string()),
+        code_description: decode_si_code(c.signo, c.si_code).map(|d| d.description.to_string()),
+        fault_address: (c.has_siginfo && has_fault_address(c.signo, c.si_code))
+            .then_some(c.si_addr),
+        // The kernel's record of the sender (from signal_generate) also covers SIGKILL,
+        // which reaches the process without a siginfo.
+        sender_pid: if c.sender_pid != 0 {
+            Some(c.sender_pid)
+        } else {
+            (c.has_siginfo && has_sender(c.si_code)).then_some(c.si_pid)
+        },
+        sender_uid: if c.sender_pid != 0 {
+            Some(c.sender_uid)
+        } else {
+            (c.has_siginfo && has_sender(c.si_code)).then_some(c.si_uid)
+        },
+        sender_name: (c.sender_pid != 0).then(|| c.sender_name.clone()),
+        // After an overflow the kernel lookup went to the stack, not the fault address.
+        fault_mapping: match (crash.fault_maps.as_ref(), &c.top) {
+            (Some(m), _) => Some(&m.fault),
+            (None, Some(_)) => Some(&NO_VMA),
+            (None, None) => None,
         }
+        .and_then(|f| {
+            (c.has_siginfo && has_fault_address(c.signo, c.si_code)).then(|| describe_fault(c, f))
+        }),
+        // An OOM kill comes from the kernel, whoever's allocation triggered it.
+        external: (c.sender_pid != 0 && c.sender_pid != c.pid) || crash.oom.is_some(),
+    };
+    let handler = crash.reraise.as_ref().map(|fatal| HandlerReport {
+        address: c.handler,
+        reraised_with: decode_si_code(fatal.signo, fatal.si_code)
+            .map(|d| format!("{} {}", signal_name(fatal.signo), d.name)),
+    });
+    let mut notes = Vec::new();
+    if python.is_none()
+        && let Some(v) = input.python_mapped
+    {
+        notes.push(if !input.python_layout_known {
+            format!(
+                "Python {}.{}: not a version crashtrace reads; native frames only",
+                v.0, v.1
+            )
+        } else {
+            format!(
+                "Python {}.{}: no Python frames (the interpreter crashed before crashtrace had \
+                 registered it, or its state could not be read); native frames only",
+                v.0, v.1
+            )
+        });
     }
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Frame {
-    pub index: usize,
-    pub address: u64,
-    /// The file the address belongs to (`[vdso]`, `//anon` for memory without a file).
-    pub module: Option<String>,
-    /// Offset of the looked-up address within the module file.
-    pub module_offset: Option<u64>,
-    pub build_id: Option<String>,
-    pub function: Option<String>,
-    pub function_offset: Option<u64>,
-    pub location: Option<Location>,
-    pub inlined: Vec<InlinedFrame>,
-    /// Why the frame has no name, where it has none.
-    pub unnamed_reason: Option<String>,
-    /// Set on the first frame after a part of the stack that was not copied.
-    pub gap_before: Option<String>,
-    /// For CPython's eval loop: the Python frames this activation was running,
-    /// innermost first.
-    pub python: Vec<PyFrameReport>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct InlinedFrame {
-    pub function: String,
-    pub call_location: Option<Location>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct UnwindReport {
-    pub method: &'static str,
-    pub stack_bytes: usize,
-    pub stack_truncated: bool,
-    pub stop_reason: String,
-}
-
-impl CrashReport {
-    pub fn to_json_line(&self) -> String {
-        serde_json::to_string(self).expect("report serializes")
+    let outcome = crash.exit.as_ref().map(outcome);
+    if crash.exit.is_none() {
+        notes.push(
+            "the process's exit was not seen in time: no outcome, and threads still \
+             running then are missing"
+                .into(),
+        );
+    }
+    let threads_not_captured = crash
+        .exit
+        .as_ref()
+        .map_or(0, |e| e.threads_skipped + e.threads_lost);
+    if let Some(e) = &crash.exit
+        && e.threads_lost > 0
+    {
+        notes.push(format!(
+            "{} threads lost: the ring buffer was full (raise --ring-buffer-size)",
+            e.threads_lost
+        ));
+    }
+    if let Some(e) = &crash.exit
+        && e.threads_skipped > 0
+    {
+        notes.push(format!(
+            "{} threads not captured: at most {} threads are captured per crash",
+            e.threads_skipped,
+            crashtrace_common::MAX_THREADS_PER_CRASH
+        ));
+    }
+    CrashReport {
+        time: humantime::format_rfc3339_millis(input.time).to_string(),
+        pid: c.pid,
+        tid: c.tid,
+        process_name: c.process_name.clone(),
+        thread_name: c.thread_name.clone(),
+        namespace_pid: (c.ns_pid != 0 && c.ns_pid != c.pid).then_some(c.ns_pid),
+        namespace_tid: (c.ns_tid != 0 && c.ns_tid != c.tid).then_some(c.ns_tid),
+        container_id: input.cgroup.as_deref().and_then(cgroups::container_id),
+        cgroup: input.cgroup.clone(),
+        executable: input
+            .executable
+            .map(str::to_string)
+            .or_else(|| (!c.exe_name.is_empty()).then(|| c.exe_name.clone())),
+        parent_pid: c.parent_pid,
+        parent_name: c.parent_name.clone(),
+        signal,
+        oom: crash.oom.as_ref().map(oom_report),
+        handler,
+        registers: c.regs.as_ref().map(Registers::from),
+        instruction: c
+            .code
+            .as_ref()
+            .zip(c.regs.as_ref())
+            .and_then(|(code, r)| disassemble(code, r.rip)),
+        frames,
+        unwind,
+        threads,
+        threads_not_captured,
+        outcome,
+        python,
+        notes,
+        latency_ms: input.latency_ms,
     }
 }

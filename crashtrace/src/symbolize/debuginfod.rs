@@ -45,12 +45,9 @@ impl Debuginfod {
     /// Downloads the debug file for `build_id` into the cache unless it failed before or
     /// the deadline has passed. Returns why it could not, if it could not.
     pub fn fetch(&mut self, build_id: &[u8], deadline: Instant) -> Result<PathBuf, String> {
-        let hex: String = build_id.iter().map(|b| format!("{b:02x}")).collect();
-        let dest = self
-            .cache
-            .join(".build-id")
-            .join(&hex[..2])
-            .join(format!("{}.debug", &hex[2..]));
+        let hex = crate::sys::buildid::hex(build_id);
+        let dest = crate::sys::buildid::debug_path(&self.cache, build_id)
+            .ok_or_else(|| format!("build ID {hex} is too short"))?;
         if dest.exists() {
             return Ok(dest);
         }

@@ -1,6 +1,6 @@
 //! Loading and attaching the eBPF programs, with errors a user can act on.
 
-use anyhow::{Context as _, Result, anyhow, bail};
+use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
@@ -28,7 +28,6 @@ impl Probes {
         config: &Config,
         ring_bytes: u32,
     ) -> Result<(Self, RingBuf<MapData>, PyProcs, PyFiles)> {
-        preflight()?;
         let mut ebpf = EbpfLoader::new()
             .override_global("CONFIG", config, true)
             .map_max_entries("EVENTS", ring_bytes)
@@ -77,17 +76,6 @@ impl Probes {
             .map(|v| v.iter().sum())
             .unwrap_or(0)
     }
-}
-
-/// Checks what can be checked before the kernel says no, to say it better.
-fn preflight() -> Result<()> {
-    if !std::path::Path::new(crate::kernel_btf::VMLINUX_BTF).exists() {
-        bail!(
-            "this kernel has no BTF ({} is missing): crashtrace needs CONFIG_DEBUG_INFO_BTF=y",
-            crate::kernel_btf::VMLINUX_BTF
-        );
-    }
-    Ok(())
 }
 
 /// Turns permission errors into one sentence saying what to do.

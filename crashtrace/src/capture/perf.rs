@@ -9,10 +9,8 @@ use perf_event::data::Record;
 use perf_event::{Builder, Sampler, events::Software};
 use std::sync::Arc;
 
-use crate::{
-    modules::FilePins,
-    procmaps::{Mapping, ProcessTable},
-};
+use super::{pins::FilePins, processes::ProcessTable};
+use crate::sys::procfs::Mapping;
 
 /// PERF_RECORD_MISC_COMM_EXEC: the comm change comes from execve.
 const MISC_COMM_EXEC: u16 = 1 << 13;

@@ -10,32 +10,7 @@ use std::{
     sync::Arc,
 };
 
-/// One executable mapping of a process.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Mapping {
-    pub start: u64,
-    pub end: u64,
-    /// File offset of `start`, in bytes.
-    pub offset: u64,
-    pub dev_major: u32,
-    pub dev_minor: u32,
-    pub inode: u64,
-    /// The path as the kernel printed it: a file path, `[vdso]`, `//anon`, ...
-    pub path: Arc<str>,
-}
-
-impl Mapping {
-    pub fn contains(&self, addr: u64) -> bool {
-        self.start <= addr && addr < self.end
-    }
-    pub fn file_offset(&self, addr: u64) -> u64 {
-        addr - self.start + self.offset
-    }
-    /// Backed by a regular file (as opposed to anonymous memory or a kernel image).
-    pub fn is_file(&self) -> bool {
-        self.path.starts_with('/') && self.inode != 0
-    }
-}
+use crate::sys::procfs::{self, Mapping};
 
 #[derive(Clone, Debug, Default)]
 struct Process {
@@ -202,64 +177,23 @@ impl ProcessTable {
         }
     }
 
-    /// Seeds the table from /proc for processes that started before crashtrace, pinning
-    /// their files.
-    pub fn scan_proc(&mut self, pins: &mut crate::modules::FilePins) {
-        let Ok(dir) = std::fs::read_dir("/proc") else {
-            return;
-        };
-        for entry in dir.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
+    /// Seeds the table from /proc for processes that started before crashtrace; `seen`
+    /// is called for each mapping while its process still exists (to pin its file).
+    pub fn scan_proc(&mut self, mut seen: impl FnMut(u32, &Mapping)) {
+        for pid in procfs::pids() {
             // A process may exit mid-scan: then it simply has nothing to add.
-            let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+            let Some(maps) = procfs::read_maps(pid) else {
                 continue;
             };
-            if let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) {
-                self.live.entry(pid).or_default().exe =
-                    Some(Arc::from(exe.to_string_lossy().as_ref()));
+            if let Some(exe) = procfs::read_exe(pid) {
+                self.live.entry(pid).or_default().exe = Some(exe);
             }
-            for m in parse_proc_maps(&text) {
-                pins.pin(pid, &m);
+            for m in maps {
+                seen(pid, &m);
                 self.on_mmap(pid, m);
             }
         }
     }
-}
-
-/// Parses the executable mappings of a /proc/PID/maps text.
-pub fn parse_proc_maps(text: &str) -> Vec<Mapping> {
-    text.lines().filter_map(parse_maps_line).collect()
-}
-
-fn parse_maps_line(line: &str) -> Option<Mapping> {
-    // 7f1c2a000000-7f1c2a022000 r-xp 00028000 fd:01 1054   /usr/lib/x86_64-linux-gnu/libc.so.6
-    let mut it = line.splitn(6, ' ');
-    let range = it.next()?;
-    let perms = it.next()?;
-    let offset = it.next()?;
-    let dev = it.next()?;
-    let inode = it.next()?;
-    let path = it.next().unwrap_or("").trim_start();
-    if perms.as_bytes().get(2) != Some(&b'x') {
-        return None;
-    }
-    let (start, end) = range.split_once('-')?;
-    let (major, minor) = dev.split_once(':')?;
-    Some(Mapping {
-        start: u64::from_str_radix(start, 16).ok()?,
-        end: u64::from_str_radix(end, 16).ok()?,
-        offset: u64::from_str_radix(offset, 16).ok()?,
-        dev_major: u32::from_str_radix(major, 16).ok()?,
-        dev_minor: u32::from_str_radix(minor, 16).ok()?,
-        inode: inode.parse().ok()?,
-        path: Arc::from(if path.is_empty() { "//anon" } else { path }),
-    })
 }
 
 #[cfg(test)]
@@ -276,31 +210,6 @@ mod tests {
             inode: 42,
             path: path.into(),
         }
-    }
-
-    #[test]
-    fn parses_proc_maps() {
-        let text = "\
-55d0c0000000-55d0c0001000 r--p 00000000 fd:01 131 /usr/bin/victim
-55d0c0001000-55d0c0002000 r-xp 00001000 fd:01 131 /usr/bin/victim
-7f00aa000000-7f00aa100000 r-xp 00028000 fd:01 1054                       /usr/lib/lib with space.so
-7ffc1e5f0000-7ffc1e5f2000 r-xp 00000000 00:00 0                          [vdso]
-7f00bb000000-7f00bb001000 rwxp 00000000 00:00 0 
-";
-        let maps = parse_proc_maps(text);
-        assert_eq!(maps.len(), 4);
-        assert_eq!(maps[0].start, 0x55d0c0001000);
-        assert_eq!(maps[0].offset, 0x1000);
-        assert_eq!(
-            (maps[0].dev_major, maps[0].dev_minor, maps[0].inode),
-            (0xfd, 1, 131)
-        );
-        assert_eq!(&*maps[1].path, "/usr/lib/lib with space.so");
-        assert_eq!(maps[1].file_offset(0x7f00aa000010), 0x28010);
-        assert!(maps[1].is_file());
-        assert_eq!(&*maps[2].path, "[vdso]");
-        assert!(!maps[2].is_file());
-        assert_eq!(&*maps[3].path, "//anon");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crashtrace_common::{
 use std::mem::size_of;
 
 /// A signal capture, decoded: what the eBPF program saw in the receiving thread.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Capture {
     pub ktime_ns: u64,
     pub pid: u32,
@@ -52,6 +52,7 @@ pub struct Capture {
     pub top: Option<(u64, Bytes)>,
 }
 
+#[derive(Debug)]
 pub enum Event {
     /// A signal of the configured set reached a thread.
     Signal(Box<Capture>),

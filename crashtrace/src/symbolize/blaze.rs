@@ -1,19 +1,14 @@
-//! Names for addresses, from the module files (and their separate debug files) after the
-//! process is gone: blazesym, fed file offsets rather than process addresses.
+//! The adapter to blazesym: file offsets (or a debug file's own addresses) in, names,
+//! lines and inlined functions out. Which file to ask is the caller's policy.
 
 use std::path::{Path, PathBuf};
 
+use crate::model::Location;
+
 use blazesym::symbolize::{
-    Input, Symbolized, Symbolizer as Blaze,
+    Input, Symbolized, Symbolizer as BlazeSymbolizer,
     source::{Elf, Source},
 };
-
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Location {
-    pub file: String,
-    pub line: Option<u32>,
-    pub column: Option<u16>,
-}
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SymInfo {
@@ -25,41 +20,21 @@ pub struct SymInfo {
     pub inlined: Vec<(String, Option<Location>)>,
 }
 
-pub struct Symbolizer {
-    inner: Blaze,
-    /// Where separate debug files are looked for (`.build-id/xx/yyyy.debug` below each).
-    pub debug_dirs: Vec<PathBuf>,
+/// blazesym, set up once: code info, inlined functions, demangling.
+pub struct Blaze {
+    inner: BlazeSymbolizer,
 }
 
-impl Symbolizer {
-    pub fn new(extra_debug_dirs: &[PathBuf]) -> Self {
-        let mut dirs: Vec<PathBuf> = vec!["/usr/lib/debug".into(), "/lib/debug".into()];
-        dirs.extend(extra_debug_dirs.iter().cloned());
-        let inner = Blaze::builder()
+impl Blaze {
+    /// `debug_dirs`: where blazesym follows `.gnu_debuglink`s.
+    pub fn new(debug_dirs: &[PathBuf]) -> Self {
+        let inner = BlazeSymbolizer::builder()
             .enable_code_info(true)
             .enable_inlined_fns(true)
             .enable_demangling(true)
-            .set_debug_dirs(Some(dirs.clone()))
+            .set_debug_dirs(Some(debug_dirs.to_vec()))
             .build();
-        Self {
-            inner,
-            debug_dirs: dirs,
-        }
-    }
-
-    /// The separate debug file for a build ID, under a debug directory's `.build-id`.
-    /// (blazesym looks there only for files that carry a .gnu_debuglink.)
-    pub fn build_id_debug_file(&self, build_id: &[u8]) -> Option<PathBuf> {
-        let (first, rest) = build_id.split_first()?;
-        let rest: String = rest.iter().map(|b| format!("{b:02x}")).collect();
-        self.debug_dirs
-            .iter()
-            .map(|d| {
-                d.join(".build-id")
-                    .join(format!("{first:02x}"))
-                    .join(format!("{rest}.debug"))
-            })
-            .find(|p| p.exists())
+        Self { inner }
     }
 
     /// Symbolizes file offsets within one ELF file. One result per offset; `None` where

@@ -8,11 +8,8 @@ use framehop::{
     x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64},
 };
 
-use crate::{
-    events::Capture,
-    modules::{ElfModule, FileSlice},
-    procmaps::Mapping,
-};
+use super::elf::{ElfModule, FileSlice};
+use crate::{capture::records::Capture, sys::procfs::Mapping};
 
 /// Frames beyond this are not unwound (a runaway loop, or a very deep recursion).
 pub const MAX_FRAMES: usize = 512;

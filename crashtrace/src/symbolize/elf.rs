@@ -14,7 +14,13 @@ use anyhow::{Context as _, Result, bail};
 use memmap2::Mmap;
 use object::{Object as _, ObjectSection as _, ObjectSegment as _};
 
-use crate::procmaps::Mapping;
+use crate::{
+    capture::pins::{FileKey, FilePins, key_of},
+    sys::{
+        buildid,
+        procfs::{self, Mapping},
+    },
+};
 
 /// A sub-slice of a mapped file, cheap to clone; what framehop reads sections through.
 #[derive(Clone)]
@@ -154,77 +160,7 @@ impl ElfModule {
     }
 
     pub fn build_id_hex(&self) -> Option<String> {
-        self.build_id
-            .as_ref()
-            .map(|b| b.iter().map(|x| format!("{x:02x}")).collect())
-    }
-}
-
-/// A file's identity: device and inode, as the kernel reports them for a mapping.
-type FileKey = (u32, u32, u64);
-
-fn key_of(m: &Mapping) -> FileKey {
-    (m.dev_major, m.dev_minor, m.inode)
-}
-
-/// Most files held open at once; the oldest are let go beyond this.
-const MAX_PINNED: usize = 4096;
-
-/// Open descriptors on every file mapped executable, taken while the process that maps
-/// it still exists, through /proc/PID/map_files: that reaches the very file that was
-/// mapped even once it is deleted, replaced on disk, or only visible in another mount
-/// namespace (a container). One descriptor per file, however many processes map it.
-#[derive(Default)]
-pub struct FilePins {
-    files: HashMap<FileKey, Arc<File>>,
-    order: std::collections::VecDeque<FileKey>,
-    /// Pins that could not be taken (the process was already gone).
-    pub missed: u64,
-}
-
-impl FilePins {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub fn len(&self) -> usize {
-        self.files.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.files.is_empty()
-    }
-
-    /// Pins the file behind a new mapping of process `pid`.
-    pub fn pin(&mut self, pid: u32, m: &Mapping) {
-        if !m.is_file() || self.files.contains_key(&key_of(m)) {
-            return;
-        }
-        let link = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
-        match File::open(&link) {
-            Ok(f) => {
-                // The file behind the link is the mapped one; check it is what the kernel
-                // reported, in case the range was remapped meanwhile.
-                if f.metadata().is_ok_and(|md| md.ino() == m.inode) {
-                    log::info!("pinned {} for pid {pid}", m.path);
-                    self.files.insert(key_of(m), Arc::new(f));
-                    self.order.push_back(key_of(m));
-                    while self.order.len() > MAX_PINNED {
-                        if let Some(old) = self.order.pop_front() {
-                            self.files.remove(&old);
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                log::debug!("cannot pin {} of pid {pid}: {e}", m.path);
-                self.missed += 1
-            }
-        }
-    }
-
-    fn get(&self, m: &Mapping) -> Option<Arc<File>> {
-        self.files.get(&key_of(m)).cloned()
+        self.build_id.as_deref().map(buildid::hex)
     }
 }
 
@@ -277,18 +213,11 @@ impl ModuleCache {
 }
 
 fn own_vdso() -> Result<ElfModule> {
-    let maps = std::fs::read_to_string("/proc/self/maps")?;
-    let (start, end) = maps
-        .lines()
-        .find(|l| l.ends_with("[vdso]"))
-        .and_then(|l| l.split(' ').next())
-        .and_then(|r| r.split_once('-'))
-        .and_then(|(a, b)| {
-            Some((
-                u64::from_str_radix(a, 16).ok()?,
-                u64::from_str_radix(b, 16).ok()?,
-            ))
-        })
+    let (start, end) = procfs::read_maps("self")
+        .unwrap_or_default()
+        .iter()
+        .find(|m| &*m.path == "[vdso]")
+        .map(|m| (m.start, m.end))
         .context("this process has no [vdso] mapping")?;
     // SAFETY: the vDSO mapping is readable for its whole length for as long as we run.
     let image = unsafe { std::slice::from_raw_parts(start as *const u8, (end - start) as usize) };
@@ -320,9 +249,4 @@ fn open_verified(m: &Mapping) -> Result<ElfModule> {
         );
     }
     ElfModule::open(path)
-}
-
-/// The basename of a module path, for compact frame lines.
-pub fn short_name(path: &str) -> &str {
-    path.rsplit('/').next().unwrap_or(path)
 }

@@ -1,0 +1,68 @@
+//! Descriptors on the files processes map, taken while the process exists.
+
+use std::{collections::HashMap, fs::File, os::unix::fs::MetadataExt as _, sync::Arc};
+
+use crate::sys::procfs::Mapping;
+
+/// A file's identity: device and inode, as the kernel reports them for a mapping.
+pub type FileKey = (u32, u32, u64);
+
+pub fn key_of(m: &Mapping) -> FileKey {
+    (m.dev_major, m.dev_minor, m.inode)
+}
+
+/// Most files held open at once; the oldest are let go beyond this.
+const MAX_PINNED: usize = 4096;
+
+/// Open descriptors on every file mapped executable, taken while the process that maps
+/// it still exists, through /proc/PID/map_files: that reaches the very file that was
+/// mapped even once it is deleted, replaced on disk, or only visible in another mount
+/// namespace (a container). One descriptor per file, however many processes map it.
+#[derive(Default)]
+pub struct FilePins {
+    files: HashMap<FileKey, Arc<File>>,
+    order: std::collections::VecDeque<FileKey>,
+}
+
+impl FilePins {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// Pins the file behind a new mapping of process `pid`.
+    pub fn pin(&mut self, pid: u32, m: &Mapping) {
+        if !m.is_file() || self.files.contains_key(&key_of(m)) {
+            return;
+        }
+        let link = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
+        match File::open(&link) {
+            Ok(f) => {
+                // The file behind the link is the mapped one; check it is what the kernel
+                // reported, in case the range was remapped meanwhile.
+                if f.metadata().is_ok_and(|md| md.ino() == m.inode) {
+                    log::info!("pinned {} for pid {pid}", m.path);
+                    self.files.insert(key_of(m), Arc::new(f));
+                    self.order.push_back(key_of(m));
+                    while self.order.len() > MAX_PINNED {
+                        if let Some(old) = self.order.pop_front() {
+                            self.files.remove(&old);
+                        }
+                    }
+                }
+            }
+            Err(e) => log::debug!("cannot pin {} of pid {pid}: {e}", m.path),
+        }
+    }
+
+    pub fn get(&self, m: &Mapping) -> Option<Arc<File>> {
+        self.files.get(&key_of(m)).cloned()
+    }
+}

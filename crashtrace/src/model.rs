@@ -1,0 +1,245 @@
+//! The report model: one value per crash, filled by the stages (symbolize gives frames,
+//! python tracebacks, report the rest) and read by every sink, so text and JSON never
+//! disagree. It deserializes too: tests and tools read reports back as these types.
+
+use serde::{Deserialize, Serialize};
+
+/// A source location.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Location {
+    pub file: String,
+    pub line: Option<u32>,
+    pub column: Option<u16>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CrashReport {
+    /// Wall-clock time of the report, RFC 3339.
+    pub time: String,
+    pub pid: u32,
+    pub tid: u32,
+    pub process_name: String,
+    pub thread_name: String,
+    /// The ids inside the process's own pid namespace, where it has one (a container).
+    pub namespace_pid: Option<u32>,
+    pub namespace_tid: Option<u32>,
+    /// Its cgroup (v2 path) and the container id found in it.
+    pub cgroup: Option<String>,
+    pub container_id: Option<String>,
+    /// The executable's path where known, else its base name from the kernel.
+    pub executable: Option<String>,
+    pub parent_pid: u32,
+    pub parent_name: String,
+    pub signal: SignalReport,
+    /// The OOM killer chose this process: its memory then, and the limit that applied.
+    pub oom: Option<OomReport>,
+    /// A handler was installed and re-raised the signal: the stack is the original fault's.
+    pub handler: Option<HandlerReport>,
+    pub registers: Option<Registers>,
+    /// The faulting instruction (AT&T syntax, as gdb's `x/i $pc`), where readable.
+    pub instruction: Option<String>,
+    pub frames: Vec<Frame>,
+    pub unwind: UnwindReport,
+    /// The other threads, each in its own context at the group exit.
+    pub threads: Vec<ThreadReport>,
+    /// Threads not captured: over the per-crash limit, or lost to a full ring buffer.
+    pub threads_not_captured: u32,
+    /// How the process ended, with its resource use; None if its exit was not seen.
+    pub outcome: Option<Outcome>,
+    /// The Python traceback of each thread that ran Python, the crashing one first.
+    pub python: Option<PythonReport>,
+    /// Something the report lacks, and why (e.g. the capture was lost).
+    pub notes: Vec<String>,
+    /// From the signal reaching the thread (kernel clock) to this report, in milliseconds.
+    pub latency_ms: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OomReport {
+    /// The process whose allocation could not be satisfied.
+    pub trigger_pid: u32,
+    pub trigger_name: String,
+    pub total_vm_kb: u64,
+    pub anon_rss_kb: u64,
+    pub file_rss_kb: u64,
+    pub shmem_rss_kb: u64,
+    pub swap_kb: u64,
+    /// The victim's memory cgroup (v1 or v2), its limit and usage when the victim was
+    /// chosen; no limit means the whole machine ran out.
+    pub memory_cgroup: Option<String>,
+    pub memory_cgroup_limit_kb: Option<u64>,
+    pub memory_cgroup_usage_kb: Option<u64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PythonReport {
+    pub version: String,
+    pub threads: Vec<PyThreadReport>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PyThreadReport {
+    /// CPython's thread id (pthread_self), as faulthandler prints it.
+    pub thread_id: String,
+    /// The thread id inside the process's pid namespace (3.11+).
+    pub native_id: Option<u32>,
+    pub crashing: bool,
+    /// The OS thread's name, where its native stack was captured too.
+    pub name: Option<String>,
+    /// Whether it held the GIL (its last holder); None where the version keeps the GIL
+    /// per interpreter and crashtrace does not read it.
+    pub gil: Option<bool>,
+    /// The stack was deeper than what was copied.
+    pub truncated: bool,
+    /// Innermost first.
+    pub frames: Vec<PyFrameReport>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PyFrameReport {
+    pub function: String,
+    pub file: String,
+    pub line: Option<i32>,
+    /// The first Python frame of an eval-loop activation (3.11: is_entry).
+    pub entry: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ThreadReport {
+    pub tid: u32,
+    pub name: String,
+    pub frames: Vec<Frame>,
+    pub unwind: UnwindReport,
+}
+
+/// What `/usr/bin/time -v` would print for the process.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Outcome {
+    /// `killed by SIGSEGV (core dumped)`, `exited with status 3`, ...
+    pub status: String,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub core_dumped: bool,
+    pub wall_seconds: f64,
+    pub user_seconds: f64,
+    pub system_seconds: f64,
+    pub max_rss_kb: u64,
+    pub minor_faults: u64,
+    pub major_faults: u64,
+    pub voluntary_context_switches: u64,
+    pub involuntary_context_switches: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SignalReport {
+    pub number: i32,
+    pub name: String,
+    pub code: i32,
+    pub code_name: Option<String>,
+    pub code_description: Option<String>,
+    pub fault_address: Option<u64>,
+    /// Sender of a signal sent with kill/tgkill/sigqueue.
+    pub sender_pid: Option<u32>,
+    pub sender_uid: Option<u32>,
+    pub sender_name: Option<String>,
+    /// What the fault address hit: a mapping, nothing, NULL, the guard below a stack.
+    pub fault_mapping: Option<String>,
+    /// Sent by another process (a kill), as opposed to a fault or the process itself.
+    pub external: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HandlerReport {
+    pub address: u64,
+    /// How the signal came back once the handler had run (e.g. SI_TKILL from raise()).
+    pub reraised_with: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Registers {
+    pub rip: u64,
+    pub rsp: u64,
+    pub rbp: u64,
+    pub rax: u64,
+    pub rbx: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub r8: u64,
+    pub r9: u64,
+    pub r10: u64,
+    pub r11: u64,
+    pub r12: u64,
+    pub r13: u64,
+    pub r14: u64,
+    pub r15: u64,
+    pub eflags: u64,
+}
+
+impl From<&crashtrace_common::UserRegs> for Registers {
+    fn from(r: &crashtrace_common::UserRegs) -> Self {
+        Self {
+            rip: r.rip,
+            rsp: r.rsp,
+            rbp: r.rbp,
+            rax: r.rax,
+            rbx: r.rbx,
+            rcx: r.rcx,
+            rdx: r.rdx,
+            rsi: r.rsi,
+            rdi: r.rdi,
+            r8: r.r8,
+            r9: r.r9,
+            r10: r.r10,
+            r11: r.r11,
+            r12: r.r12,
+            r13: r.r13,
+            r14: r.r14,
+            r15: r.r15,
+            eflags: r.eflags,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Frame {
+    pub index: usize,
+    pub address: u64,
+    /// The file the address belongs to (`[vdso]`, `//anon` for memory without a file).
+    pub module: Option<String>,
+    /// Offset of the looked-up address within the module file.
+    pub module_offset: Option<u64>,
+    pub build_id: Option<String>,
+    pub function: Option<String>,
+    pub function_offset: Option<u64>,
+    pub location: Option<Location>,
+    pub inlined: Vec<InlinedFrame>,
+    /// Why the frame has no name, where it has none.
+    pub unnamed_reason: Option<String>,
+    /// Set on the first frame after a part of the stack that was not copied.
+    pub gap_before: Option<String>,
+    /// For CPython's eval loop: the Python frames this activation was running,
+    /// innermost first.
+    pub python: Vec<PyFrameReport>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct InlinedFrame {
+    pub function: String,
+    pub call_location: Option<Location>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UnwindReport {
+    pub method: String,
+    pub stack_bytes: usize,
+    pub stack_truncated: bool,
+    pub stop_reason: String,
+}
+
+impl CrashReport {
+    pub fn to_json_line(&self) -> String {
+        serde_json::to_string(self).expect("report serializes")
+    }
+}

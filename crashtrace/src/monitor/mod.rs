@@ -1,0 +1,392 @@
+//! The event loop: the only place that waits. Ring-buffer records go through assembly;
+//! mapping records keep the process table, file pins and Python registry current; each
+//! finished crash goes down the data path (`analyze`) and to the sinks. One thread; the
+//! ring buffer holds what arrives meanwhile.
+
+pub mod runmode;
+
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context as _, Result};
+use crashtrace_common::{Config, Stat};
+use tokio::io::unix::AsyncFd;
+
+use crate::{
+    analyze::{ProcessView, analyze},
+    assemble::{Assembled, Assembler},
+    capture::{
+        btf,
+        loader::{Probes, explain},
+        perf::MappingStream,
+        pins::FilePins,
+        processes::ProcessTable,
+        records::decode,
+    },
+    cli::Args,
+    python::registry::PythonRegistry,
+    sinks::{QUEUE_REPORTS, Sinks, stdout::Stdout},
+    symbolize::{Symbolizer, debuginfod::Debuginfod},
+    sys::{cgroups::CgroupNames, wait},
+};
+use runmode::{spawn_command, summarize};
+
+/// Per-CPU buffer for mapping records: bursts of execs must fit between two drains.
+const MAPPING_RING_BYTES: usize = 4 << 20;
+
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The symbolizer, with debuginfod when asked for: its cache is one more debug directory.
+fn make_symbolizer(args: &Args) -> Symbolizer {
+    let debuginfod = if args.debuginfod {
+        let cache = std::env::var_os("CRASHTRACE_CACHE_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| {
+                let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+                std::path::PathBuf::from(home).join(".cache/crashtrace")
+            })
+            .join("debuginfod");
+        let d = Debuginfod::new(
+            args.debuginfod_url.as_deref().unwrap_or(""),
+            cache,
+            Duration::from_secs_f64(args.debuginfod_timeout.max(0.0)),
+        );
+        if d.is_none() {
+            eprintln!("crashtrace: --debuginfod given but no server URL (DEBUGINFOD_URLS)");
+        }
+        d
+    } else {
+        None
+    };
+    Symbolizer::new(&args.debug_dirs, debuginfod)
+}
+
+/// File pins need descriptors: take the hard limit, as perf and debuggers do.
+fn raise_fd_limit() {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid rlimit pointers.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}
+
+pub fn build_config(args: &Args) -> Result<Config> {
+    let btf = btf::load_vmlinux()?;
+    let mut cfg = Config::empty();
+    cfg.signal_mask = args.signals.0;
+    cfg.kill_mask = args.kills.0;
+    cfg.self_pid = std::process::id();
+    cfg.stack_bytes = args.stack_size;
+    cfg.pid_count = args.pids.len() as u32;
+    for (slot, pid) in cfg.pids.iter_mut().zip(&args.pids) {
+        *slot = *pid;
+    }
+    cfg.comm_count = args.comms.len() as u32;
+    for (slot, c) in cfg.comms.iter_mut().zip(&args.comms) {
+        *slot = c.to_pattern();
+    }
+    cfg.offsets = btf::kernel_offsets(&btf)?;
+    Ok(cfg)
+}
+
+/// The state the loop keeps between events.
+struct Pipeline {
+    table: ProcessTable,
+    pins: FilePins,
+    cgroups: CgroupNames,
+    stream: MappingStream,
+    symbolizer: Symbolizer,
+    assembler: Assembler,
+    python: PythonRegistry,
+    sinks: Sinks,
+    /// Run mode: only this process and its descendants are reported.
+    scope: Option<u32>,
+}
+
+impl Pipeline {
+    /// Crashes still waiting for their process's exit within the run-mode scope.
+    fn pending_in_scope(&self) -> bool {
+        let mut pids = self.assembler.pending_pids();
+        match self.scope {
+            Some(root) => pids.any(|pid| self.table.is_descendant(pid, root)),
+            None => pids.next().is_some(),
+        }
+    }
+
+    fn on_record(&mut self, buf: &[u8]) {
+        match decode(buf) {
+            Ok(event) => {
+                if let Some(a) = self.assembler.push(event, monotonic_ns()) {
+                    self.on_assembled(a);
+                }
+            }
+            Err(e) => eprintln!("crashtrace: dropped an undecodable record: {e:#}"),
+        }
+    }
+
+    fn on_assembled(&mut self, a: Assembled) {
+        match a {
+            Assembled::Crash(crash) => self.report(&crash),
+            Assembled::CaptureLost(e) => eprintln!(
+                "crashtrace: process {} {} but its capture was lost (ring buffer full; \
+                 raise --ring-buffer-size)",
+                e.header.pid,
+                wait::decode(e.exit_code as i32).words
+            ),
+            Assembled::OrphanThread { pid, tid } => eprintln!(
+                "crashtrace: thread {tid} of process {pid} captured without its crash record"
+            ),
+            Assembled::Recovered { pid, tid, signo } => {
+                log::debug!("{pid}/{tid}: the handler of signal {signo} recovered")
+            }
+        }
+    }
+
+    /// Applies pending mapping records; keeps the Python registry current.
+    fn drain(&mut self) {
+        let d = self.stream.drain_into(&mut self.table, &mut self.pins);
+        // Lifecycle first: within one drain an exec precedes the new image's mappings.
+        for e in &d.events {
+            self.python.on_lifecycle(e);
+        }
+        for (pid, m) in d.mmaps {
+            self.python
+                .on_mapping(pid, &m, &mut self.symbolizer, &self.pins);
+        }
+    }
+
+    fn report(&mut self, crash: &crate::assemble::Crash) {
+        // Mapping records written before the crash may still sit in the perf buffers.
+        self.drain();
+        let s = &crash.subject;
+        if let Some(root) = self.scope
+            && !self.table.is_descendant(s.pid, root)
+        {
+            // Run mode: another process on the machine; not what was asked about.
+            return;
+        }
+        let maps = self.table.mappings_at(s.pid, s.ktime_ns);
+        let exe = self.table.exe_at(s.pid, s.ktime_ns);
+        let view = ProcessView {
+            mappings: &maps,
+            executable: exe.as_deref(),
+            cgroup: self.cgroups.path(s.cgroup_id),
+            pins: &self.pins,
+        };
+        // From the fatal signal reaching the thread to the report leaving the stages.
+        let started = crash.fatal().ktime_ns;
+        let mut report = analyze(&mut self.symbolizer, crash, view, SystemTime::now(), 0.0);
+        report.latency_ms = monotonic_ns().saturating_sub(started) as f64 / 1e6;
+        self.sinks.send(report);
+    }
+
+    fn tick(&mut self) {
+        self.drain();
+        let now = monotonic_ns();
+        for a in self.assembler.expire(now) {
+            self.on_assembled(a);
+        }
+        self.table.expire(now);
+    }
+}
+
+/// Runs until SIGINT/SIGTERM, or in run mode until the command has ended. Reports go to
+/// the sinks; status lines to stderr. Returns the exit code for crashtrace.
+pub async fn run(args: Args) -> Result<i32> {
+    let config = build_config(&args)?;
+    // The mapping stream starts before the /proc scan so nothing falls between the two.
+    let mut stream = MappingStream::open(MAPPING_RING_BYTES)
+        .map_err(|e| explain(e, "opening the kernel's mapping records (perf_event_open)"))?;
+    raise_fd_limit();
+    let mut table = ProcessTable::new();
+    let mut pins = FilePins::new();
+    table.scan_proc(|pid, m| pins.pin(pid, m));
+    stream.drain_into(&mut table, &mut pins);
+    // Held for the whole run: the kernel counts program run time only while it is open.
+    let _stats_fd = if args.bpf_stats {
+        Some(
+            aya::sys::enable_stats(aya::sys::Stats::RunTime)
+                .map_err(|e| anyhow::anyhow!("enabling BPF run-time statistics: {e}"))?,
+        )
+    } else {
+        None
+    };
+    let (probes, events, pyprocs, pyfiles) = Probes::load(&config, args.ring_buffer_size)?;
+    // SAFETY: the ring buffer owns its fd and the AsyncFd owns the ring buffer until the end.
+    let mut ring = unsafe { AsyncFd::register(events) }.context("registering the ring buffer")?;
+
+    let mut pipeline = Pipeline {
+        table,
+        pins,
+        cgroups: CgroupNames::new(),
+        stream,
+        symbolizer: make_symbolizer(&args),
+        assembler: Assembler::new(),
+        python: PythonRegistry::new(pyprocs, pyfiles),
+        sinks: Sinks::start(vec![Box::new(Stdout::new(args.json))], QUEUE_REPORTS),
+        scope: None,
+    };
+    pipeline.python.register_installed();
+    // Python processes that were running before crashtrace.
+    for (pid, maps) in pipeline.table.processes() {
+        for m in maps.iter().filter(|m| m.is_file()) {
+            pipeline
+                .python
+                .on_mapping(pid, m, &mut pipeline.symbolizer, &pipeline.pins);
+        }
+    }
+    eprintln!(
+        "crashtrace: attached; watching {} for {} ({} processes known). Ctrl-C to stop.",
+        describe_filters(&args),
+        args.signals.names().join(" "),
+        pipeline.table.process_count()
+    );
+
+    // Run mode: the command starts only once everything is attached.
+    let mut finished = None;
+    let mut done_rx = if args.command.is_empty() {
+        None
+    } else {
+        let (pid, rx) = spawn_command(&args.command)?;
+        pipeline.scope = Some(pid);
+        Some(rx)
+    };
+    let mut drain_deadline: Option<tokio::time::Instant> = None;
+
+    // Mapping records are drained (files pinned, Python runtimes registered) this often:
+    // a process that lives longer than this has them before it can crash. A Python
+    // interpreter takes more than 10 ms to start running a script.
+    let mut tick = tokio::time::interval(Duration::from_millis(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stats_tick = tokio::time::interval(Duration::from_secs(1));
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut lost_reported = (0u64, 0u64);
+    loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard?;
+                let rb = guard.get_inner_mut();
+                while let Some(item) = rb.next() {
+                    pipeline.on_record(&item);
+                }
+                guard.clear_ready();
+            }
+            _ = tick.tick() => {
+                pipeline.tick();
+                if let Some(deadline) = drain_deadline
+                    && (!pipeline.pending_in_scope() || tokio::time::Instant::now() >= deadline)
+                {
+                    break;
+                }
+            }
+            Ok(f) = async { done_rx.as_mut().unwrap().await }, if done_rx.is_some() && finished.is_none() => {
+                // Reports of the command's crashes may still be on their way: give them
+                // until their processes' exits are in, within a bound.
+                finished = Some(f);
+                drain_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(3));
+            }
+            _ = stats_tick.tick() => {
+                let ring_full = probes.stat(Stat::RingFull);
+                if ring_full > lost_reported.0 {
+                    eprintln!(
+                        "crashtrace: {} captures lost because the ring buffer was full \
+                         ({} in total; raise --ring-buffer-size)",
+                        ring_full - lost_reported.0, ring_full
+                    );
+                }
+                let maps_lost = pipeline.stream.lost;
+                if maps_lost > lost_reported.1 {
+                    eprintln!(
+                        "crashtrace: {} mapping records lost ({} in total): frames of processes \
+                         started then may be unnamed",
+                        maps_lost - lost_reported.1, maps_lost
+                    );
+                }
+                lost_reported = (ring_full, maps_lost);
+            }
+            // In run mode Ctrl-C reaches the command too: wait for it to end.
+            _ = tokio::signal::ctrl_c(), if done_rx.is_none() => break,
+            _ = sigterm.recv() => {
+                match pipeline.scope {
+                    // SAFETY: signalling our own child.
+                    Some(pid) if finished.is_none() => unsafe {
+                        libc::kill(pid as i32, libc::SIGTERM);
+                    },
+                    _ => break,
+                }
+            }
+        }
+    }
+    // Every report made is written before the closing line.
+    pipeline.sinks.close();
+    eprintln!(
+        "crashtrace: detached; {} signals matched, {} captured, {} other threads captured, \
+         {} lost (ring buffer full), {} reports dropped (outputs too slow)",
+        probes.stat(Stat::Matched),
+        probes.stat(Stat::Captured),
+        probes.stat(Stat::ThreadsCaptured),
+        probes.stat(Stat::RingFull),
+        pipeline.sinks.dropped()
+    );
+    if args.bpf_stats {
+        for (name, runs, time) in probes.program_stats() {
+            let mean = if runs > 0 {
+                time.as_nanos() as f64 / runs as f64
+            } else {
+                0.0
+            };
+            eprintln!(
+                "crashtrace: program {name}: {runs} runs, {} ns in all, {mean:.0} ns per run",
+                time.as_nanos()
+            );
+        }
+    }
+    Ok(match finished {
+        Some(f) => {
+            let (text, code) = summarize(&args.command, &f);
+            eprintln!("{text}");
+            code
+        }
+        None => 0,
+    })
+}
+
+fn describe_filters(args: &Args) -> String {
+    let mut parts = Vec::new();
+    if !args.pids.is_empty() {
+        let pids: Vec<String> = args.pids.iter().map(|p| p.to_string()).collect();
+        parts.push(format!("pid {}", pids.join(",")));
+    }
+    if !args.comms.is_empty() {
+        let names: Vec<String> = args
+            .comms
+            .iter()
+            .map(|c| {
+                if c.exact {
+                    format!("={}", c.name)
+                } else {
+                    format!("{}*", c.name)
+                }
+            })
+            .collect();
+        parts.push(format!("processes named {}", names.join(",")));
+    }
+    if parts.is_empty() {
+        "all processes".into()
+    } else {
+        parts.join(" and ")
+    }
+}

@@ -1,0 +1,68 @@
+//! The human-readable report: the fault on top, then gdb's `thread apply all bt` layout,
+//! then faulthandler's tracebacks, then the outcome as `/usr/bin/time -v` would give it.
+//! One file per section.
+
+mod header;
+mod outcome;
+mod python;
+mod stacks;
+
+use crate::model::CrashReport;
+
+pub fn render(r: &CrashReport) -> String {
+    let mut s = String::new();
+    header::fault(&mut s, r);
+    stacks::threads(&mut s, r);
+    python::tracebacks(&mut s, r);
+    outcome::outcome(&mut s, r);
+    s
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A report as JSON, the way a sink writes it: the fields every report has.
+    pub const MINIMAL: &str = r#"{
+        "time": "2026-12-01T10:00:00.000Z", "pid": 4242, "tid": 4243,
+        "process_name": "victim", "thread_name": "worker",
+        "parent_pid": 1, "parent_name": "init",
+        "signal": {"number": 11, "name": "SIGSEGV", "code": 1, "code_name": "SEGV_MAPERR",
+                   "code_description": "address not mapped to object", "fault_address": 0,
+                   "fault_mapping": "not mapped: near NULL", "external": false},
+        "frames": [
+            {"index": 0, "address": 4096, "module": "/usr/bin/victim", "module_offset": 4096,
+             "function": "crash_here", "function_offset": 4,
+             "location": {"file": "victim.c", "line": 7, "column": 3},
+             "inlined": [], "python": []},
+            {"index": 1, "address": 8192, "module": "/usr/lib/libfoo.so", "module_offset": 512,
+             "build_id": "abcd", "unnamed_reason": "stripped", "inlined": [], "python": []}
+        ],
+        "unwind": {"method": "DWARF CFI", "stack_bytes": 8192, "stack_truncated": false,
+                   "stop_reason": "reached the outermost frame"},
+        "threads": [], "threads_not_captured": 0, "notes": ["a note"], "latency_ms": 1.5
+    }"#;
+
+    #[test]
+    fn renders_each_section_from_a_read_back_report() {
+        let r: crate::model::CrashReport = serde_json::from_str(MINIMAL).unwrap();
+        let text = render(&r);
+        let expect = [
+            "=== crashtrace: SIGSEGV in process 4242 (victim), thread 4243 (worker) ===",
+            "process:  4242 (victim), executable unknown, parent 1 (init)",
+            "signal:   SIGSEGV (11), SEGV_MAPERR: address not mapped to object",
+            "fault:    address 0x0, not mapped: near NULL",
+            "thread 4243 (worker) crashed (2 frames; DWARF CFI over 8192 bytes of stack):",
+            "#0   0x0000000000001000 in crash_here+0x4 (victim) at victim.c:7:3",
+            "#1   0x0000000000002000 in libfoo.so+0x200 [build-id abcd] (stripped)",
+            "unwinding: reached the outermost frame",
+            "note: a note",
+        ];
+        for line in expect {
+            assert!(text.lines().any(|l| l == line), "{line:?} not in:\n{text}");
+        }
+        // The JSON a sink writes reads back to the same report.
+        let again: crate::model::CrashReport = serde_json::from_str(&r.to_json_line()).unwrap();
+        assert_eq!(render(&again), text);
+    }
+}

@@ -1,0 +1,270 @@
+//! The unwind/symbolize stage: a thread's captured stack in, named frames out.
+//!
+//! The policy lives here: which file names a frame (the mapped file itself, a debug
+//! file found by build ID in a debug directory, one found through `.gnu_debuglink` or
+//! MiniDebugInfo by blazesym, or one fetched from debuginfod), and batching: every frame
+//! of one file is symbolized in one call.
+
+pub mod blaze;
+pub mod debuginfod;
+pub mod elf;
+pub mod unwind;
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Instant,
+};
+
+use crate::{
+    capture::{pins::FilePins, records::Capture},
+    model::{Frame, InlinedFrame, UnwindReport},
+    sys::{buildid, procfs::Mapping},
+};
+use blaze::Blaze;
+use debuginfod::Debuginfod;
+use elf::{ElfModule, ModuleCache};
+use unwind::{LoadedMapping, RawFrame, unwind};
+
+/// The directories every distribution puts separate debug files in.
+const SYSTEM_DEBUG_DIRS: [&str; 2] = ["/usr/lib/debug", "/lib/debug"];
+
+pub struct Symbolizer {
+    modules: ModuleCache,
+    blaze: Blaze,
+    /// Where separate debug files are looked for (`.build-id/xx/yyyy.debug` below each).
+    debug_dirs: Vec<PathBuf>,
+    debuginfod: Option<Debuginfod>,
+    /// This report's deadline for debuginfod downloads.
+    deadline: Option<Instant>,
+}
+
+/// (frame index, file offset)
+type FrameAt = (usize, u64);
+
+impl Symbolizer {
+    /// `extra_debug_dirs` come after the system ones; debuginfod's cache is one more.
+    pub fn new(extra_debug_dirs: &[PathBuf], debuginfod: Option<Debuginfod>) -> Self {
+        let mut dirs: Vec<PathBuf> = SYSTEM_DEBUG_DIRS.iter().map(PathBuf::from).collect();
+        dirs.extend(extra_debug_dirs.iter().cloned());
+        if let Some(d) = &debuginfod {
+            dirs.push(d.cache_dir().to_path_buf());
+        }
+        Self {
+            modules: ModuleCache::new(),
+            blaze: Blaze::new(&dirs),
+            debug_dirs: dirs,
+            debuginfod,
+            deadline: None,
+        }
+    }
+
+    /// The ELF file behind a mapping (pinned or by path), parsed once.
+    pub fn module(&mut self, m: &Mapping, pins: &FilePins) -> Result<Arc<ElfModule>, String> {
+        self.modules.get(m, pins)
+    }
+
+    /// The mappings of a crashed process with the files behind them, for one report;
+    /// debuginfod downloads for the report share one deadline from now.
+    pub fn load(&mut self, mappings: &[Mapping], pins: &FilePins) -> Vec<LoadedMapping> {
+        self.deadline = self.debuginfod.as_ref().map(|d| d.deadline());
+        mappings
+            .iter()
+            .map(|m| LoadedMapping {
+                mapping: m.clone(),
+                module: if m.is_file() {
+                    self.modules.get(m, pins).ok()
+                } else if &*m.path == "[vdso]" {
+                    self.modules.vdso().ok()
+                } else {
+                    None
+                },
+            })
+            .collect()
+    }
+
+    /// One thread's frames: unwound, then symbolized.
+    pub fn stack(
+        &mut self,
+        c: &Capture,
+        loaded: &[LoadedMapping],
+        pins: &FilePins,
+    ) -> (Vec<Frame>, UnwindReport) {
+        let unwound = unwind(c, loaded);
+        let mut frames = self.symbolize(&unwound.frames, loaded, pins);
+        if !unwound.outer.is_empty() {
+            let first = frames.len();
+            let mut outer = self.symbolize(&unwound.outer, loaded, pins);
+            for (i, f) in outer.iter_mut().enumerate() {
+                f.index = first + i;
+            }
+            outer[0].gap_before = Some(format!(
+                "frames between #{} and #{first} were not copied (the stack overflowed); the \
+                 outermost ones below come from the top of the stack",
+                first.saturating_sub(1)
+            ));
+            frames.extend(outer);
+        }
+        (
+            frames,
+            UnwindReport {
+                method: "DWARF CFI".into(),
+                stack_bytes: c.stack.len(),
+                stack_truncated: c.stack_truncated,
+                stop_reason: unwound.stop,
+            },
+        )
+    }
+
+    /// A debug file for a build ID in one of the debug directories.
+    fn debug_file_by_build_id(&self, id: &[u8]) -> Option<PathBuf> {
+        self.debug_dirs
+            .iter()
+            .filter_map(|d| buildid::debug_path(d, id))
+            .find(|p| p.exists())
+    }
+
+    fn symbolize(
+        &mut self,
+        raw: &[RawFrame],
+        loaded: &[LoadedMapping],
+        pins: &FilePins,
+    ) -> Vec<Frame> {
+        let mut frames: Vec<Frame> = raw
+            .iter()
+            .enumerate()
+            .map(|(index, f)| Frame {
+                index,
+                address: f.address,
+                module: None,
+                module_offset: None,
+                build_id: None,
+                function: None,
+                function_offset: None,
+                location: None,
+                inlined: vec![],
+                unnamed_reason: None,
+                gap_before: None,
+                python: vec![],
+            })
+            .collect();
+        // Group lookups per file so each file is symbolized in one batch.
+        // file path -> (index of its mapping, [(frame index, file offset)])
+        let mut per_file: HashMap<Arc<str>, (usize, Vec<FrameAt>)> = HashMap::new();
+        for (i, f) in raw.iter().enumerate() {
+            let Some((li, lm)) = loaded
+                .iter()
+                .enumerate()
+                .find(|(_, lm)| lm.mapping.contains(f.lookup))
+            else {
+                frames[i].unnamed_reason = Some("address is in no executable mapping".into());
+                continue;
+            };
+            let off = lm.mapping.file_offset(f.lookup);
+            frames[i].module = Some(match &*lm.mapping.path {
+                "//anon" | "" => "[anon]".to_string(),
+                p => p.to_string(),
+            });
+            // Without a file, the offset that means something is the one into the region.
+            frames[i].module_offset = Some(if lm.mapping.is_file() {
+                off
+            } else {
+                f.lookup - lm.mapping.start
+            });
+            match &lm.module {
+                Some(module) => {
+                    frames[i].build_id = module.build_id_hex();
+                    per_file
+                        .entry(lm.mapping.path.clone())
+                        .or_insert((li, vec![]))
+                        .1
+                        .push((i, off));
+                }
+                None if !lm.mapping.is_file() => {
+                    frames[i].unnamed_reason = Some(match &*lm.mapping.path {
+                        "//anon" | "" => format!(
+                            "anonymous executable memory 0x{:x}-0x{:x} (JIT code?)",
+                            lm.mapping.start, lm.mapping.end
+                        ),
+                        other => format!("{other} is not backed by a file"),
+                    })
+                }
+                None => {
+                    let why = self
+                        .modules
+                        .get(&lm.mapping, pins)
+                        .err()
+                        .unwrap_or_else(|| "file unavailable".into());
+                    frames[i].unnamed_reason = Some(why);
+                }
+            }
+        }
+        for (_, (li, items)) in per_file {
+            let module = loaded[li]
+                .module
+                .as_ref()
+                .expect("grouped only with a module");
+            let offsets: Vec<u64> = items.iter().map(|(_, o)| *o).collect();
+            // A stripped file whose debug file sits in a .build-id directory.
+            let build_id = (!module.self_describing)
+                .then(|| module.build_id.clone())
+                .flatten();
+            let mut fetch_error = None;
+            let debug_file = build_id.as_deref().and_then(|id| {
+                self.debug_file_by_build_id(id).or_else(|| {
+                    let d = self.debuginfod.as_mut()?;
+                    d.fetch(id, self.deadline?)
+                        .map_err(|e| fetch_error = Some(e))
+                        .ok()
+                })
+            });
+            let result = match &debug_file {
+                Some(dbg) => {
+                    let svmas: Vec<u64> = offsets
+                        .iter()
+                        .map(|o| module.svma_of_offset(*o).unwrap_or(0))
+                        .collect();
+                    self.blaze.symbolize_svmas(dbg, &svmas)
+                }
+                None => self.blaze.symbolize_file(Path::new(&module.path), &offsets),
+            };
+            match result {
+                Ok(syms) => {
+                    for ((i, _), sym) in items.iter().zip(syms) {
+                        match sym {
+                            Some(s) => {
+                                let f = &mut frames[*i];
+                                // Report the offset from the real address, not the lookup one.
+                                f.function_offset =
+                                    s.offset.map(|o| o + (raw[*i].address - raw[*i].lookup));
+                                f.function = Some(s.function);
+                                f.location = s.location;
+                                f.inlined = s
+                                    .inlined
+                                    .into_iter()
+                                    .map(|(function, call_location)| InlinedFrame {
+                                        function,
+                                        call_location,
+                                    })
+                                    .collect();
+                            }
+                            None => {
+                                frames[*i].unnamed_reason = Some(match &fetch_error {
+                                    Some(e) => format!("stripped, no debug file found; {e}"),
+                                    None => "no symbol covers this address (stripped?)".into(),
+                                })
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    for (i, _) in items {
+                        frames[i].unnamed_reason = Some(format!("symbolization failed: {e}"));
+                    }
+                }
+            }
+        }
+        frames
+    }
+}
