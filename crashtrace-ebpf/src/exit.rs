@@ -1,31 +1,12 @@
 //! Following a crashing process to its exit: status and resource use, like wait4().
 
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns};
-use crashtrace_common::{CrashState, ProcessExit, RecordHeader, RecordKind, Stat, Usage};
+use crashtrace_common::{CrashState, ProcessExit, RecordHeader, RecordKind, Stat};
 
 use crate::{
-    CRASHED, EVENTS,
-    capture::{atomic_add64, read_kernel},
-    count,
-    filter::config,
+    helpers::{atomic_add64, count, read_kernel, reserve},
+    maps::{CRASHED, config},
 };
-
-/// Usage totals in signal_struct: the threads of the process that are already gone.
-pub fn usage_of_signal(task: u64) -> Usage {
-    let Some(sig) = read_kernel::<u64>(task + config!(offsets.task_signal) as u64) else {
-        return Usage::default();
-    };
-    let f = |off: u32| read_kernel::<u64>(sig + off as u64).unwrap_or(0);
-    Usage {
-        utime_ns: f(config!(offsets.signal_utime)),
-        stime_ns: f(config!(offsets.signal_stime)),
-        runtime_ns: f(config!(offsets.signal_runtime)),
-        min_flt: f(config!(offsets.signal_min_flt)),
-        maj_flt: f(config!(offsets.signal_maj_flt)),
-        nvcsw: f(config!(offsets.signal_nvcsw)),
-        nivcsw: f(config!(offsets.signal_nivcsw)),
-    }
-}
 
 /// `sched_process_exit` runs in each exiting thread. For threads of a crashing process:
 /// add the thread's usage; when it is the last one, emit the exit record.
@@ -56,9 +37,8 @@ pub fn on_process_exit(task: u64) {
     // SAFETY: as above; this is the last thread, nothing else writes the state now.
     let st: CrashState = unsafe { *state };
     let _ = CRASHED.remove(pid);
-    let Some(mut entry) = EVENTS.reserve::<ProcessExit>(0) else {
+    let Some(mut entry) = reserve::<ProcessExit>() else {
         count(Stat::ExitsLost);
-        count(Stat::RingFull);
         return;
     };
     let leader =

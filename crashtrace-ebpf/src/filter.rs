@@ -2,18 +2,7 @@
 
 use crashtrace_common::{EXE_NAME_LEN, MAX_COMM_FILTERS, MAX_PID_FILTERS, TASK_COMM_LEN};
 
-/// Reads a field of the `CONFIG` global. Volatile so the compiler cannot fold the
-/// compiled-in defaults: the loader rewrites them.
-macro_rules! config {
-    ($($field:tt)+) => {{
-        // SAFETY: CONFIG is a plain static; the loader only writes it before load.
-        // (Also used inside unsafe blocks, where this one is redundant.)
-        #[allow(unused_unsafe)]
-        let v = unsafe { ::core::ptr::read_volatile(::core::ptr::addr_of!($crate::CONFIG.$($field)+)) };
-        v
-    }};
-}
-pub(crate) use config;
+use crate::maps::config;
 
 pub fn signal_wanted(sig: i32) -> bool {
     if !(1..64).contains(&sig) {

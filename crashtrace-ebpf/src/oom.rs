@@ -11,10 +11,10 @@ use aya_ebpf::{
 use crashtrace_common::{OomVictim, RecordHeader, RecordKind, Stat};
 
 use crate::{
-    EVENTS, OOMED,
-    capture::{process_comm, read_kernel},
-    count,
-    filter::{config, pid_wanted},
+    filter::pid_wanted,
+    helpers::{count, read_kernel, reserve},
+    maps::{OOMED, config},
+    task::process_comm,
 };
 
 const KB_PER_PAGE: u64 = 4;
@@ -38,8 +38,7 @@ pub fn on_mark_victim(task: u64, uid: u32) {
     if !pid_wanted(pid) {
         return;
     }
-    let Some(mut entry) = EVENTS.reserve::<OomVictim>(0) else {
-        count(Stat::RingFull);
+    let Some(mut entry) = reserve::<OomVictim>() else {
         return;
     };
     let rec = entry.as_mut_ptr();

@@ -13,12 +13,12 @@ use aya_ebpf::{
 use crashtrace_common::{
     PY_FILENAME_BYTES, PY_FRAME_ENTRY, PY_FRAME_SHIM, PY_LINETABLE_BYTES, PY_MAX_FRAMES,
     PY_MAX_THREADS, PY_NAME_BYTES, PY_NONE, PY_THREAD_CRASHING, PY_THREAD_GIL, PY_THREAD_TRUNCATED,
-    PyCode, PyFrameRef, PyProc, PyThread, RecordHeader, RecordKind, Stat,
+    PyCode, PyFrameRef, PyProc, PyThread, RecordHeader, RecordKind,
 };
 
 use crate::{
-    EVENTS, PY_CODES_SEEN, PY_SCRATCH, PYFILES, PYPROCS, capture::read_kernel, count,
-    filter::config,
+    helpers::{output, read_kernel, reserve},
+    maps::{PY_CODES_SEEN, PY_SCRATCH, PYFILES, PYPROCS, config},
 };
 
 fn user<T>(addr: u64) -> Option<T> {
@@ -160,9 +160,7 @@ extern "C" fn thread_cb(_i: u64, ctx: *mut c_void) -> i64 {
             0
         };
     // One copy of the whole record; frames were gathered in the per-CPU scratch.
-    if EVENTS.output::<PyThread>(&*t, 0).is_err() {
-        count(Stat::RingFull);
-    }
+    output::<PyThread>(&*t);
     // SAFETY: as in `capture`.
     unsafe { bpf_loop(w.nframes as u32, code_cb as *mut c_void, ctx, 0) };
     w.tstate = field(w.tstate, o.ts_next);
@@ -240,8 +238,7 @@ fn code_object(p: &PyProc, pid: u32, code: u64) {
     }
     let _ = PY_CODES_SEEN.insert(key, 0u8, 0);
     let o = &p.offsets;
-    let Some(mut entry) = EVENTS.reserve::<PyCode>(0) else {
-        count(Stat::RingFull);
+    let Some(mut entry) = reserve::<PyCode>() else {
         return;
     };
     let rec = entry.as_mut_ptr();

@@ -8,9 +8,12 @@ use aya_ebpf::{
         generated::{bpf_find_vma, bpf_probe_read_kernel_str},
     },
 };
-use crashtrace_common::{FaultMaps, RecordHeader, RecordKind, Stat, VmaInfo};
+use crashtrace_common::{FaultMaps, RecordHeader, RecordKind, VmaInfo};
 
-use crate::{EVENTS, capture::read_kernel, count, filter::config};
+use crate::{
+    helpers::{read_kernel, reserve},
+    maps::config,
+};
 
 /// `bpf_find_vma` callback: copies what the report needs out of the vm_area_struct.
 /// Runs as its own BPF subprogram, under the mmap read lock the helper holds.
@@ -61,8 +64,7 @@ fn lookup(task: u64, addr: u64, out: &mut VmaInfo) {
 #[inline(never)]
 pub fn emit(task: u64, pid: u32, tid: u32, fault_addr: u64) {
     let mut vma = VmaInfo::default();
-    let Some(mut entry) = EVENTS.reserve::<FaultMaps>(0) else {
-        count(Stat::RingFull);
+    let Some(mut entry) = reserve::<FaultMaps>() else {
         return;
     };
     let rec = entry.as_mut_ptr();

@@ -1,0 +1,202 @@
+//! Load-time configuration of the eBPF programs and their counters.
+
+use crate::{DEFAULT_STACK_BYTES, MAX_COMM_FILTERS, MAX_PID_FILTERS, TASK_COMM_LEN};
+
+/// One `--comm` pattern, matched in the kernel against the process's name.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommPattern {
+    pub bytes: [u8; TASK_COMM_LEN],
+    /// Number of significant bytes in `bytes` (1..=15).
+    pub len: u32,
+    /// 1: the name must equal the pattern; 0: the name must start with it.
+    pub exact: u32,
+}
+
+/// Kernel structure offsets the eBPF side needs, read from the running kernel's BTF
+/// at load time (Rust eBPF emits no CO-RE relocations).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    pub task_group_leader: u32,
+    pub task_comm: u32,
+    pub task_real_parent: u32,
+    pub task_tgid: u32,
+    pub task_mm: u32,
+    pub task_signal: u32,
+    pub task_exit_code: u32,
+    pub task_start_time: u32,
+    pub task_utime: u32,
+    pub task_stime: u32,
+    pub task_runtime: u32,
+    pub task_min_flt: u32,
+    pub task_maj_flt: u32,
+    pub task_nvcsw: u32,
+    pub task_nivcsw: u32,
+    pub signal_live: u32,
+    pub signal_maxrss: u32,
+    pub signal_utime: u32,
+    pub signal_stime: u32,
+    pub signal_runtime: u32,
+    pub signal_min_flt: u32,
+    pub signal_maj_flt: u32,
+    pub signal_nvcsw: u32,
+    pub signal_nivcsw: u32,
+    pub mm_exe_file: u32,
+    /// `file.f_path.dentry`
+    pub file_dentry: u32,
+    /// `dentry.d_name.name`
+    pub dentry_name: u32,
+    pub task_cred: u32,
+    /// `cred.uid`
+    pub cred_uid: u32,
+    pub signal_group_exit_code: u32,
+    pub vma_start: u32,
+    pub vma_end: u32,
+    pub vma_flags: u32,
+    pub vma_pgoff: u32,
+    pub vma_file: u32,
+    pub task_cgroups: u32,
+    /// `css_set.subsys[memory_cgrp_id]`
+    pub css_set_memory: u32,
+    pub css_cgroup: u32,
+    pub cgroup_kn: u32,
+    pub kn_name: u32,
+    /// `mem_cgroup.memory.max` and `.usage` (pages); `css` is mem_cgroup's first member.
+    pub memcg_max: u32,
+    pub memcg_usage: u32,
+    pub mm_total_vm: u32,
+    /// `mm_struct.rss_stat[0].count`, and the stride of that array.
+    pub mm_rss_count: u32,
+    pub mm_rss_stride: u32,
+    pub task_pid: u32,
+    pub task_thread_pid: u32,
+    pub pid_level: u32,
+    /// `pid.numbers[0].nr`, and the stride of that array.
+    pub pid_numbers_nr: u32,
+    pub upid_size: u32,
+    /// `task_struct.thread.fsbase`: what pthread_self() and CPython's thread_id hold.
+    pub task_fsbase: u32,
+    /// `file.f_inode` and `inode.i_ino`: which executable a process runs.
+    pub file_inode: u32,
+    pub inode_ino: u32,
+    pub _pad: u32,
+}
+
+/// Load-time configuration of the eBPF programs, set as one global.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Bit n set: signal n is captured, whoever sent it (the crash signals).
+    pub signal_mask: u64,
+    /// Bit n set: signal n is captured when another process sent it and it ends the
+    /// process (default action): kills by supervisors, `kill -9`, ...
+    pub kill_mask: u64,
+    /// crashtrace's own process id: never captured.
+    pub self_pid: u32,
+    /// Bytes of stack to copy, a multiple of STACK_CHUNK, at most MAX_STACK_BYTES.
+    pub stack_bytes: u32,
+    pub pid_count: u32,
+    pub comm_count: u32,
+    pub pids: [u32; MAX_PID_FILTERS],
+    pub comms: [CommPattern; MAX_COMM_FILTERS],
+    pub offsets: KernelOffsets,
+}
+
+impl Config {
+    pub const fn empty() -> Self {
+        Self {
+            signal_mask: 0,
+            kill_mask: 0,
+            self_pid: 0,
+            stack_bytes: DEFAULT_STACK_BYTES,
+            pid_count: 0,
+            comm_count: 0,
+            pids: [0; MAX_PID_FILTERS],
+            comms: [CommPattern {
+                bytes: [0; TASK_COMM_LEN],
+                len: 0,
+                exact: 0,
+            }; MAX_COMM_FILTERS],
+            offsets: KernelOffsets {
+                task_group_leader: 0,
+                task_comm: 0,
+                task_real_parent: 0,
+                task_tgid: 0,
+                task_mm: 0,
+                task_signal: 0,
+                task_exit_code: 0,
+                task_start_time: 0,
+                task_utime: 0,
+                task_stime: 0,
+                task_runtime: 0,
+                task_min_flt: 0,
+                task_maj_flt: 0,
+                task_nvcsw: 0,
+                task_nivcsw: 0,
+                signal_live: 0,
+                signal_maxrss: 0,
+                signal_utime: 0,
+                signal_stime: 0,
+                signal_runtime: 0,
+                signal_min_flt: 0,
+                signal_maj_flt: 0,
+                signal_nvcsw: 0,
+                signal_nivcsw: 0,
+                mm_exe_file: 0,
+                file_dentry: 0,
+                dentry_name: 0,
+                task_cred: 0,
+                cred_uid: 0,
+                signal_group_exit_code: 0,
+                vma_start: 0,
+                vma_end: 0,
+                vma_flags: 0,
+                vma_pgoff: 0,
+                vma_file: 0,
+                task_cgroups: 0,
+                css_set_memory: 0,
+                css_cgroup: 0,
+                cgroup_kn: 0,
+                kn_name: 0,
+                memcg_max: 0,
+                memcg_usage: 0,
+                mm_total_vm: 0,
+                mm_rss_count: 0,
+                mm_rss_stride: 0,
+                task_pid: 0,
+                task_thread_pid: 0,
+                pid_level: 0,
+                pid_numbers_nr: 0,
+                upid_size: 0,
+                task_fsbase: 0,
+                file_inode: 0,
+                inode_ino: 0,
+                _pad: 0,
+            },
+        }
+    }
+}
+
+/// Indices into the per-CPU `STATS` array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stat {
+    /// Signals of the configured set that passed the filters.
+    Matched = 0,
+    /// Captures written to the ring buffer.
+    Captured = 1,
+    /// Captures lost because the ring buffer was full.
+    RingFull = 2,
+    /// Captures whose registers could not be read.
+    RegsFailed = 3,
+    /// Other threads of crashing processes captured at the group exit.
+    ThreadsCaptured = 4,
+    /// Exit records lost because the ring buffer was full.
+    ExitsLost = 5,
+    /// Crashing processes not tracked to their exit (the state map was full).
+    StateFull = 6,
+    /// OOM victims seen.
+    OomVictims = 7,
+}
+pub const STAT_COUNT: u32 = 8;

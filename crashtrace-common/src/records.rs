@@ -1,0 +1,222 @@
+//! The capture records and the per-crash state kept in the kernel.
+
+use crate::{
+    CODE_BYTES, EXE_NAME_LEN, MAX_STACK_BYTES, RecordHeader, TASK_COMM_LEN, THREAD_STACK_BYTES,
+};
+
+/// x86-64 `struct pt_regs`, in kernel order. The layout is ABI: it is what
+/// `bpf_task_pt_regs` points at and what ptrace exposes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UserRegs {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub rbp: u64,
+    pub rbx: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rax: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub orig_rax: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub eflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+/// Values of `SignalCapture::handler_kind`.
+pub const HANDLER_DEFAULT: u32 = 0;
+pub const HANDLER_CUSTOM: u32 = 2;
+
+/// Bits of `SignalCapture::flags`.
+/// `info` was a real siginfo (not SEND_SIG_NOINFO/SEND_SIG_PRIV): si_* fields are valid.
+pub const CAPTURE_HAS_SIGINFO: u32 = 1 << 0;
+/// The user registers could not be read.
+pub const CAPTURE_NO_REGS: u32 = 1 << 1;
+/// `code` holds the bytes at the instruction pointer.
+pub const CAPTURE_HAS_CODE: u32 = 1 << 4;
+/// The page holding `sp` was unreadable (e.g. `sp` is in the guard page after a stack
+/// overflow); the copy starts one page higher.
+pub const CAPTURE_SP_PAGE_SKIPPED: u32 = 1 << 2;
+/// The copy stopped because the budget ran out, not at the end of the stack mapping.
+pub const CAPTURE_STACK_TRUNCATED: u32 = 1 << 3;
+
+/// Everything taken in a thread's own context when a signal reaches it, but the stack.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CaptureHead {
+    pub header: RecordHeader,
+    pub signo: u32,
+    pub flags: u32,
+    pub si_code: i32,
+    pub si_errno: i32,
+    /// `si_addr` for fault signals; for kill-style signals the first word of the
+    /// union holds `si_pid` and `si_uid`.
+    pub si_addr: u64,
+    pub si_pid: u32,
+    pub si_uid: u32,
+    pub handler_kind: u32,
+    pub _pad0: u32,
+    /// `sa_handler` and `sa_flags` of the disposition in force.
+    pub handler: u64,
+    pub sa_flags: u64,
+    /// The thread's name and the process's name (its thread-group leader's).
+    pub thread_comm: [u8; TASK_COMM_LEN],
+    pub process_comm: [u8; TASK_COMM_LEN],
+    /// Base name of the process's executable (`mm->exe_file`), NUL-terminated.
+    pub exe_name: [u8; EXE_NAME_LEN],
+    /// The parent process (`real_parent`): its process id and name.
+    pub parent_pid: u32,
+    pub _pad2: u32,
+    pub parent_comm: [u8; TASK_COMM_LEN],
+    /// The process and thread ids inside the task's own pid namespace (a container's).
+    pub ns_pid: u32,
+    pub ns_tid: u32,
+    /// The cgroup v2 id of the thread (0 where none): the container it runs in.
+    pub cgroup_id: u64,
+    /// Who sent the signal, when another process did (seen at `signal_generate`).
+    pub sender_pid: u32,
+    pub sender_uid: u32,
+    pub sender_comm: [u8; TASK_COMM_LEN],
+    pub regs: UserRegs,
+    /// The bytes at `regs.rip` (valid when CAPTURE_HAS_CODE is set).
+    pub code: [u8; CODE_BYTES],
+    /// User address of `stack[0]`; `stack_len` bytes of the stack that follows are valid.
+    pub stack_start: u64,
+    pub stack_len: u32,
+    pub _pad1: u32,
+    /// The top of the stack, in the last TOP_STACK_BYTES of the stack area: user address
+    /// of its first byte, and how many bytes were copied (0: none).
+    pub top_start: u64,
+    pub top_len: u32,
+    pub _pad3: u32,
+}
+
+/// A memory mapping as the kernel had it at the crash (`bpf_find_vma`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VmaInfo {
+    pub start: u64,
+    pub end: u64,
+    /// VM_READ 0x1, VM_WRITE 0x2, VM_EXEC 0x4, VM_SHARED 0x8, VM_GROWSDOWN 0x100, ...
+    pub flags: u64,
+    /// File offset of `start`, in pages.
+    pub pgoff: u64,
+    /// 1 if found; the rest is valid only then.
+    pub found: u32,
+    pub _pad: u32,
+    /// Base name of the mapped file; empty for anonymous memory.
+    pub name: [u8; 32],
+}
+
+/// The thread that received a signal of the configured set (`signal_deliver`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SignalCapture {
+    pub head: CaptureHead,
+    pub stack: [u8; MAX_STACK_BYTES],
+}
+
+/// Another thread of a crashing process, at its own group-exit `signal_deliver`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ThreadCapture {
+    pub head: CaptureHead,
+    pub stack: [u8; THREAD_STACK_BYTES],
+}
+
+/// Resource use, summed over a process's threads, as getrusage() would report it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub utime_ns: u64,
+    pub stime_ns: u64,
+    /// Precise scheduler runtime (utime/stime are tick samples scaled to this).
+    pub runtime_ns: u64,
+    pub min_flt: u64,
+    pub maj_flt: u64,
+    pub nvcsw: u64,
+    pub nivcsw: u64,
+}
+
+/// The last signal another process sent to a process, kept until it is delivered.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sender {
+    pub ktime_ns: u64,
+    pub signo: u32,
+    pub pid: u32,
+    pub uid: u32,
+    pub _pad: u32,
+    pub comm: [u8; TASK_COMM_LEN],
+}
+
+/// What the fault address hit, for the crashing thread's record. One lookup only: the
+/// helper's deferred mmap unlock makes a second one in the same event fail with EBUSY.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FaultMaps {
+    pub header: RecordHeader,
+    /// The mapping holding the fault address, if any.
+    pub fault: VmaInfo,
+}
+
+/// A process chosen by the OOM killer, with its memory when it was chosen. The header's
+/// pid/tid are the victim's; the killer is the task whose allocation failed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct OomVictim {
+    pub header: RecordHeader,
+    pub killer_pid: u32,
+    pub uid: u32,
+    pub killer_comm: [u8; TASK_COMM_LEN],
+    pub total_vm_kb: u64,
+    pub anon_rss_kb: u64,
+    pub file_rss_kb: u64,
+    pub shmem_rss_kb: u64,
+    pub swap_kb: u64,
+    /// The memory cgroup's limit and usage (0: none could be read).
+    pub memcg_limit_kb: u64,
+    pub memcg_usage_kb: u64,
+    /// Base name of the victim's memory cgroup.
+    pub memcg_name: [u8; 64],
+}
+
+/// Per-process state kept in the kernel from the crash to the exit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CrashState {
+    /// Threads whose exit was seen after the crash add their usage here, on top of the
+    /// totals of the threads that were already gone at the crash.
+    pub usage: Usage,
+    pub threads_captured: u32,
+    /// Threads not copied: over MAX_THREADS_PER_CRASH, or the ring buffer was full.
+    pub threads_skipped: u32,
+    pub threads_lost: u32,
+    pub _pad: u32,
+}
+
+/// The exit of a crashing process (its last thread, at `sched_process_exit`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcessExit {
+    pub header: RecordHeader,
+    /// The wait status: terminating signal in the low 7 bits, 0x80 if a core was dumped.
+    pub exit_code: u32,
+    pub threads_captured: u32,
+    pub threads_skipped: u32,
+    pub threads_lost: u32,
+    /// The thread-group leader's start (CLOCK_MONOTONIC ns).
+    pub start_ns: u64,
+    /// Peak resident set size, in kilobytes.
+    pub maxrss_kb: u64,
+    pub usage: Usage,
+}

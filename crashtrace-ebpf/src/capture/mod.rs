@@ -1,0 +1,293 @@
+//! The signal programs: who sent a signal (`signal_generate`), and the captures where it
+//! lands (`signal_deliver`): one ring-buffer record per thread, filled in place.
+
+mod faultmaps;
+mod python;
+mod record;
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated::bpf_get_current_task_btf},
+    programs::BtfTracePointContext,
+};
+use crashtrace_common::{
+    CAPTURE_HAS_SIGINFO, CAPTURE_SP_PAGE_SKIPPED, CrashState, EXE_NAME_LEN, MAX_STACK_BYTES,
+    MAX_THREADS_PER_CRASH, RecordKind, STACK_CHUNK, Sender, SignalCapture, Stat, TASK_COMM_LEN,
+    THREAD_STACK_BYTES, TOP_STACK_BYTES, ThreadCapture,
+};
+
+use crate::{
+    filter::{comm_wanted, kill_wanted, pid_wanted, signal_wanted},
+    helpers::{atomic_add32, count, read_kernel, reserve},
+    maps::{CRASHED, OOMED, SENDERS, config},
+    task::{process_comm, read_exe_name, task_uid, usage_of_signal},
+};
+use record::{copy_stack, copy_stack_top, fill_head, fill_signal};
+
+const SIG_IGN: u64 = 1;
+const SIGKILL: i32 = 9;
+const SIGSEGV: i32 = 11;
+/// A fault this close below sp is the stack growing into its guard gap (a call's push).
+const PUSH_BELOW_SP: u64 = 64;
+
+/// How long a recorded sender stays attributable to the delivery that follows.
+const SENDER_TTL_NS: u64 = 5_000_000_000;
+
+/// In the sender's context: remember who sent a signal of interest to another process.
+pub fn on_signal_generate(ctx: &BtfTracePointContext) {
+    let sig: i32 = ctx.arg(0);
+    let result: i32 = ctx.arg(4);
+    // TRACE_SIGNAL_DELIVERED is 0; ignored or already pending signals change nothing.
+    if result != 0 || !(signal_wanted(sig) || kill_wanted(sig)) {
+        return;
+    }
+    let task: u64 = ctx.arg(2);
+    // SAFETY: helper without arguments.
+    let current = unsafe { bpf_get_current_task_btf() } as u64;
+    if task == current {
+        // Faults, raise() and abort(): the thread itself; the common case, decided
+        // without reading the target.
+        return;
+    }
+    let Some(target) = read_kernel::<u32>(task + config!(offsets.task_tgid) as u64) else {
+        return;
+    };
+    let me = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if target == me {
+        // Another thread of the same process.
+        return;
+    }
+    let sender = Sender {
+        // SAFETY: helper without arguments.
+        ktime_ns: unsafe { bpf_ktime_get_ns() },
+        signo: sig as u32,
+        pid: me,
+        uid: task_uid(current),
+        _pad: 0,
+        comm: process_comm(current),
+    };
+    let _ = SENDERS.insert(target, sender, 0);
+}
+
+/// The recorded sender of `sig` to process `pid`, if recent. A pointer into the map, not
+/// a copy: the BPF stack (512 bytes) is nearly full here.
+fn sender_of(pid: u32, sig: i32) -> Option<*const Sender> {
+    let p = SENDERS.get_ptr(pid)?;
+    // SAFETY: map value pointer from a successful lookup; helper without arguments.
+    let (signo, at, now) = unsafe { ((*p).signo, (*p).ktime_ns, bpf_ktime_get_ns()) };
+    (signo == sig as u32 && now.saturating_sub(at) < SENDER_TTL_NS).then_some(p)
+}
+
+pub fn on_signal_deliver(ctx: &BtfTracePointContext) {
+    let sig: i32 = ctx.arg(0);
+    let info: u64 = ctx.arg(1);
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let pid = (pid_tgid >> 32) as u32;
+    let tid = pid_tgid as u32;
+    // The process is going down (core dump or group exit): each other thread gets SIGKILL.
+    // Only threads of a process that crashed are wanted; for the rest this is one lookup.
+    if sig == SIGKILL
+        && let Some(state) = CRASHED.get_ptr_mut(pid)
+    {
+        capture_sibling(state, pid, tid);
+        return;
+    }
+    // Most signals (SIGCHLD, SIGALRM, ...) stop here.
+    if sig != SIGKILL && !signal_wanted(sig) && !kill_wanted(sig) {
+        return;
+    }
+    // A kill the process handles ends nothing: decided before any lookup. (SIGKILL
+    // cannot be handled; crash signals are captured either way, for re-raise pairing.)
+    if sig != SIGKILL && !signal_wanted(sig) {
+        let ka: u64 = ctx.arg(2);
+        if read_kernel::<u64>(ka).unwrap_or(0) != 0 {
+            return;
+        }
+    }
+    // SAFETY: helper without arguments; returns the current task (BTF pointer).
+    let task = unsafe { bpf_get_current_task_btf() } as u64;
+    // A fatal signal with the default action that does not dump core (SIGTERM, SIGKILL,
+    // SIGUSR1, ...) reaches every thread as SIGKILL: the signal that ended the process is
+    // in signal->group_exit_code. A plain exit_group() leaves it 0 there.
+    let sig = if sig == SIGKILL {
+        let signal = read_kernel::<u64>(task + config!(offsets.task_signal) as u64).unwrap_or(0);
+        let code = read_kernel::<u32>(signal + config!(offsets.signal_group_exit_code) as u64)
+            .unwrap_or(0);
+        if code & 0x7f == 0 {
+            return;
+        }
+        (code & 0x7f) as i32
+    } else {
+        sig
+    };
+    let sender = sender_of(pid, sig);
+    // An OOM kill: the OOM killer marked this process just before its SIGKILL.
+    let oom = sig == SIGKILL && OOMED.get_ptr(pid).is_some();
+    // A crash signal, however it was sent; a kill from another process; an OOM kill.
+    let wanted = signal_wanted(sig) || (sender.is_some() && kill_wanted(sig)) || oom;
+    if !wanted || !pid_wanted(pid) {
+        return;
+    }
+    let process_comm = process_comm(task);
+    let mut exe_name = [0u8; EXE_NAME_LEN];
+    read_exe_name(task, &mut exe_name);
+    if !comm_wanted(&process_comm, &exe_name) {
+        return;
+    }
+    let ka: u64 = ctx.arg(2);
+    // struct k_sigaction starts with struct sigaction { sa_handler; sa_flags; ... }.
+    let disposition = read_kernel::<[u64; 2]>(ka).unwrap_or([0, 0]);
+    if disposition[0] == SIG_IGN {
+        // get_signal() drops ignored signals right after this tracepoint.
+        return;
+    }
+    if !signal_wanted(sig) && disposition[0] != 0 {
+        // A kill the process handles (a graceful SIGTERM) ends nothing.
+        return;
+    }
+    count(Stat::Matched);
+    if disposition[0] == 0 {
+        // The default action ends the process: follow it to its exit. Usage of the
+        // threads already gone is in signal_struct now; later exits add their own.
+        let state = CrashState {
+            usage: usage_of_signal(task),
+            ..CrashState::default()
+        };
+        // BPF_NOEXIST: a second fatal signal must not reset the counts.
+        if CRASHED.insert(pid, state, 1).is_err() && CRASHED.get_ptr(pid).is_none() {
+            count(Stat::StateFull);
+        }
+    }
+
+    let Some(mut entry) = reserve::<SignalCapture>() else {
+        return;
+    };
+    let rec = entry.as_mut_ptr();
+    // SAFETY: `rec` points at a reserved record; fill_head and copy_stack write every
+    // field the reader looks at.
+    unsafe {
+        let head = &raw mut (*rec).head;
+        fill_head(
+            head,
+            RecordKind::SignalCapture,
+            size_of::<SignalCapture>(),
+            pid,
+            tid,
+            task,
+        );
+        fill_signal(head, sig, info, disposition);
+        (*head).process_comm = process_comm;
+        (*head).exe_name = exe_name;
+        match sender {
+            Some(s) => {
+                (*head).sender_pid = (*s).pid;
+                (*head).sender_uid = (*s).uid;
+                (*head).sender_comm = (*s).comm;
+            }
+            None => {
+                (*head).sender_pid = 0;
+                (*head).sender_uid = 0;
+                (*head).sender_comm = [0; TASK_COMM_LEN];
+            }
+        }
+        let budget = config!(stack_bytes) as usize / STACK_CHUNK;
+        let flags = copy_stack::<{ MAX_STACK_BYTES / STACK_CHUNK }>(
+            head,
+            (*rec).stack.as_mut_ptr(),
+            budget,
+        );
+        (*head).flags |= flags;
+        (*head).top_start = 0;
+        (*head).top_len = 0;
+        (*head)._pad3 = 0;
+        // A stack overflow: the frames that matter most (main and its callers) are at
+        // the far end of the stack. Copy its top into the unused end of the record.
+        // Either sp itself is in the guard gap, or sp is the lowest mapped byte and the
+        // push of a call faulted just below it.
+        let sp = (*head).regs.rsp;
+        let fault = (*head).si_addr;
+        let push_below_sp = (*head).flags & CAPTURE_HAS_SIGINFO != 0
+            && sig == SIGSEGV
+            && fault < sp
+            && sp - fault <= PUSH_BELOW_SP;
+        if (flags & CAPTURE_SP_PAGE_SKIPPED != 0 || push_below_sp)
+            && budget * STACK_CHUNK + TOP_STACK_BYTES <= MAX_STACK_BYTES
+        {
+            copy_stack_top(task, head, (*rec).stack.as_mut_ptr());
+        }
+    }
+    // SAFETY: the record is still ours until submit.
+    let (addr, has_info, overflow) = unsafe {
+        let h = &raw const (*rec).head;
+        (
+            (*h).si_addr,
+            (*h).flags & CAPTURE_HAS_SIGINFO != 0,
+            (*h).top_len != 0,
+        )
+    };
+    entry.submit(0);
+    count(Stat::Captured);
+    python::capture(task, pid, tid);
+    // Fault signals carry an address in si_addr: say what it hit. (After an overflow the
+    // one mapping lookup an event allows went to the stack.)
+    if has_info && fault_signal(sig) && !overflow {
+        faultmaps::emit(task, pid, tid, addr);
+    }
+}
+
+fn fault_signal(sig: i32) -> bool {
+    // SIGILL, SIGTRAP, SIGBUS, SIGFPE, SIGSEGV
+    matches!(sig, 4 | 5 | 7 | 8 | 11)
+}
+
+/// Another thread of a crashing process, stopped by the group exit in its own context.
+fn capture_sibling(state: *mut CrashState, pid: u32, tid: u32) {
+    // SAFETY: map value pointer from a successful lookup; counters are per process, and
+    // its threads run this one after another or on other CPUs: use atomics.
+    // The count is read back after the add: the fetching form needs BPF cpu v3, and a
+    // race at the limit only moves it by a thread or two.
+    let captured = unsafe {
+        atomic_add32(&raw mut (*state).threads_captured, 1);
+        core::ptr::read_volatile(&raw const (*state).threads_captured)
+    };
+    if captured > MAX_THREADS_PER_CRASH {
+        unsafe { atomic_add32(&raw mut (*state).threads_skipped, 1) };
+        return;
+    }
+    let Some(mut entry) = reserve::<ThreadCapture>() else {
+        // SAFETY: as above.
+        unsafe { atomic_add32(&raw mut (*state).threads_lost, 1) };
+        return;
+    };
+    // SAFETY: helper without arguments.
+    let task = unsafe { bpf_get_current_task_btf() } as u64;
+    let rec = entry.as_mut_ptr();
+    // SAFETY: as in on_signal_deliver.
+    unsafe {
+        let head = &raw mut (*rec).head;
+        fill_head(
+            head,
+            RecordKind::ThreadCapture,
+            size_of::<ThreadCapture>(),
+            pid,
+            tid,
+            task,
+        );
+        fill_signal(head, SIGKILL, 0, [0, 0]);
+        (*head).process_comm = process_comm(task);
+        (*head).exe_name = [0; EXE_NAME_LEN];
+        (*head).sender_pid = 0;
+        (*head).sender_uid = 0;
+        (*head).sender_comm = [0; TASK_COMM_LEN];
+        (*head).top_start = 0;
+        (*head).top_len = 0;
+        (*head)._pad3 = 0;
+        let flags = copy_stack::<{ THREAD_STACK_BYTES / STACK_CHUNK }>(
+            head,
+            (*rec).stack.as_mut_ptr(),
+            THREAD_STACK_BYTES / STACK_CHUNK,
+        );
+        (*head).flags |= flags;
+    }
+    entry.submit(0);
+    count(Stat::ThreadsCaptured);
+}

@@ -1,0 +1,215 @@
+//! Filling a capture record in place: header, identity, registers, code bytes, siginfo
+//! and the user stack.
+
+use aya_ebpf::{
+    cty::c_void,
+    helpers::{
+        bpf_get_current_comm, bpf_ktime_get_ns,
+        generated::{bpf_probe_read_kernel, bpf_probe_read_user, bpf_task_pt_regs},
+    },
+};
+use crashtrace_common::{
+    CAPTURE_HAS_CODE, CAPTURE_HAS_SIGINFO, CAPTURE_NO_REGS, CAPTURE_SP_PAGE_SKIPPED,
+    CAPTURE_STACK_TRUNCATED, CODE_BYTES, CaptureHead, HANDLER_CUSTOM, HANDLER_DEFAULT,
+    MAX_STACK_BYTES, RecordHeader, RecordKind, STACK_CHUNK, Stat, TASK_COMM_LEN, TOP_STACK_BYTES,
+    UserRegs,
+};
+
+use super::faultmaps::mapping_end;
+use crate::{
+    helpers::{count, read_kernel},
+    maps::config,
+    task::ns_nr,
+};
+
+/// `info` values that are not pointers: SEND_SIG_NOINFO (0) and SEND_SIG_PRIV (1).
+const NOT_A_SIGINFO: u64 = 1;
+
+/// Header, thread identity, registers and code bytes.
+///
+/// # Safety
+/// `head` must point at a reserved record.
+// Inlined: a BPF call takes at most five arguments.
+#[inline(always)]
+pub unsafe fn fill_head(
+    head: *mut CaptureHead,
+    kind: RecordKind,
+    size: usize,
+    pid: u32,
+    tid: u32,
+    task: u64,
+) {
+    unsafe {
+        (*head).header = RecordHeader {
+            kind: kind as u32,
+            size: size as u32,
+            ktime_ns: bpf_ktime_get_ns(),
+            pid,
+            tid,
+        };
+        (*head)._pad0 = 0;
+        (*head)._pad1 = 0;
+        (*head)._pad2 = 0;
+        (*head).flags = 0;
+        (*head).thread_comm = bpf_get_current_comm().unwrap_or([0; TASK_COMM_LEN]);
+        (*head).ns_tid = ns_nr(task);
+        let leader =
+            read_kernel::<u64>(task + config!(offsets.task_group_leader) as u64).unwrap_or(task);
+        (*head).ns_pid = ns_nr(leader);
+        (*head).cgroup_id = aya_ebpf::helpers::bpf_get_current_cgroup_id();
+        let parent =
+            read_kernel::<u64>(task + config!(offsets.task_real_parent) as u64).unwrap_or(0);
+        (*head).parent_pid = if parent != 0 {
+            read_kernel::<u32>(parent + config!(offsets.task_tgid) as u64).unwrap_or(0)
+        } else {
+            0
+        };
+        (*head).parent_comm = if parent != 0 {
+            read_kernel::<[u8; TASK_COMM_LEN]>(parent + config!(offsets.task_comm) as u64)
+                .unwrap_or([0; TASK_COMM_LEN])
+        } else {
+            [0; TASK_COMM_LEN]
+        };
+        let regs = bpf_task_pt_regs(task as *mut _) as u64;
+        let rc = bpf_probe_read_kernel(
+            &raw mut (*head).regs as *mut c_void,
+            size_of::<UserRegs>() as u32,
+            regs as *const c_void,
+        );
+        if rc != 0 {
+            (*head).regs = UserRegs::default();
+            (*head).flags |= CAPTURE_NO_REGS;
+            count(Stat::RegsFailed);
+        }
+        let rc = bpf_probe_read_user(
+            (*head).code.as_mut_ptr() as *mut c_void,
+            CODE_BYTES as u32,
+            (*head).regs.rip as *const c_void,
+        );
+        if rc == 0 {
+            (*head).flags |= CAPTURE_HAS_CODE;
+        }
+    }
+}
+
+/// The signal, its siginfo and the disposition in force.
+///
+/// # Safety
+/// `head` must point at a reserved record.
+#[inline(always)]
+pub unsafe fn fill_signal(head: *mut CaptureHead, sig: i32, info: u64, disposition: [u64; 2]) {
+    unsafe {
+        (*head).signo = sig as u32;
+        (*head).handler = disposition[0];
+        (*head).sa_flags = disposition[1];
+        (*head).handler_kind = if disposition[0] == 0 {
+            HANDLER_DEFAULT
+        } else {
+            HANDLER_CUSTOM
+        };
+        let si = if info > NOT_A_SIGINFO {
+            (*head).flags |= CAPTURE_HAS_SIGINFO;
+            read_kernel::<[u64; 3]>(info).unwrap_or([0; 3])
+        } else {
+            [0; 3]
+        };
+        (*head).si_errno = (si[0] >> 32) as i32;
+        (*head).si_code = si[1] as i32;
+        (*head).si_addr = si[2];
+        (*head).si_pid = si[2] as u32;
+        (*head).si_uid = (si[2] >> 32) as u32;
+    }
+}
+
+/// Copies the user stack upwards from the page that holds `sp`, a page at a time, until
+/// the budget is spent or a page cannot be read (the top of the stack mapping).
+/// `CHUNKS` is the record's capacity: the verifier needs it constant.
+///
+/// # Safety
+/// `head` must point at a reserved record whose stack area, at `dst`, holds `CHUNKS` pages.
+#[inline(always)]
+pub unsafe fn copy_stack<const CHUNKS: usize>(
+    head: *mut CaptureHead,
+    dst: *mut u8,
+    budget: usize,
+) -> u32 {
+    let mut flags = 0;
+    let sp = unsafe { (*head).regs.rsp };
+    let budget = budget.min(CHUNKS);
+    let mut base = sp & !(STACK_CHUNK as u64 - 1);
+    // Whole-page reads fail as a unit, so probe the first page alone: after a stack
+    // overflow sp sits in the guard page and the frames start one page up.
+    // SAFETY: dst has room for at least one chunk.
+    if sp == 0 || unsafe { bpf_probe_read_user(dst as *mut c_void, 1, base as *const c_void) } != 0
+    {
+        base += STACK_CHUNK as u64;
+        flags |= CAPTURE_SP_PAGE_SKIPPED;
+    }
+    let mut chunks = 0usize;
+    for i in 0..CHUNKS {
+        if i >= budget {
+            break;
+        }
+        // SAFETY: i < CHUNKS keeps the chunk inside the record.
+        let rc = unsafe {
+            bpf_probe_read_user(
+                dst.add(i * STACK_CHUNK) as *mut c_void,
+                STACK_CHUNK as u32,
+                (base + (i * STACK_CHUNK) as u64) as *const c_void,
+            )
+        };
+        if rc != 0 {
+            break;
+        }
+        chunks = i + 1;
+    }
+    if chunks == budget {
+        // Say whether the budget, not the end of the stack, stopped the copy.
+        let mut probe = 0u8;
+        let next = base + (chunks * STACK_CHUNK) as u64;
+        // SAFETY: one byte into a local.
+        if unsafe { bpf_probe_read_user(&raw mut probe as *mut c_void, 1, next as *const c_void) }
+            == 0
+        {
+            flags |= CAPTURE_STACK_TRUNCATED;
+        }
+    }
+    unsafe {
+        (*head).stack_start = base;
+        (*head).stack_len = (chunks * STACK_CHUNK) as u32;
+    }
+    flags
+}
+
+/// Copies the top TOP_STACK_BYTES of the stack mapping into the last part of the stack
+/// area. `head.stack_start` is the lowest readable stack page.
+///
+/// # Safety
+/// `dst` must be the stack area of a reserved SignalCapture.
+#[inline(never)]
+pub unsafe fn copy_stack_top(task: u64, head: *mut CaptureHead, dst: *mut u8) {
+    let end = mapping_end(task, unsafe { (*head).stack_start });
+    if end < TOP_STACK_BYTES as u64 {
+        return;
+    }
+    let start = end - TOP_STACK_BYTES as u64;
+    let mut len = 0u32;
+    for i in 0..TOP_STACK_BYTES / STACK_CHUNK {
+        // SAFETY: the chunk lies in the last TOP_STACK_BYTES of the stack area.
+        let rc = unsafe {
+            bpf_probe_read_user(
+                dst.add(MAX_STACK_BYTES - TOP_STACK_BYTES + i * STACK_CHUNK) as *mut c_void,
+                STACK_CHUNK as u32,
+                (start + (i * STACK_CHUNK) as u64) as *const c_void,
+            )
+        };
+        if rc != 0 {
+            break;
+        }
+        len += STACK_CHUNK as u32;
+    }
+    unsafe {
+        (*head).top_start = start;
+        (*head).top_len = len;
+    }
+}

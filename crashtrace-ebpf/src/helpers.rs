@@ -1,0 +1,53 @@
+//! Helpers every program uses: kernel reads, counters, atomics, ring reservations.
+
+use core::intrinsics::AtomicOrdering;
+
+use aya_ebpf::maps::ring_buf::RingBufEntry;
+use crashtrace_common::Stat;
+
+use crate::maps::{EVENTS, STATS};
+
+pub fn count(stat: Stat) {
+    if let Some(v) = STATS.get_ptr_mut(stat as u32) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *v += 1 };
+    }
+}
+
+/// A ring-buffer record of type `T`, or None with the loss counted: every record is
+/// reserved through here, so no drop goes uncounted.
+pub fn reserve<T: 'static>() -> Option<RingBufEntry<T>> {
+    let entry = EVENTS.reserve::<T>(0);
+    if entry.is_none() {
+        count(Stat::RingFull);
+    }
+    entry
+}
+
+/// Sends a value built elsewhere (a per-CPU scratch record) with one copy; a full ring
+/// is counted as for `reserve`.
+pub fn output<T: 'static>(value: &T) {
+    if EVENTS.output::<T>(value, 0).is_err() {
+        count(Stat::RingFull);
+    }
+}
+
+pub fn read_kernel<T>(addr: u64) -> Option<T> {
+    // SAFETY: bpf_probe_read_kernel tolerates any address.
+    unsafe { aya_ebpf::helpers::bpf_probe_read_kernel(addr as *const T).ok() }
+}
+
+/// Atomic add on a map value field (the result is unused: see capture_sibling).
+///
+/// # Safety
+/// `p` must point into a map value.
+pub unsafe fn atomic_add32(p: *mut u32, v: u32) {
+    // The BPF target has no core::sync::atomic types; the intrinsic lowers to BPF_XADD.
+    unsafe { core::intrinsics::atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(p, v) };
+}
+
+/// # Safety
+/// `p` must point into a map value.
+pub unsafe fn atomic_add64(p: *mut u64, v: u64) {
+    unsafe { core::intrinsics::atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, v) };
+}

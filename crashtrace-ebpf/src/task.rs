@@ -1,0 +1,86 @@
+//! What a task is: its names, ids and usage, read from kernel structures at offsets the
+//! loader found in the kernel's BTF.
+
+use aya_ebpf::{cty::c_void, helpers::generated::bpf_probe_read_kernel_str};
+use crashtrace_common::{EXE_NAME_LEN, TASK_COMM_LEN, Usage};
+
+use crate::{helpers::read_kernel, maps::config};
+
+/// The process name: the comm of the thread-group leader (a thread's own comm may have
+/// been renamed with PR_SET_NAME).
+pub fn process_comm(task: u64) -> [u8; TASK_COMM_LEN] {
+    let leader =
+        read_kernel::<u64>(task + config!(offsets.task_group_leader) as u64).unwrap_or(task);
+    read_kernel::<[u8; TASK_COMM_LEN]>(leader + config!(offsets.task_comm) as u64)
+        .unwrap_or([0; TASK_COMM_LEN])
+}
+
+/// Base name of the executable: `task->mm->exe_file->f_path.dentry->d_name.name`.
+/// Left empty for tasks without an mm (kernel threads, late in exit).
+pub fn read_exe_name(task: u64, out: &mut [u8; EXE_NAME_LEN]) {
+    let Some(mm) = read_kernel::<u64>(task + config!(offsets.task_mm) as u64) else {
+        return;
+    };
+    if mm == 0 {
+        return;
+    }
+    let Some(file) = read_kernel::<u64>(mm + config!(offsets.mm_exe_file) as u64) else {
+        return;
+    };
+    if file == 0 {
+        return;
+    }
+    let Some(dentry) = read_kernel::<u64>(file + config!(offsets.file_dentry) as u64) else {
+        return;
+    };
+    let Some(name) = read_kernel::<u64>(dentry + config!(offsets.dentry_name) as u64) else {
+        return;
+    };
+    // SAFETY: bounded copy into `out`; the helper NUL-terminates.
+    unsafe {
+        bpf_probe_read_kernel_str(
+            out.as_mut_ptr() as *mut c_void,
+            EXE_NAME_LEN as u32,
+            name as *const c_void,
+        )
+    };
+}
+
+/// The task's id in its own (innermost) pid namespace: `thread_pid->numbers[level].nr`.
+pub fn ns_nr(task: u64) -> u32 {
+    let pid = read_kernel::<u64>(task + config!(offsets.task_thread_pid) as u64).unwrap_or(0);
+    if pid == 0 {
+        return 0;
+    }
+    // Nesting is at most 32 levels (MAX_PID_NS_LEVEL); the mask keeps the verifier sure.
+    let level = read_kernel::<u32>(pid + config!(offsets.pid_level) as u64).unwrap_or(0) & 31;
+    let off =
+        config!(offsets.pid_numbers_nr) as u64 + level as u64 * config!(offsets.upid_size) as u64;
+    read_kernel::<u32>(pid + off).unwrap_or(0)
+}
+
+/// The task's real uid.
+pub fn task_uid(task: u64) -> u32 {
+    let cred = read_kernel::<u64>(task + config!(offsets.task_cred) as u64).unwrap_or(0);
+    if cred == 0 {
+        return 0;
+    }
+    read_kernel::<u32>(cred + config!(offsets.cred_uid) as u64).unwrap_or(0)
+}
+
+/// Usage totals in signal_struct: the threads of the process that are already gone.
+pub fn usage_of_signal(task: u64) -> Usage {
+    let Some(sig) = read_kernel::<u64>(task + config!(offsets.task_signal) as u64) else {
+        return Usage::default();
+    };
+    let f = |off: u32| read_kernel::<u64>(sig + off as u64).unwrap_or(0);
+    Usage {
+        utime_ns: f(config!(offsets.signal_utime)),
+        stime_ns: f(config!(offsets.signal_stime)),
+        runtime_ns: f(config!(offsets.signal_runtime)),
+        min_flt: f(config!(offsets.signal_min_flt)),
+        maj_flt: f(config!(offsets.signal_maj_flt)),
+        nvcsw: f(config!(offsets.signal_nvcsw)),
+        nivcsw: f(config!(offsets.signal_nivcsw)),
+    }
+}
