@@ -106,11 +106,17 @@ impl RecordHeader {
 mod pod {
     // SAFETY: plain #[repr(C)] data without padding or invalid bit patterns.
     unsafe impl aya::Pod for super::Config {}
+    // SAFETY: plain #[repr(C)] data without padding or invalid bit patterns.
     unsafe impl aya::Pod for super::CommPattern {}
+    // SAFETY: plain #[repr(C)] data without padding or invalid bit patterns.
     unsafe impl aya::Pod for super::KernelOffsets {}
+    // SAFETY: plain #[repr(C)] data without padding or invalid bit patterns.
     unsafe impl aya::Pod for super::CrashState {}
+    // SAFETY: plain #[repr(C)] data without padding or invalid bit patterns.
     unsafe impl aya::Pod for super::Usage {}
+    // SAFETY: plain #[repr(C)] data without padding or invalid bit patterns.
     unsafe impl aya::Pod for super::PyProc {}
+    // SAFETY: plain #[repr(C)] data without padding or invalid bit patterns.
     unsafe impl aya::Pod for super::PyOffsets {}
 }
 

@@ -43,11 +43,13 @@ pub fn read_kernel<T>(addr: u64) -> Option<T> {
 /// `p` must point into a map value.
 pub unsafe fn atomic_add32(p: *mut u32, v: u32) {
     // The BPF target has no core::sync::atomic types; the intrinsic lowers to BPF_XADD.
+    // SAFETY: the caller passes a pointer into a map value (see # Safety).
     unsafe { core::intrinsics::atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(p, v) };
 }
 
 /// # Safety
 /// `p` must point into a map value.
 pub unsafe fn atomic_add64(p: *mut u64, v: u64) {
+    // SAFETY: as above.
     unsafe { core::intrinsics::atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, v) };
 }

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::Value;
+pub use crashtrace::model::{CrashReport, Frame, PyThreadReport};
 
 /// How long any single wait may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -58,10 +58,13 @@ pub fn require_root() {
 
 #[derive(Default)]
 struct Output {
-    reports: Vec<Value>,
+    reports: Vec<CrashReport>,
     text: String,
     stderr: Vec<String>,
+    /// stdout closed: crashtrace is gone or going.
     exited: bool,
+    /// stderr closed: every status line it wrote has been read.
+    stderr_closed: bool,
 }
 
 /// A running crashtrace. Dropping it stops it (SIGINT, then SIGKILL) and reaps it.
@@ -111,8 +114,8 @@ impl Crashtrace {
                 let (lock, cv) = &*o;
                 let mut g = lock.lock().unwrap();
                 if json {
-                    let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
-                        panic!("crashtrace printed a non-JSON line {line:?}: {e}")
+                    let v: CrashReport = serde_json::from_str(&line).unwrap_or_else(|e| {
+                        panic!("crashtrace printed a line that is not a report {line:?}: {e}")
                     });
                     g.reports.push(v);
                 } else {
@@ -135,6 +138,9 @@ impl Crashtrace {
                 lock.lock().unwrap().stderr.push(line);
                 cv.notify_all();
             }
+            let (lock, cv) = &*o;
+            lock.lock().unwrap().stderr_closed = true;
+            cv.notify_all();
         });
         let ct = Self {
             child,
@@ -164,53 +170,72 @@ impl Crashtrace {
             assert!(
                 !left.is_zero(),
                 "timed out after {WAIT:?} waiting for {what}; reports for pids {:?}; stderr: {:?}",
-                g.reports
-                    .iter()
-                    .map(|r| r["pid"].clone())
-                    .collect::<Vec<_>>(),
+                g.reports.iter().map(|r| r.pid).collect::<Vec<_>>(),
                 g.stderr
             );
             g = cv.wait_timeout(g, left).unwrap().0;
         }
     }
 
-    /// The JSON report for process `pid`; fails the test after `WAIT`.
-    pub fn report_for(&self, pid: u32) -> Value {
-        self.wait_for(
-            |o| o.reports.iter().any(|r| r["pid"] == pid) || o.exited,
-            &format!("a report for pid {pid}"),
-        );
+    /// The first report that satisfies `pred`, waiting for it (bounded by `WAIT`); fails
+    /// the test if crashtrace exits or the time runs out first. Every test waits for its
+    /// reports through here.
+    #[track_caller]
+    pub fn report_where(&self, what: &str, pred: impl Fn(&CrashReport) -> bool) -> CrashReport {
+        self.wait_for(|o| o.reports.iter().any(&pred) || o.exited, what);
         let g = self.out.0.lock().unwrap();
         g.reports
             .iter()
-            .find(|r| r["pid"] == pid)
+            .find(|r| pred(r))
             .cloned()
-            .unwrap_or_else(|| panic!("crashtrace exited without reporting pid {pid}"))
+            .unwrap_or_else(|| panic!("crashtrace exited without {what}; stderr: {:?}", g.stderr))
     }
 
-    /// All JSON reports for `pid` seen so far.
-    pub fn reports_for(&self, pid: u32) -> Vec<Value> {
+    /// The report for process `pid`.
+    #[track_caller]
+    pub fn report_for(&self, pid: u32) -> CrashReport {
+        self.report_where(&format!("a report for pid {pid}"), |r| r.pid == pid)
+    }
+
+    /// All reports for `pid` seen so far.
+    pub fn reports_for(&self, pid: u32) -> Vec<CrashReport> {
         let g = self.out.0.lock().unwrap();
-        g.reports
-            .iter()
-            .filter(|r| r["pid"] == pid)
-            .cloned()
-            .collect()
+        g.reports.iter().filter(|r| r.pid == pid).cloned().collect()
     }
 
     /// Stops crashtrace (SIGINT, bounded) and returns all it said on stderr, including
     /// its closing summary.
     pub fn stop(mut self) -> Vec<String> {
         self.shutdown();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let g = self.out.0.lock().unwrap();
-            if g.stderr.iter().any(|l| l.contains("detached")) || Instant::now() > deadline {
-                return g.stderr.clone();
-            }
-            drop(g);
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.wait_for(
+            // Both streams closed: every report and status line has been read.
+            |o| o.exited && o.stderr_closed,
+            "crashtrace to exit",
+        );
+        self.stderr()
+    }
+
+    /// The first stderr line that satisfies `pred`, waiting for it (bounded).
+    #[track_caller]
+    pub fn stderr_line(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        self.wait_for(
+            |o| o.stderr.iter().any(|l| pred(l)) || o.stderr_closed,
+            what,
+        );
+        let g = self.out.0.lock().unwrap();
+        g.stderr
+            .iter()
+            .find(|l| pred(l))
+            .cloned()
+            .unwrap_or_else(|| panic!("crashtrace never said {what}: {:?}", g.stderr))
+    }
+
+    /// Stops crashtrace and returns every report and stderr line it wrote.
+    pub fn all_reports_when_stopped(self) -> (Vec<CrashReport>, Vec<String>) {
+        let out = self.out.clone();
+        let said = self.stop();
+        let reports = out.0.lock().unwrap().reports.clone();
+        (reports, said)
     }
 
     /// crashtrace's stderr lines so far.
@@ -221,21 +246,16 @@ impl Crashtrace {
     /// Waits until crashtrace (started with -v) says it pinned a file whose path ends
     /// with `suffix`: from then on the file can be deleted or replaced.
     pub fn wait_pinned(&self, suffix: &str) {
-        self.wait_for(
-            |o| {
-                o.stderr.iter().any(|l| {
-                    l.contains("pinned ")
-                        && l.split(" for pid")
-                            .next()
-                            .is_some_and(|p| p.ends_with(suffix))
-                })
-            },
-            &format!("crashtrace to pin {suffix}"),
-        );
+        self.stderr_line(&format!("that it pinned {suffix}"), |l| {
+            l.contains("pinned ")
+                && l.split(" for pid")
+                    .next()
+                    .is_some_and(|p| p.ends_with(suffix))
+        });
     }
 
-    /// Every JSON report seen so far.
-    pub fn all_reports(&self) -> Vec<Value> {
+    /// Every report seen so far.
+    pub fn all_reports(&self) -> Vec<CrashReport> {
         self.out.0.lock().unwrap().reports.clone()
     }
 
@@ -383,12 +403,15 @@ impl Lines {
 }
 
 /// Function names of a report's frames, in order (None where a frame has no name).
-pub fn function_names(report: &Value) -> Vec<String> {
-    report["frames"]
-        .as_array()
-        .expect("frames")
+pub fn function_names(report: &CrashReport) -> Vec<String> {
+    names_of(&report.frames)
+}
+
+/// Function names of frames, in order ("??" where a frame has no name).
+pub fn names_of(frames: &[Frame]) -> Vec<String> {
+    frames
         .iter()
-        .map(|f| f["function"].as_str().unwrap_or("??").to_string())
+        .map(|f| f.function.clone().unwrap_or_else(|| "??".into()))
         .collect()
 }
 
@@ -406,7 +429,7 @@ pub fn assert_in_order(names: &[String], expected: &[&str]) {
 }
 
 /// Runs `cmd` to a crash under an attached crashtrace and returns its report.
-pub fn crash_and_report(ct: &Crashtrace, cmd: &mut Command, expect_signal: i32) -> Value {
+pub fn crash_and_report(ct: &Crashtrace, cmd: &mut Command, expect_signal: i32) -> CrashReport {
     let mut v = Victim::spawn(cmd);
     let pid = v.pid();
     assert_eq!(
@@ -417,8 +440,8 @@ pub fn crash_and_report(ct: &Crashtrace, cmd: &mut Command, expect_signal: i32) 
     let r = ct.report_for(pid);
     eprintln!(
         "pid {pid}: {} frames, reported {:.2} ms after the signal",
-        r["frames"].as_array().map_or(0, |f| f.len()),
-        r["latency_ms"].as_f64().unwrap_or(-1.0)
+        r.frames.len(),
+        r.latency_ms
     );
     r
 }

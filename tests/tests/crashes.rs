@@ -28,20 +28,15 @@ fn c_with_frame_pointers() {
     );
     assert_eq!(names[0], "crash_segv");
     last_frame_is_start(&names);
-    assert_eq!(r["signal"]["name"], "SIGSEGV");
-    assert_eq!(r["signal"]["code_name"], "SEGV_MAPERR");
-    assert_eq!(r["signal"]["fault_address"], 0);
-    assert_eq!(r["process_name"], "crash_fp");
+    assert_eq!(r.signal.name, "SIGSEGV");
+    assert_eq!(r.signal.code_name.as_deref(), Some("SEGV_MAPERR"));
+    assert_eq!(r.signal.fault_address, Some(0));
+    assert_eq!(r.process_name, "crash_fp");
     // file:line from the victim's own debug info.
-    let f0 = &r["frames"][0];
-    assert!(
-        f0["location"]["file"]
-            .as_str()
-            .unwrap()
-            .ends_with("crash.c"),
-        "{f0}"
-    );
-    assert!(f0["location"]["line"].as_u64().unwrap() > 0);
+    let f0 = &r.frames[0];
+    let loc = f0.location.as_ref().expect("a source location");
+    assert!(loc.file.ends_with("crash.c"), "{f0:?}");
+    assert!(loc.line.is_some_and(|l| l > 0), "{f0:?}");
 }
 
 #[test]
@@ -62,7 +57,7 @@ fn c_without_frame_pointers() {
         ],
     );
     last_frame_is_start(&names);
-    assert_eq!(r["unwind"]["method"], "DWARF CFI");
+    assert_eq!(r.unwind.method, "DWARF CFI");
 }
 
 #[test]
@@ -89,10 +84,10 @@ fn abort_three_deep_through_libc() {
         ],
     );
     last_frame_is_start(&names);
-    assert_eq!(r["signal"]["name"], "SIGABRT");
-    assert_eq!(r["signal"]["code_name"], "SI_TKILL");
-    assert_eq!(r["signal"]["sender_pid"], r["pid"]);
-    assert!(r["signal"]["fault_address"].is_null());
+    assert_eq!(r.signal.name, "SIGABRT");
+    assert_eq!(r.signal.code_name.as_deref(), Some("SI_TKILL"));
+    assert_eq!(r.signal.sender_pid, Some(r.pid));
+    assert!(r.signal.fault_address.is_none());
 }
 
 #[test]
@@ -103,7 +98,7 @@ fn sigfpe_decoded() {
         Command::new(victim("crash_nofp")).arg("fpe"),
         libc::SIGFPE,
     );
-    assert_eq!(r["signal"]["code_name"], "FPE_INTDIV");
+    assert_eq!(r.signal.code_name.as_deref(), Some("FPE_INTDIV"));
     assert_in_order(
         &function_names(&r),
         &["crash_fpe", "level3", "level2", "level1", "main"],
@@ -118,10 +113,10 @@ fn crash_inside_shared_library() {
     assert_in_order(&names, &["lib_crash", "lib_inner", "lib_entry", "main"]);
     assert_eq!(names[0], "lib_crash");
     assert!(
-        r["frames"][0]["module"]
-            .as_str()
-            .unwrap()
-            .ends_with("libvictim.so")
+        r.frames[0]
+            .module
+            .as_deref()
+            .is_some_and(|m| m.ends_with("libvictim.so"))
     );
     last_frame_is_start(&names);
 }
@@ -137,7 +132,7 @@ fn crash_in_library_loaded_just_before() {
     let names = function_names(&r);
     assert_in_order(&names, &["dl_crash", "dl_entry", "main"]);
     assert_eq!(names[0], "dl_crash");
-    assert_eq!(r["signal"]["fault_address"], 16);
+    assert_eq!(r.signal.fault_address, Some(16));
 }
 
 #[test]
@@ -198,7 +193,7 @@ fn comm_filter_applies_in_the_kernel() {
     let mut other = Victim::spawn(&mut Command::new(victim("crash_fp")));
     assert_eq!(other.wait_signal(), Some(SIGSEGV));
     let r = crash_and_report(&ct, &mut Command::new(victim("crash_nofp")), SIGSEGV);
-    assert_eq!(r["process_name"], "crash_nofp");
+    assert_eq!(r.process_name, "crash_nofp");
     // The crash_fp crash came first; it would have been reported before this one.
     assert!(
         ct.reports_for(other.pid()).is_empty(),
@@ -216,7 +211,7 @@ fn exact_comm_and_signal_filters() {
         Command::new(victim("crash_nofp")).arg("abort"),
         SIGABRT,
     );
-    assert_eq!(r["signal"]["name"], "SIGABRT");
+    assert_eq!(r.signal.name, "SIGABRT");
     assert!(
         ct.reports_for(segv.pid()).is_empty(),
         "SIGSEGV reported despite --signals ABRT"
@@ -234,7 +229,7 @@ fn pid_filter() {
     target.trigger();
     assert_eq!(target.wait_signal(), Some(SIGSEGV));
     let r = ct.report_for(target.pid());
-    assert_eq!(r["pid"], target.pid());
+    assert_eq!(r.pid, target.pid());
     assert!(
         ct.reports_for(other.pid()).is_empty(),
         "--pid let another process through"

@@ -27,15 +27,12 @@ fn handler_that_reraises_is_reported_once_with_the_original_fault() {
     // The original fault's frame is on top, not the handler's raise().
     assert_eq!(names[0], "crash_segv", "{names:#?}");
     assert_in_order(&names, &["crash_segv", "level2", "level1", "main"]);
-    assert_eq!(r["signal"]["code_name"], "SEGV_MAPERR");
-    assert_eq!(r["signal"]["fault_address"], 0);
-    assert!(
-        r["handler"]["address"].as_u64().unwrap() != 0,
-        "{}",
-        r["handler"]
-    );
-    assert_eq!(r["handler"]["reraised_with"], "SIGSEGV SI_TKILL");
-    let pid = r["pid"].as_u64().unwrap() as u32;
+    assert_eq!(r.signal.code_name.as_deref(), Some("SEGV_MAPERR"));
+    assert_eq!(r.signal.fault_address, Some(0));
+    let h = r.handler.as_ref().expect("the handler");
+    assert!(h.address != 0, "{h:?}");
+    assert_eq!(h.reraised_with.as_deref(), Some("SIGSEGV SI_TKILL"));
+    let pid = r.pid;
     sentinel(&ct);
     assert_eq!(ct.reports_for(pid).len(), 1, "reported more than once");
 }
@@ -70,10 +67,10 @@ fn python_faulthandler_reraise_is_reported_once() {
     assert!(names[0].starts_with("__strlen"), "{names:#?}");
     assert_in_order(&names, &["string_at", "_PyEval_EvalFrameDefault"]);
     assert!(
-        r["handler"].is_object(),
-        "faulthandler's re-raise not recognised: {r}"
+        r.handler.is_some(),
+        "faulthandler's re-raise not recognised: {r:?}"
     );
-    let pid = r["pid"].as_u64().unwrap() as u32;
+    let pid = r.pid;
     crash_and_report(
         &ct,
         Command::new("python3").args(["-c", "import ctypes; ctypes.string_at(0)"]),
@@ -90,9 +87,9 @@ fn renamed_python_process_is_caught_by_its_executable() {
         Command::new("python3").arg(source("py_rename.py")),
         SIGSEGV,
     );
-    assert_eq!(r["process_name"], "pt_data_worker");
-    assert_eq!(r["thread_name"], "pt_data_worker");
-    let exe = r["executable"].as_str().unwrap();
+    assert_eq!(r.process_name, "pt_data_worker");
+    assert_eq!(r.thread_name, "pt_data_worker");
+    let exe = r.executable.as_deref().expect("the executable");
     assert!(
         exe.rsplit('/').next().unwrap().starts_with("python3"),
         "{exe}"
@@ -130,11 +127,8 @@ fn multiprocessing_worker(method: &str) {
     let worker = lines.next_pid("worker pid");
     let r = ct.report_for(worker);
     assert_eq!(lines.next_line("exit line").trim(), "exitcode -11");
-    assert_eq!(r["parent_pid"], parent.pid(), "{r}");
-    assert!(
-        r["parent_name"].as_str().unwrap().starts_with("python"),
-        "{r}"
-    );
+    assert_eq!(r.parent_pid, parent.pid(), "{r:?}");
+    assert!(r.parent_name.starts_with("python"), "{r:?}");
     let names = function_names(&r);
     assert!(names[0].starts_with("__strlen"), "{names:#?}");
     assert_in_order(&names, &["string_at", "_PyEval_EvalFrameDefault"]);
@@ -175,20 +169,23 @@ fn pytorch_dataloader_worker_segfault() {
     let worker = lines.next_pid("worker pid");
     let r = ct.report_for(worker);
     // PyTorch renames the worker; --comm python still catches it through its executable.
-    assert_eq!(r["process_name"], "pt_data_worker", "{r}");
-    assert_eq!(r["parent_pid"], main.pid());
+    assert_eq!(r.process_name, "pt_data_worker", "{r:?}");
+    assert_eq!(r.parent_pid, main.pid());
     // PyTorch's worker handler re-raised; the stack is the original fault's.
-    assert_eq!(r["handler"]["reraised_with"], "SIGSEGV SI_TKILL", "{r}");
-    assert_eq!(r["signal"]["code_name"], "SEGV_MAPERR");
+    assert_eq!(
+        r.handler.as_ref().and_then(|h| h.reraised_with.as_deref()),
+        Some("SIGSEGV SI_TKILL"),
+        "{r:?}"
+    );
+    assert_eq!(r.signal.code_name.as_deref(), Some("SEGV_MAPERR"));
     let names = function_names(&r);
     assert!(names[0].starts_with("__strlen"), "{names:#?}");
     assert_in_order(&names, &["string_at", "_PyEval_EvalFrameDefault"]);
     assert!(
-        r["outcome"]["status"]
-            .as_str()
-            .unwrap()
-            .starts_with("killed by SIGSEGV"),
-        "{r}"
+        r.outcome
+            .as_ref()
+            .is_some_and(|o| o.status.starts_with("killed by SIGSEGV")),
+        "{r:?}"
     );
     let main_line = lines.next_line("main's error line");
     assert!(main_line.contains("DataLoader worker"), "{main_line}");

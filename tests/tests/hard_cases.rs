@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, process::Command, time::Instant};
 
-use crashtrace_tests::{Crashtrace, Victim, assert_in_order, function_names, victim};
+use crashtrace_tests::{CrashReport, Crashtrace, Victim, assert_in_order, function_names, victim};
 
 #[test]
 fn two_hundred_crashes_in_two_seconds() {
@@ -36,7 +36,7 @@ fn two_hundred_crashes_in_two_seconds() {
     assert!(spawned.as_secs_f64() < 10.0);
     for (pid, kind) in &expect {
         let r = ct.report_for(*pid);
-        assert_eq!(r["signal"]["name"], *kind, "pid {pid}");
+        assert_eq!(r.signal.name, *kind, "pid {pid}");
         let names = function_names(&r);
         let want = if *kind == "SIGABRT" {
             "crash_abort"
@@ -82,7 +82,7 @@ fn crash_after(
     cmd: &mut Command,
     pinned: &str,
     meanwhile: impl FnOnce(),
-) -> serde_json::Value {
+) -> CrashReport {
     let mut v = Victim::spawn(cmd);
     v.wait_ready();
     ct.wait_pinned(pinned);
@@ -140,7 +140,7 @@ fn replaced_executable_is_read_as_it_was_mapped() {
         &function_names(&r),
         &["crash_segv", "level3", "level2", "level1", "main"],
     );
-    assert_eq!(r["frames"][0]["function_offset"], 0, "{}", r["frames"][0]);
+    assert_eq!(r.frames[0].function_offset, Some(0), "{:?}", r.frames[0]);
 }
 
 #[test]
@@ -152,12 +152,11 @@ fn container_process_uses_its_own_files() {
     std::fs::copy(victim("crash_static"), root.0.join("app/victim")).unwrap();
     assert!(!std::path::Path::new("/app/victim").exists());
     let id = "c0ffee00".repeat(8);
-    let cg = crashtrace_tests::Cgroup2::new(&format!("docker-{id}.scope"));
+    // The machines this project runs on have cgroup v2 (cargo xtask setup checks it).
+    let cg = crashtrace_tests::Cgroup2::new(&format!("docker-{id}.scope"))
+        .expect("a cgroup v2 group (is cgroup2 mounted?)");
     let ct = Crashtrace::start(&["--comm", "victim", "-v"]);
-    let enter = cg
-        .as_ref()
-        .map(|c| format!("echo $$ > {}/cgroup.procs && ", c.path.display()))
-        .unwrap_or_default();
+    let enter = format!("echo $$ > {}/cgroup.procs && ", cg.path.display());
     let mut v = Victim::spawn(Command::new("sh").arg("-c").arg(format!(
         "{enter}exec unshare --mount --pid --fork chroot {} /app/victim wait-segv",
         root.0.display()
@@ -166,41 +165,27 @@ fn container_process_uses_its_own_files() {
     ct.wait_pinned("/app/victim");
     v.trigger();
     v.wait_exit();
-    let deadline = Instant::now() + crashtrace_tests::WAIT;
-    let r = loop {
-        if let Some(r) = ct
-            .all_reports()
-            .into_iter()
-            .find(|r| r["process_name"] == "victim")
-        {
-            break r;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no report for the container victim"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
-    assert_eq!(r["namespace_pid"], 1, "{r}");
+    let r = ct.report_where("the container victim's report", |r| {
+        r.process_name == "victim"
+    });
+    assert_eq!(r.namespace_pid, Some(1), "{r:?}");
     assert_eq!(
-        r["frames"][0]["module"], "/app/victim",
-        "{}",
-        r["frames"][0]
+        r.frames[0].module.as_deref(),
+        Some("/app/victim"),
+        "{:?}",
+        r.frames[0]
     );
     assert_in_order(
         &function_names(&r),
         &["crash_segv", "level3", "level2", "level1", "main"],
     );
-    if cg.is_some() {
-        assert!(
-            r["cgroup"]
-                .as_str()
-                .unwrap()
-                .ends_with(&format!("docker-{id}.scope")),
-            "{r}"
-        );
-        assert_eq!(r["container_id"], id.as_str());
-    }
+    assert!(
+        r.cgroup
+            .as_deref()
+            .is_some_and(|c| c.ends_with(&format!("docker-{id}.scope"))),
+        "{r:?}"
+    );
+    assert_eq!(r.container_id.as_deref(), Some(id.as_str()));
 }
 
 fn build_id(path: &std::path::Path) -> String {
@@ -242,12 +227,12 @@ fn stripped_binaries_and_their_debug_files() {
         assert_in_order(&function_names(&r), &chain);
         // Full DWARF from the debug file: file and line too.
         assert!(
-            r["frames"][0]["location"]["file"]
-                .as_str()
-                .unwrap()
-                .ends_with("crash.c"),
-            "{v}: {}",
-            r["frames"][0]
+            r.frames[0]
+                .location
+                .as_ref()
+                .is_some_and(|l| l.file.ends_with("crash.c")),
+            "{v}: {:?}",
+            r.frames[0]
         );
     }
     // MiniDebugInfo: function names from the xz-compressed .gnu_debugdata, no lines.
@@ -266,13 +251,15 @@ fn stripped_binaries_and_their_debug_files() {
         &mut Command::new(victim("crash_bare")),
         libc::SIGSEGV,
     );
-    let f0 = &r["frames"][0];
-    assert!(f0["function"].is_null(), "{f0}");
-    assert_eq!(f0["build_id"], id.as_str());
-    assert!(f0["module_offset"].as_u64().unwrap() > 0);
+    let f0 = &r.frames[0];
+    assert!(f0.function.is_none(), "{f0:?}");
+    assert_eq!(f0.build_id.as_deref(), Some(id.as_str()));
+    assert!(f0.module_offset.is_some_and(|o| o > 0), "{f0:?}");
     assert!(
-        f0["unnamed_reason"].as_str().unwrap().contains("stripped"),
-        "{f0}"
+        f0.unnamed_reason
+            .as_deref()
+            .is_some_and(|w| w.contains("stripped")),
+        "{f0:?}"
     );
 }
 
@@ -341,11 +328,8 @@ fn debuginfod_is_asked_when_asked_and_never_blocks() {
         &mut Command::new(victim("crash_stripped")),
         libc::SIGSEGV,
     );
-    let why = r["frames"][0]["unnamed_reason"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    assert!(why.contains("debuginfod"), "{}", r["frames"][0]);
+    let why = r.frames[0].unnamed_reason.clone().unwrap_or_default();
+    assert!(why.contains("debuginfod"), "{:?}", r.frames[0]);
     drop(hang);
 }
 
@@ -363,19 +347,18 @@ fn frames_without_files_vdso_jit_and_signal_frames() {
     // through its CFI back into libc and the victim.
     let r = run("vdso");
     let names = function_names(&r);
-    assert_eq!(r["frames"][0]["module"], "[vdso]");
+    assert_eq!(r.frames[0].module.as_deref(), Some("[vdso]"));
     assert!(names[0].contains("clock_gettime"), "{names:?}");
     assert_in_order(&names, &["crash_vdso", "level3", "main", "_start"]);
     // JIT code: shown as anonymous memory with its range; the caller found on the stack.
     let r = run("jit");
-    let f0 = &r["frames"][0];
-    assert_eq!(f0["module"], "[anon]");
+    let f0 = &r.frames[0];
+    assert_eq!(f0.module.as_deref(), Some("[anon]"));
     assert!(
-        f0["unnamed_reason"]
-            .as_str()
-            .unwrap()
-            .contains("anonymous executable memory 0x"),
-        "{f0}"
+        f0.unnamed_reason
+            .as_deref()
+            .is_some_and(|w| w.contains("anonymous executable memory 0x")),
+        "{f0:?}"
     );
     assert_in_order(
         &function_names(&r),
@@ -410,20 +393,16 @@ fn a_full_ring_buffer_is_counted_and_said() {
         let _ = k.wait();
     }
     // Let the per-second loss line come out, then stop for the closing summary.
-    let deadline = Instant::now() + crashtrace_tests::WAIT;
-    while !ct
-        .stderr()
-        .iter()
-        .any(|l| l.contains("lost because the ring buffer was full"))
-    {
-        assert!(Instant::now() < deadline, "no loss line: {:?}", ct.stderr());
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    ct.stderr_line("the ring-buffer loss line", |l| {
+        l.contains("lost because the ring buffer was full")
+    });
+    // Counted once crashtrace has exited: every report it made has been read by then.
+    let all = ct.all_reports_when_stopped();
     let reported = pids
         .iter()
-        .filter(|p| !ct.reports_for(**p).is_empty())
+        .filter(|p| all.0.iter().any(|r| r.pid == **p))
         .count();
-    let said = ct.stop();
+    let said = all.1;
     let summary = said
         .iter()
         .find(|l| l.contains("detached"))

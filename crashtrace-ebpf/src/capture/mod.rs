@@ -250,6 +250,7 @@ fn capture_sibling(state: *mut CrashState, pid: u32, tid: u32) {
         core::ptr::read_volatile(&raw const (*state).threads_captured)
     };
     if captured > MAX_THREADS_PER_CRASH {
+        // SAFETY: map value pointer from a successful lookup.
         unsafe { atomic_add32(&raw mut (*state).threads_skipped, 1) };
         return;
     }

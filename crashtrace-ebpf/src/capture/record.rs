@@ -39,6 +39,7 @@ pub unsafe fn fill_head(
     tid: u32,
     task: u64,
 ) {
+    // SAFETY: the caller passes a reserved record (see # Safety).
     unsafe {
         (*head).header = RecordHeader {
             kind: kind as u32,
@@ -98,6 +99,7 @@ pub unsafe fn fill_head(
 /// `head` must point at a reserved record.
 #[inline(always)]
 pub unsafe fn fill_signal(head: *mut CaptureHead, sig: i32, info: u64, disposition: [u64; 2]) {
+    // SAFETY: as for fill_head.
     unsafe {
         (*head).signo = sig as u32;
         (*head).handler = disposition[0];
@@ -134,6 +136,7 @@ pub unsafe fn copy_stack<const CHUNKS: usize>(
     budget: usize,
 ) -> u32 {
     let mut flags = 0;
+    // SAFETY: the caller passes a reserved record (see # Safety).
     let sp = unsafe { (*head).regs.rsp };
     let budget = budget.min(CHUNKS);
     let mut base = sp & !(STACK_CHUNK as u64 - 1);
@@ -174,6 +177,7 @@ pub unsafe fn copy_stack<const CHUNKS: usize>(
             flags |= CAPTURE_STACK_TRUNCATED;
         }
     }
+    // SAFETY: as above.
     unsafe {
         (*head).stack_start = base;
         (*head).stack_len = (chunks * STACK_CHUNK) as u32;
@@ -188,6 +192,7 @@ pub unsafe fn copy_stack<const CHUNKS: usize>(
 /// `dst` must be the stack area of a reserved SignalCapture.
 #[inline(never)]
 pub unsafe fn copy_stack_top(task: u64, head: *mut CaptureHead, dst: *mut u8) {
+    // SAFETY: the caller passes a reserved record (see # Safety).
     let end = mapping_end(task, unsafe { (*head).stack_start });
     if end < TOP_STACK_BYTES as u64 {
         return;
@@ -208,6 +213,7 @@ pub unsafe fn copy_stack_top(task: u64, head: *mut CaptureHead, dst: *mut u8) {
         }
         len += STACK_CHUNK as u32;
     }
+    // SAFETY: as above.
     unsafe {
         (*head).top_start = start;
         (*head).top_len = len;

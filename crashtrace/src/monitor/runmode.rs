@@ -27,8 +27,9 @@ pub fn spawn_command(
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
         let mut status = 0;
-        // SAFETY: zeroed rusage is valid; wait4 on our own child.
+        // SAFETY: all-zero is a valid rusage.
         let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: wait4 on our own child, with valid out-pointers.
         unsafe { libc::wait4(pid as i32, &mut status, 0, &mut usage) };
         let _ = tx.send(Finished {
             status,
