@@ -341,6 +341,20 @@ pub async fn run(args: Args) -> Result<i32> {
         probes.stat(Stat::RingFull),
         pipeline.sinks.dropped()
     );
+    // The kernel side's other counters: said when something went wrong, or at -v.
+    let (regs, exits, state, ooms) = (
+        probes.stat(Stat::RegsFailed),
+        probes.stat(Stat::ExitsLost),
+        probes.stat(Stat::StateFull),
+        probes.stat(Stat::OomVictims),
+    );
+    if args.verbose > 0 || regs + exits + state > 0 {
+        eprintln!(
+            "crashtrace: kernel side: {regs} captures without registers, {exits} exit records \
+             lost, {state} crashes not followed to their exit (state map full), {ooms} OOM \
+             victims"
+        );
+    }
     if args.bpf_stats {
         for (name, runs, time) in probes.program_stats() {
             let mean = if runs > 0 {
