@@ -80,7 +80,8 @@ pub struct KernelOffsets {
     /// `file.f_inode` and `inode.i_ino`: which executable a process runs.
     pub file_inode: u32,
     pub inode_ino: u32,
-    pub _pad: u32,
+    /// `inode.i_size`: a mapped file's size at a fault.
+    pub inode_size: u32,
 }
 
 /// Load-time configuration of the eBPF programs, set as one global.
@@ -172,7 +173,7 @@ impl Config {
                 task_fsbase: 0,
                 file_inode: 0,
                 inode_ino: 0,
-                _pad: 0,
+                inode_size: 0,
             },
         }
     }

@@ -138,8 +138,8 @@ mod tests {
         assert_eq!(size_of::<ThreadCapture>(), fixed + THREAD_STACK_BYTES);
         assert_eq!(size_of::<Usage>(), 7 * 8);
         assert_eq!(size_of::<Sender>(), 24 + TASK_COMM_LEN);
-        assert_eq!(size_of::<VmaInfo>(), 40 + 32);
-        assert_eq!(size_of::<FaultMaps>(), 24 + 72);
+        assert_eq!(size_of::<VmaInfo>(), 48 + VMA_NAME_LEN);
+        assert_eq!(size_of::<FaultMaps>(), 24 + 48 + VMA_NAME_LEN);
         assert_eq!(size_of::<PyOffsets>(), 22 * 4);
         assert_eq!(size_of::<PyProc>(), 16 + 22 * 4);
         assert_eq!(size_of::<PyThread>(), 24 + 24 + PY_MAX_FRAMES * 24);

@@ -1,5 +1,8 @@
 //! The capture records and the per-crash state kept in the kernel.
 
+/// Bytes kept of a mapped file's base name.
+pub const VMA_NAME_LEN: usize = 64;
+
 use crate::{
     CODE_BYTES, EXE_NAME_LEN, MAX_STACK_BYTES, RecordHeader, TASK_COMM_LEN, THREAD_STACK_BYTES,
 };
@@ -102,7 +105,7 @@ pub struct CaptureHead {
 
 /// A memory mapping as the kernel had it at the crash (`bpf_find_vma`).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VmaInfo {
     pub start: u64,
     pub end: u64,
@@ -112,9 +115,29 @@ pub struct VmaInfo {
     pub pgoff: u64,
     /// 1 if found; the rest is valid only then.
     pub found: u32,
-    pub _pad: u32,
+    /// 1 if a file backs the mapping: then `file_size` is its size at the fault.
+    pub has_file: u32,
+    /// The file's size (`i_size`) when the fault was taken: a mapping can reach past the
+    /// end of a file truncated under it.
+    pub file_size: u64,
     /// Base name of the mapped file; empty for anonymous memory.
-    pub name: [u8; 32],
+    pub name: [u8; VMA_NAME_LEN],
+}
+
+// By hand: arrays over 32 bytes have no derived Default.
+impl Default for VmaInfo {
+    fn default() -> Self {
+        Self {
+            start: 0,
+            end: 0,
+            flags: 0,
+            pgoff: 0,
+            found: 0,
+            has_file: 0,
+            file_size: 0,
+            name: [0; VMA_NAME_LEN],
+        }
+    }
 }
 
 /// The thread that received a signal of the configured set (`signal_deliver`).

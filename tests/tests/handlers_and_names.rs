@@ -198,3 +198,42 @@ fn pytorch_dataloader_worker_segfault() {
     );
     assert_eq!(ct.reports_for(worker).len(), 1);
 }
+
+#[test]
+fn reraised_sigbus_names_the_truncated_file() {
+    let ct = Crashtrace::start(&["--comm", "python"]);
+    let dir = std::env::temp_dir().join(format!("crashtrace-bus-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("dataset.bin");
+    let mut main = Victim::spawn(
+        Command::new(torch_python())
+            .arg(source("torch_mmap_bus.py"))
+            .arg(&data),
+    );
+    let lines = main.lines();
+    let worker = lines.next_pid("worker pid");
+    let r = ct.report_for(worker);
+    assert_eq!(r.signal.name, "SIGBUS", "{r:?}");
+    assert_eq!(r.signal.code_name.as_deref(), Some("BUS_ADRERR"));
+    // PyTorch's worker handler re-raised: the fault is the original one, with its mapping.
+    assert_eq!(
+        r.handler.as_ref().and_then(|h| h.reraised_with.as_deref()),
+        Some("SIGBUS SI_TKILL"),
+        "{r:?}"
+    );
+    let m = r
+        .signal
+        .fault_mapping
+        .as_deref()
+        .expect("the fault's mapping");
+    assert!(
+        m.starts_with("inside dataset.bin ")
+            && m.contains("file offset 0x3008, beyond the end of the file, which was 4096 bytes"),
+        "{m}"
+    );
+    eprintln!("fault: {m}");
+    let main_line = lines.next_line("main's error line");
+    assert!(main_line.contains("DataLoader worker"), "{main_line}");
+    main.wait_exit();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -31,6 +31,10 @@ extern "C" fn copy_vma(_task: *mut c_void, vma: *mut c_void, ctx: *mut c_void) -
         (*out).found = 1;
         let file = field(config!(offsets.vma_file));
         if file != 0 {
+            let inode = read_kernel::<u64>(file + config!(offsets.file_inode) as u64).unwrap_or(0);
+            (*out).has_file = 1;
+            (*out).file_size =
+                read_kernel::<u64>(inode + config!(offsets.inode_size) as u64).unwrap_or(0);
             let dentry =
                 read_kernel::<u64>(file + config!(offsets.file_dentry) as u64).unwrap_or(0);
             let name =

@@ -216,10 +216,11 @@ pub fn on_signal_deliver(ctx: &BtfTracePointContext) {
         }
     }
     // SAFETY: the record is still ours until submit.
-    let (addr, has_info, overflow) = unsafe {
+    let (addr, si_code, has_info, overflow) = unsafe {
         let h = &raw const (*rec).head;
         (
             (*h).si_addr,
+            (*h).si_code,
             (*h).flags & CAPTURE_HAS_SIGINFO != 0,
             (*h).top_len != 0,
         )
@@ -229,7 +230,9 @@ pub fn on_signal_deliver(ctx: &BtfTracePointContext) {
     python::capture(task, pid, tid);
     // Fault signals carry an address in si_addr: say what it hit. (After an overflow the
     // one mapping lookup an event allows went to the stack.)
-    if has_info && fault_signal(sig) && !overflow {
+    // Only a fault the kernel raised has an address: a handler's re-raise (SI_TKILL, si_code
+    // < 0) carries a pid there, and its lookup must not replace the original fault's.
+    if has_info && fault_signal(sig) && si_code > 0 && !overflow {
         faultmaps::emit(task, pid, tid, addr);
     }
 }

@@ -78,7 +78,7 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets> {
         task_fsbase: member_offset(btf, "task_struct", "thread.fsbase")?,
         file_inode: member_offset(btf, "file", "f_inode")?,
         inode_ino: member_offset(btf, "inode", "i_ino")?,
-        _pad: 0,
+        inode_size: member_offset(btf, "inode", "i_size")?,
     })
 }
 

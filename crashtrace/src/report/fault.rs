@@ -11,8 +11,9 @@ pub const NO_VMA: VmaInfo = VmaInfo {
     flags: 0,
     pgoff: 0,
     found: 0,
-    _pad: 0,
-    name: [0; 32],
+    has_file: 0,
+    file_size: 0,
+    name: [0; crashtrace_common::VMA_NAME_LEN],
 };
 
 /// Stack guard gap below a growing stack (stack_guard_gap, 256 pages by default), plus a
@@ -45,13 +46,29 @@ fn vma_name(v: &VmaInfo) -> String {
 pub fn describe_fault(c: &Capture, f: &VmaInfo) -> String {
     let addr = c.si_addr;
     if f.found != 0 {
+        let into = addr.wrapping_sub(f.start);
+        let file = if f.has_file != 0 {
+            // Where in the file the address falls, against the file's size at the fault:
+            // past its end is a file truncated under its mapping (SIGBUS).
+            let at = (f.pgoff << 12).wrapping_add(into);
+            if at >= f.file_size {
+                format!(
+                    "; file offset 0x{at:x}, beyond the end of the file, which was {} bytes at \
+                     the fault (truncated under its mapping?)",
+                    f.file_size
+                )
+            } else {
+                format!("; file offset 0x{at:x} of {} bytes", f.file_size)
+            }
+        } else {
+            String::new()
+        };
         return format!(
-            "inside {} 0x{:x}-0x{:x} {} (offset 0x{:x} into it){}",
+            "inside {} 0x{:x}-0x{:x} {} (offset 0x{into:x} into it{file}){}",
             vma_name(f),
             f.start,
             f.end,
             perms(f),
-            addr - f.start,
             if f.flags & 0x3 == 0 {
                 ": a guard region with no access"
             } else {
@@ -138,8 +155,24 @@ mod tests {
         assert!(describe_fault(&at(rsp - 0x10000, false), &none).contains("no mapping contains"));
         assert!(describe_fault(&at(0x5000_0000, true), &none).contains("no mapping contains"));
         assert_eq!(
-            describe_fault(&at(0x4010, false), &vma(0x4000, 0x8000, 0x5, "libfoo.so")),
-            "inside libfoo.so 0x4000-0x8000 r-xp (offset 0x10 into it)"
+            describe_fault(&at(0x4010, false), &vma(0x4000, 0x8000, 0x5, "")),
+            "inside anonymous memory 0x4000-0x8000 r-xp (offset 0x10 into it)"
+        );
+        // A file mapping: the offset in the file against the file's size.
+        let mut file = vma(0x4000, 0x8000, 0x9, "data.bin");
+        file.has_file = 1;
+        file.pgoff = 2;
+        file.file_size = 0x3000;
+        assert_eq!(
+            describe_fault(&at(0x4010, false), &file),
+            "inside data.bin 0x4000-0x8000 r--s (offset 0x10 into it; file offset 0x2010 of \
+             12288 bytes)"
+        );
+        assert_eq!(
+            describe_fault(&at(0x5008, false), &file),
+            "inside data.bin 0x4000-0x8000 r--s (offset 0x1008 into it; file offset 0x3008, \
+             beyond the end of the file, which was 12288 bytes at the fault (truncated under \
+             its mapping?))"
         );
     }
 
