@@ -47,6 +47,12 @@ fn main() {
         s("crash.c"),
         o("crash_static"),
     );
+    // A two-deep inline chain at the fault.
+    gcc(
+        &["-O2", "-g", "-fomit-frame-pointer"],
+        s("inline.c"),
+        o("inline"),
+    );
     gcc(
         &["-O2", "-g", "-fomit-frame-pointer", "-pthread"],
         s("threads.c"),

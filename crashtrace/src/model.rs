@@ -211,9 +211,16 @@ pub struct Frame {
     /// Offset of the looked-up address within the module file.
     pub module_offset: Option<u64>,
     pub build_id: Option<String>,
+    /// The function the address is in (the one with a symbol: inlined functions are
+    /// listed in `inlined`), and the address's offset into it.
     pub function: Option<String>,
     pub function_offset: Option<u64>,
+    /// The source line in `function`: where the address is, or, when functions are
+    /// inlined here, where `function` calls the outermost of them.
     pub location: Option<Location>,
+    /// Functions inlined at this address, innermost first (gdb's order): the first is the
+    /// one the address is in, with the address's own line; each next one calls the one
+    /// before it, at its own `location`; `function` calls the last.
     pub inlined: Vec<InlinedFrame>,
     /// Why the frame has no name, where it has none.
     pub unnamed_reason: Option<String>,
@@ -227,7 +234,9 @@ pub struct Frame {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct InlinedFrame {
     pub function: String,
-    pub call_location: Option<Location>,
+    /// The line in this function: the address's line for the innermost, else where it
+    /// calls the next inner one.
+    pub location: Option<Location>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -303,3 +303,60 @@ fn deep_recursion_is_collapsed_in_text() {
     let frame_lines = text.lines().filter(|l| l.starts_with('#')).count();
     assert!(frame_lines < 30, "{frame_lines} frame lines:\n{text}");
 }
+
+/// (function, line) of every frame gdb's `bt` shows for `victim` run to its crash.
+fn gdb_backtrace(victim: &std::path::Path) -> Vec<(String, u32)> {
+    let out = Command::new("timeout")
+        .args([
+            "60",
+            "gdb",
+            "-nx",
+            "-batch",
+            "-iex",
+            "set debuginfod enabled off",
+        ])
+        .args(["-ex", "run", "-ex", "bt"])
+        .arg(victim)
+        .output()
+        .expect("gdb (cargo xtask setup installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "#1  middle (v=<optimized out>) at .../inline.c:9" or "#3  0x... in main (...) at ...:19"
+    text.lines()
+        .filter(|l| l.starts_with('#'))
+        .filter_map(|l| {
+            let rest = l.split_once("  ")?.1.trim_start();
+            let rest = rest.split_once(" in ").map_or(rest, |(_, r)| r);
+            let func = rest.split(' ').next()?.to_string();
+            let line = l.rsplit(':').next()?.trim().parse().ok()?;
+            Some((func, line))
+        })
+        .collect()
+}
+
+#[test]
+fn inlined_frames_are_listed_as_gdb_lists_them() {
+    let ct = Crashtrace::start(&["--comm", "=inline"]);
+    let r = crash_and_report(&ct, &mut Command::new(victim("inline")), SIGSEGV);
+    // Each physical frame: its inlined functions innermost first, then the function.
+    let ours: Vec<(String, u32)> = r
+        .frames
+        .iter()
+        .flat_map(|f| {
+            let inl = f
+                .inlined
+                .iter()
+                .map(|i| (i.function.clone(), i.location.as_ref().and_then(|l| l.line)));
+            inl.chain(std::iter::once((
+                f.function.clone().unwrap_or_default(),
+                f.location.as_ref().and_then(|l| l.line),
+            )))
+        })
+        .map(|(f, l)| (f, l.unwrap_or(0)))
+        .collect();
+    let gdb = gdb_backtrace(&victim("inline"));
+    eprintln!("crashtrace: {ours:?}\ngdb: {gdb:?}");
+    let names: Vec<&str> = gdb.iter().map(|(f, _)| f.as_str()).collect();
+    assert_eq!(&names[..4], ["inner", "middle", "outer", "main"], "{gdb:?}");
+    assert_eq!(&ours[..4], &gdb[..4]);
+    assert!(r.frames[0].inlined.len() == 2, "{:?}", r.frames[0]);
+}

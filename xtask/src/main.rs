@@ -66,6 +66,8 @@ const APT_PACKAGES: &[&str] = &[
     "util-linux",
     // The peer the benchmark compares with.
     "bpftrace",
+    // The reference for inlined frames (the test runs the victim under it, not crashtrace).
+    "gdb",
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 

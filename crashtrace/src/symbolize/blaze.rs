@@ -16,7 +16,10 @@ pub struct SymInfo {
     /// Offset of the address from the start of the function, where it is known.
     pub offset: Option<u64>,
     pub location: Option<Location>,
-    /// Functions inlined at this address, outermost first, each with the call's location.
+    /// Functions inlined at this address, outermost first as blazesym gives them, each
+    /// with the line in that function (the innermost: the address's line; the others:
+    /// where they call the next one). `location` is then the line in `function` where it
+    /// calls the outermost inlined one.
     pub inlined: Vec<(String, Option<Location>)>,
 }
 

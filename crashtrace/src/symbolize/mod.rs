@@ -240,13 +240,12 @@ impl Symbolizer {
                                     s.offset.map(|o| o + (raw[*i].address - raw[*i].lookup));
                                 f.function = Some(s.function);
                                 f.location = s.location;
+                                // Innermost first, as gdb lists them.
                                 f.inlined = s
                                     .inlined
                                     .into_iter()
-                                    .map(|(function, call_location)| InlinedFrame {
-                                        function,
-                                        call_location,
-                                    })
+                                    .rev()
+                                    .map(|(function, location)| InlinedFrame { function, location })
                                     .collect();
                             }
                             None => {

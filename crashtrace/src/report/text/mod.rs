@@ -61,6 +61,20 @@ pub(crate) mod tests {
         for line in expect {
             assert!(text.lines().any(|l| l == line), "{line:?} not in:\n{text}");
         }
+        // Inlined functions, innermost first with the address's line, then their callers.
+        let mut r2 = r.clone();
+        r2.frames[0].inlined = serde_json::from_str(
+            r#"[{"function": "inner", "location": {"file": "v.c", "line": 4}},
+                {"function": "middle", "location": {"file": "v.c", "line": 8}}]"#,
+        )
+        .unwrap();
+        let text2 = render(&r2);
+        let want = "\
+#0   0x0000000000001000 in inner (victim) at v.c:4 (inlined)
+                        in middle (victim) at v.c:8 (inlined)
+                        in crash_here+0x4 (victim) at victim.c:7:3
+#1   ";
+        assert!(text2.contains(want), "{text2}");
         // The JSON a sink writes reads back to the same report.
         let again: crate::model::CrashReport = serde_json::from_str(&r.to_json_line()).unwrap();
         assert_eq!(render(&again), text);

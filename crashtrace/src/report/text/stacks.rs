@@ -79,6 +79,21 @@ fn frame(s: &mut String, f: &Frame) {
     {
         let module = f.module.as_deref().map(short_name).unwrap_or("??");
         let _ = write!(s, "#{:<3} 0x{:016x} in ", f.index, f.address);
+        // Inlined functions first, innermost first, as gdb shows them; then the function
+        // they were inlined into, on a line of its own aligned under the first.
+        for (i, inl) in f.inlined.iter().enumerate() {
+            if i > 0 {
+                let _ = write!(s, "{:24}in ", "");
+            }
+            let _ = write!(s, "{} ({module})", inl.function);
+            if let Some(l) = &inl.location {
+                let _ = write!(s, " at {}", loc(l));
+            }
+            s.push_str(" (inlined)\n");
+        }
+        if !f.inlined.is_empty() {
+            let _ = write!(s, "{:24}in ", "");
+        }
         match &f.function {
             Some(func) => {
                 let _ = match f.function_offset {
@@ -108,13 +123,6 @@ fn frame(s: &mut String, f: &Frame) {
                 p.file,
                 p.line.map(|l| l.to_string()).unwrap_or_else(|| "?".into())
             );
-        }
-        for i in &f.inlined {
-            let _ = write!(s, "       inlined {}", i.function);
-            if let Some(l) = &i.call_location {
-                let _ = write!(s, " (called at {})", loc(l));
-            }
-            s.push('\n');
         }
     }
 }
