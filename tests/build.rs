@@ -84,6 +84,26 @@ fn main() {
         .arg(o("crash_cpp")));
     stripped_variants(&out);
     let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    // What `cargo build --release` passes with `debug = true` and `panic = "abort"` in the
+    // release profile: no frame pointers, 16 codegen units.
+    run(Command::new(&rustc)
+        .args([
+            "--edition=2021",
+            "--crate-name=rust_panic",
+            "-C",
+            "opt-level=3",
+            "-C",
+            "debuginfo=2",
+            "-C",
+            "panic=abort",
+            "-C",
+            "codegen-units=16",
+            "-C",
+            "embed-bitcode=no",
+        ])
+        .arg(s("rust_panic.rs"))
+        .arg("-o")
+        .arg(o("rust_panic")));
     run(Command::new(rustc)
         .args([
             "--edition=2021",

@@ -360,3 +360,28 @@ fn inlined_frames_are_listed_as_gdb_lists_them() {
     assert_eq!(&ours[..4], &gdb[..4]);
     assert!(r.frames[0].inlined.len() == 2, "{:?}", r.frames[0]);
 }
+
+#[test]
+fn rust_panic_abort_keeps_the_callers() {
+    let ct = Crashtrace::start(&["--comm", "=rust_panic"]);
+    let r = crash_and_report(&ct, &mut Command::new(victim("rust_panic")), SIGABRT);
+    let names = function_names(&r);
+    // rustc and lld lay the code segment out in the file page where the read-only one
+    // ends: the unwinder must place the module by its executable segment.
+    assert_in_order(
+        &names,
+        &[
+            "std::process::abort",
+            "core::panicking::panic_fmt",
+            "rust_panic::parse_config",
+            "rust_panic::load_settings",
+            "rust_panic::start_service",
+            "rust_panic::main",
+        ],
+    );
+    assert_eq!(
+        r.unwind.stop_reason, "reached the outermost frame",
+        "{names:#?}"
+    );
+    last_frame_is_start(&names);
+}

@@ -22,6 +22,9 @@ use crate::{
     },
 };
 
+/// `p_flags` bit of an executable segment.
+const PF_X: u32 = 1;
+
 /// A sub-slice of a mapped file, cheap to clone; what framehop reads sections through.
 #[derive(Clone)]
 pub struct FileSlice {
@@ -48,6 +51,7 @@ pub struct LoadSegment {
     pub file_offset: u64,
     pub file_size: u64,
     pub svma: u64,
+    pub executable: bool,
 }
 
 pub struct ElfModule {
@@ -93,6 +97,10 @@ impl ElfModule {
                     file_offset: off,
                     file_size: size,
                     svma: s.address(),
+                    executable: matches!(
+                        s.flags(),
+                        object::SegmentFlags::Elf { p_flags, .. } if p_flags.0 & PF_X != 0
+                    ),
                 }
             })
             .collect();
@@ -139,15 +147,21 @@ impl ElfModule {
 
     /// Load bias of a mapping of this file: AVMA minus SVMA.
     pub fn bias(&self, m: &Mapping) -> Option<u64> {
-        let seg = self.segments.iter().find(|s| {
-            let page_start = s.file_offset & !0xfff;
-            page_start <= m.offset && m.offset < s.file_offset + s.file_size.max(1)
-        })?;
+        let seg = self.segment_of(m)?;
         let svma_at_start = seg
             .svma
             .wrapping_add(m.offset)
             .wrapping_sub(seg.file_offset);
         Some(m.start.wrapping_sub(svma_at_start))
+    }
+
+    /// The segment a mapping was made from. The kernel maps each PT_LOAD from the page
+    /// that holds its first byte, so two segments can share a page of the file (lld's and
+    /// rustc's layouts: a read-only segment ending in the page where the code starts): the
+    /// segment that starts in the mapping's first page is the one, an executable one for
+    /// an executable mapping; a mapping split later (mprotect) falls inside its segment.
+    fn segment_of(&self, m: &Mapping) -> Option<&LoadSegment> {
+        segment_at(&self.segments, m.offset)
     }
 
     /// The address the file itself gives to a file offset (its SVMA).
@@ -249,4 +263,68 @@ fn open_verified(m: &Mapping) -> Result<ElfModule> {
         );
     }
     ElfModule::open(path)
+}
+
+/// The segment a mapping at file offset `offset` was made from (see `segment_of`).
+fn segment_at(segments: &[LoadSegment], offset: u64) -> Option<&LoadSegment> {
+    let page = |s: &LoadSegment| s.file_offset & !0xfff;
+    let starts_here = |s: &&LoadSegment| page(s) == offset;
+    segments
+        .iter()
+        .filter(starts_here)
+        .find(|s| s.executable)
+        .or_else(|| segments.iter().find(starts_here))
+        .or_else(|| {
+            segments
+                .iter()
+                .rev()
+                .find(|s| page(s) <= offset && offset < s.file_offset + s.file_size.max(1))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(file_offset: u64, file_size: u64, svma: u64, executable: bool) -> LoadSegment {
+        LoadSegment {
+            file_offset,
+            file_size,
+            svma,
+            executable,
+        }
+    }
+
+    #[test]
+    fn mappings_find_their_segment() {
+        // GNU ld: each segment starts on a page of its own.
+        let ld = [
+            seg(0, 0x630, 0, false),
+            seg(0x1000, 0x1c5, 0x1000, true),
+            seg(0x2000, 0x104, 0x2000, false),
+        ];
+        // rustc/lld: the code starts in the page where the read-only segment ends, and is
+        // placed one page higher in memory.
+        let lld = [
+            seg(0, 0x12e2c, 0, false),
+            seg(0x12e30, 0x3d6d0, 0x13e30, true),
+            seg(0x50500, 0x27b0, 0x52500, false),
+        ];
+        let cases: [(&[LoadSegment], u64, Option<u64>); 6] = [
+            (&ld, 0, Some(0)),
+            (&ld, 0x1000, Some(0x1000)),
+            (&ld, 0x2000, Some(0x2000)),
+            (&lld, 0x12000, Some(0x13e30)),
+            (&lld, 0x50000, Some(0x52500)),
+            // A mapping split later (mprotect) still lies inside its segment.
+            (&lld, 0x20000, Some(0x13e30)),
+        ];
+        for (segs, offset, svma) in cases {
+            assert_eq!(
+                segment_at(segs, offset).map(|s| s.svma),
+                svma,
+                "offset {offset:#x}"
+            );
+        }
+    }
 }
