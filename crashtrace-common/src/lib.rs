@@ -4,10 +4,31 @@
 //! same bytes mean the same thing to the eBPF programs and to the loader.
 #![no_std]
 
-/// Bytes of user stack a capture can hold. The ring-buffer reservation has to be a
-/// verifier-known constant, so this is the size of every capture record; how much of
-/// it is filled is set at load time (`Config::stack_bytes`).
+/// Bytes of user stack a capture can hold at most (`--stack-size`'s limit).
 pub const MAX_STACK_BYTES: usize = 128 * 1024;
+/// The capture record sizes: a ring-buffer reservation has to be a verifier-known
+/// constant, so there is one `signal_deliver` program per class and the loader attaches
+/// the smallest that holds `--stack-size`.
+pub const STACK_CLASSES: [usize; 5] = [8 << 10, 16 << 10, 32 << 10, 64 << 10, 128 << 10];
+
+/// The smallest record class that holds `bytes` of stack.
+pub const fn stack_class(bytes: usize) -> usize {
+    let mut i = 0;
+    while i < STACK_CLASSES.len() - 1 && STACK_CLASSES[i] < bytes {
+        i += 1;
+    }
+    STACK_CLASSES[i]
+}
+
+/// How much of a record of `class` bytes of stack the top of an overflowed stack takes.
+pub const fn top_bytes(class: usize) -> usize {
+    if class / 2 < TOP_STACK_BYTES {
+        class / 2
+    } else {
+        TOP_STACK_BYTES
+    }
+}
+
 /// The stack is copied in page-sized chunks, starting at the page that holds `sp`.
 pub const STACK_CHUNK: usize = 4096;
 /// Default copy budget: enough for deep C++/CPython stacks, small enough for bursts.
@@ -18,8 +39,8 @@ pub const THREAD_STACK_BYTES: usize = 32 * 1024;
 /// Threads of one crashing process captured at most; the rest are counted, not copied.
 pub const MAX_THREADS_PER_CRASH: u32 = 512;
 /// After a stack overflow, the top of the stack (where main and its callers sit) is
-/// copied too, into the end of the record's stack area, so the outermost frames can be
-/// shown beside the innermost ones.
+/// copied too, into the end of the record's stack area (the innermost copy stops short of
+/// it), so the outermost frames can be shown beside the innermost ones.
 pub const TOP_STACK_BYTES: usize = 16 * 1024;
 /// Bytes of code copied at the faulting instruction pointer, for disassembly.
 pub const CODE_BYTES: usize = 32;
@@ -135,6 +156,8 @@ mod tests {
         assert_eq!(fixed, size_of::<CaptureHead>());
         assert_eq!(fixed % 8, 0);
         assert_eq!(size_of::<SignalCapture>(), fixed + MAX_STACK_BYTES);
+        assert_eq!(size_of::<SignalCapture<4>>(), fixed + 4 * STACK_CHUNK);
+        assert_eq!(offset_of!(SignalCapture<4>, stack), fixed);
         assert_eq!(size_of::<ThreadCapture>(), fixed + THREAD_STACK_BYTES);
         assert_eq!(size_of::<Usage>(), 7 * 8);
         assert_eq!(size_of::<Sender>(), 24 + TASK_COMM_LEN);
@@ -156,5 +179,9 @@ mod tests {
             16 + 4 * 4 + 4 * MAX_PID_FILTERS + 24 * MAX_COMM_FILTERS + size_of::<KernelOffsets>()
         );
         assert_eq!(MAX_STACK_BYTES % STACK_CHUNK, 0);
+        assert_eq!(*STACK_CLASSES.last().unwrap(), MAX_STACK_BYTES);
+        let classes = [4096, 8192, 12288, 65536, 65537, 131072].map(stack_class);
+        assert_eq!(classes, [8192, 8192, 16384, 65536, 131072, 131072]);
+        assert_eq!((top_bytes(8192), top_bytes(65536)), (4096, TOP_STACK_BYTES));
     }
 }

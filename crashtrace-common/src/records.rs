@@ -4,7 +4,8 @@
 pub const VMA_NAME_LEN: usize = 64;
 
 use crate::{
-    CODE_BYTES, EXE_NAME_LEN, MAX_STACK_BYTES, RecordHeader, TASK_COMM_LEN, THREAD_STACK_BYTES,
+    CODE_BYTES, EXE_NAME_LEN, MAX_STACK_BYTES, RecordHeader, STACK_CHUNK, TASK_COMM_LEN,
+    THREAD_STACK_BYTES,
 };
 
 /// x86-64 `struct pt_regs`, in kernel order. The layout is ABI: it is what
@@ -96,11 +97,12 @@ pub struct CaptureHead {
     pub stack_start: u64,
     pub stack_len: u32,
     pub _pad1: u32,
-    /// The top of the stack, in the last TOP_STACK_BYTES of the stack area: user address
-    /// of its first byte, and how many bytes were copied (0: none).
+    /// After a stack overflow, the top of the stack, copied into the end of the stack
+    /// area: user address of its first byte, how many bytes were copied (0: none), and
+    /// where in the stack area they are.
     pub top_start: u64,
     pub top_len: u32,
-    pub _pad3: u32,
+    pub top_offset: u32,
 }
 
 /// A memory mapping as the kernel had it at the crash (`bpf_find_vma`).
@@ -140,12 +142,14 @@ impl Default for VmaInfo {
     }
 }
 
-/// The thread that received a signal of the configured set (`signal_deliver`).
+/// The thread that received a signal of the configured set (`signal_deliver`), with room
+/// for `CHUNKS` pages of stack: one record type per stack-size class, so that a ring
+/// reservation (a verifier-known constant) is only as large as the copy asked for.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct SignalCapture {
+pub struct SignalCapture<const CHUNKS: usize = { MAX_STACK_BYTES / STACK_CHUNK }> {
     pub head: CaptureHead,
-    pub stack: [u8; MAX_STACK_BYTES],
+    pub stack: [[u8; STACK_CHUNK]; CHUNKS],
 }
 
 /// Another thread of a crashing process, at its own group-exit `signal_deliver`.

@@ -18,12 +18,24 @@ use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 
 /// `signal_deliver(int sig, struct kernel_siginfo *info, struct k_sigaction *ka)` runs in
 /// the receiving thread, in `get_signal()`, before any handler frame is pushed: its user
-/// registers are the interrupted (faulting) context and its stack is readable.
-#[btf_tracepoint(function = "signal_deliver")]
-pub fn signal_deliver(ctx: BtfTracePointContext) -> i32 {
-    capture::on_signal_deliver(&ctx);
-    0
+/// registers are the interrupted (faulting) context and its stack is readable. One
+/// program per record size (`STACK_CLASSES`, in pages); the loader attaches one.
+macro_rules! signal_deliver_programs {
+    ($($name:ident = $chunks:literal),+) => {$(
+        #[btf_tracepoint(function = "signal_deliver")]
+        pub fn $name(ctx: BtfTracePointContext) -> i32 {
+            capture::on_signal_deliver::<$chunks>(&ctx);
+            0
+        }
+    )+};
 }
+signal_deliver_programs!(
+    signal_deliver_8k = 2,
+    signal_deliver_16k = 4,
+    signal_deliver_32k = 8,
+    signal_deliver_64k = 16,
+    signal_deliver_128k = 32
+);
 
 /// `signal_generate(int sig, struct kernel_siginfo *info, struct task_struct *task,
 /// int group, int result)` runs in the sender: the only place to learn who sent a kill.

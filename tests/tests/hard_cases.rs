@@ -430,3 +430,53 @@ fn a_full_ring_buffer_is_counted_and_said() {
     assert!(captured + lost >= matched, "{summary}");
     assert_eq!(reported as u64, captured, "{summary}");
 }
+
+#[test]
+fn records_are_sized_to_the_stack_size() {
+    // 8 KiB records: 20 crashes at once fit a 512 KiB ring even if nothing is drained
+    // meanwhile (at 128 KiB a record, three would).
+    let ct = Crashtrace::start(&[
+        "--comm",
+        "=crash_fp",
+        "--stack-size",
+        "8K",
+        "--ring-buffer-size",
+        "512K",
+    ]);
+    let kids: Vec<std::process::Child> = (0..20)
+        .map(|_| Command::new(victim("crash_fp")).spawn().expect("spawn"))
+        .collect();
+    let pids: Vec<u32> = kids.iter().map(|k| k.id()).collect();
+    for mut k in kids {
+        let _ = k.wait();
+    }
+    for pid in &pids {
+        let r = ct.report_for(*pid);
+        assert!(r.unwind.stack_bytes <= 8192, "{:?}", r.unwind);
+        assert_in_order(&function_names(&r), &["crash_segv", "level3", "main"]);
+    }
+    let said = ct.stop();
+    let summary = said
+        .iter()
+        .find(|l| l.contains("detached"))
+        .expect("summary");
+    assert!(summary.contains(" 0 lost (ring buffer full)"), "{summary}");
+
+    // A stack overflow in a 16 KiB record: the innermost frames and the top of the stack
+    // share it.
+    let ct = Crashtrace::start(&["--comm", "=crash_nofp", "--stack-size", "16K"]);
+    let r = crashtrace_tests::crash_and_report(
+        &ct,
+        Command::new(victim("crash_nofp")).arg("overflow"),
+        libc::SIGSEGV,
+    );
+    let names = function_names(&r);
+    assert_eq!(names[0], "recurse", "{names:?}");
+    let gap = r
+        .frames
+        .iter()
+        .position(|f| f.gap_before.is_some())
+        .expect("a marked gap");
+    assert_in_order(&names[gap..], &["main", "_start"]);
+    assert!(r.unwind.stack_bytes <= 16384 - 8192, "{:?}", r.unwind);
+}

@@ -10,9 +10,9 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use crashtrace_common::{
-    CAPTURE_HAS_SIGINFO, CAPTURE_SP_PAGE_SKIPPED, CrashState, EXE_NAME_LEN, MAX_STACK_BYTES,
-    MAX_THREADS_PER_CRASH, RecordKind, STACK_CHUNK, Sender, SignalCapture, Stat, TASK_COMM_LEN,
-    THREAD_STACK_BYTES, TOP_STACK_BYTES, ThreadCapture,
+    CAPTURE_HAS_SIGINFO, CAPTURE_SP_PAGE_SKIPPED, CrashState, EXE_NAME_LEN, MAX_THREADS_PER_CRASH,
+    RecordKind, STACK_CHUNK, Sender, SignalCapture, Stat, TASK_COMM_LEN, THREAD_STACK_BYTES,
+    ThreadCapture,
 };
 
 use crate::{
@@ -77,7 +77,10 @@ fn sender_of(pid: u32, sig: i32) -> Option<*const Sender> {
     (signo == sig as u32 && now.saturating_sub(at) < SENDER_TTL_NS).then_some(p)
 }
 
-pub fn on_signal_deliver(ctx: &BtfTracePointContext) {
+/// `CHUNKS`: the record's stack capacity in pages, one program per class (see
+/// `STACK_CLASSES`).
+#[inline(always)]
+pub fn on_signal_deliver<const CHUNKS: usize>(ctx: &BtfTracePointContext) {
     let sig: i32 = ctx.arg(0);
     let info: u64 = ctx.arg(1);
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -158,7 +161,7 @@ pub fn on_signal_deliver(ctx: &BtfTracePointContext) {
         }
     }
 
-    let Some(mut entry) = reserve::<SignalCapture>() else {
+    let Some(mut entry) = reserve::<SignalCapture<CHUNKS>>() else {
         return;
     };
     let rec = entry.as_mut_ptr();
@@ -169,7 +172,7 @@ pub fn on_signal_deliver(ctx: &BtfTracePointContext) {
         fill_head(
             head,
             RecordKind::SignalCapture,
-            size_of::<SignalCapture>(),
+            size_of::<SignalCapture<CHUNKS>>(),
             pid,
             tid,
             task,
@@ -190,15 +193,12 @@ pub fn on_signal_deliver(ctx: &BtfTracePointContext) {
             }
         }
         let budget = config!(stack_bytes) as usize / STACK_CHUNK;
-        let flags = copy_stack::<{ MAX_STACK_BYTES / STACK_CHUNK }>(
-            head,
-            (*rec).stack.as_mut_ptr(),
-            budget,
-        );
+        let area = (*rec).stack.as_mut_ptr() as *mut u8;
+        let flags = copy_stack::<CHUNKS>(head, area, budget);
         (*head).flags |= flags;
         (*head).top_start = 0;
         (*head).top_len = 0;
-        (*head)._pad3 = 0;
+        (*head).top_offset = 0;
         // A stack overflow: the frames that matter most (main and its callers) are at
         // the far end of the stack. Copy its top into the unused end of the record.
         // Either sp itself is in the guard gap, or sp is the lowest mapped byte and the
@@ -209,10 +209,8 @@ pub fn on_signal_deliver(ctx: &BtfTracePointContext) {
             && sig == SIGSEGV
             && fault < sp
             && sp - fault <= PUSH_BELOW_SP;
-        if (flags & CAPTURE_SP_PAGE_SKIPPED != 0 || push_below_sp)
-            && budget * STACK_CHUNK + TOP_STACK_BYTES <= MAX_STACK_BYTES
-        {
-            copy_stack_top(task, head, (*rec).stack.as_mut_ptr());
+        if flags & CAPTURE_SP_PAGE_SKIPPED != 0 || push_below_sp {
+            copy_stack_top::<CHUNKS>(task, head, area);
         }
     }
     // SAFETY: the record is still ours until submit.
@@ -284,7 +282,7 @@ fn capture_sibling(state: *mut CrashState, pid: u32, tid: u32) {
         (*head).sender_comm = [0; TASK_COMM_LEN];
         (*head).top_start = 0;
         (*head).top_len = 0;
-        (*head)._pad3 = 0;
+        (*head).top_offset = 0;
         let flags = copy_stack::<{ THREAD_STACK_BYTES / STACK_CHUNK }>(
             head,
             (*rec).stack.as_mut_ptr(),

@@ -11,8 +11,8 @@ use aya_ebpf::{
 use crashtrace_common::{
     CAPTURE_HAS_CODE, CAPTURE_HAS_SIGINFO, CAPTURE_NO_REGS, CAPTURE_SP_PAGE_SKIPPED,
     CAPTURE_STACK_TRUNCATED, CODE_BYTES, CaptureHead, HANDLER_CUSTOM, HANDLER_DEFAULT,
-    MAX_STACK_BYTES, RecordHeader, RecordKind, STACK_CHUNK, Stat, TASK_COMM_LEN, TOP_STACK_BYTES,
-    UserRegs,
+    RecordHeader, RecordKind, STACK_CHUNK, Stat, TASK_COMM_LEN, TOP_STACK_BYTES, UserRegs,
+    top_bytes,
 };
 
 use super::faultmaps::mapping_end;
@@ -185,25 +185,31 @@ pub unsafe fn copy_stack<const CHUNKS: usize>(
     flags
 }
 
-/// Copies the top TOP_STACK_BYTES of the stack mapping into the last part of the stack
-/// area. `head.stack_start` is the lowest readable stack page.
+/// Copies the top of the stack mapping (`top_bytes` of the class) into the last part of
+/// the stack area, which holds `CHUNKS` pages; the innermost copy is cut short of it.
+/// `head.stack_start` is the lowest readable stack page.
 ///
 /// # Safety
-/// `dst` must be the stack area of a reserved SignalCapture.
+/// `dst` must be the stack area of a reserved SignalCapture<CHUNKS>.
 #[inline(never)]
-pub unsafe fn copy_stack_top(task: u64, head: *mut CaptureHead, dst: *mut u8) {
+pub unsafe fn copy_stack_top<const CHUNKS: usize>(task: u64, head: *mut CaptureHead, dst: *mut u8) {
+    let top = top_bytes(CHUNKS * STACK_CHUNK);
+    let at = CHUNKS * STACK_CHUNK - top;
     // SAFETY: the caller passes a reserved record (see # Safety).
     let end = mapping_end(task, unsafe { (*head).stack_start });
-    if end < TOP_STACK_BYTES as u64 {
+    if end < top as u64 {
         return;
     }
-    let start = end - TOP_STACK_BYTES as u64;
+    let start = end - top as u64;
     let mut len = 0u32;
     for i in 0..TOP_STACK_BYTES / STACK_CHUNK {
-        // SAFETY: the chunk lies in the last TOP_STACK_BYTES of the stack area.
+        if i * STACK_CHUNK >= top {
+            break;
+        }
+        // SAFETY: the chunk lies in the last `top` bytes of the stack area.
         let rc = unsafe {
             bpf_probe_read_user(
-                dst.add(MAX_STACK_BYTES - TOP_STACK_BYTES + i * STACK_CHUNK) as *mut c_void,
+                dst.add(at + i * STACK_CHUNK) as *mut c_void,
                 STACK_CHUNK as u32,
                 (start + (i * STACK_CHUNK) as u64) as *const c_void,
             )
@@ -213,9 +219,17 @@ pub unsafe fn copy_stack_top(task: u64, head: *mut CaptureHead, dst: *mut u8) {
         }
         len += STACK_CHUNK as u32;
     }
-    // SAFETY: as above.
+    if len == 0 {
+        return;
+    }
+    // SAFETY: as above. The innermost copy now ends where the top begins.
     unsafe {
         (*head).top_start = start;
         (*head).top_len = len;
+        (*head).top_offset = at as u32;
+        if (*head).stack_len > at as u32 {
+            (*head).stack_len = at as u32;
+            (*head).flags |= CAPTURE_STACK_TRUNCATED;
+        }
     }
 }

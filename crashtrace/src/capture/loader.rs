@@ -6,7 +6,7 @@ use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
     programs::BtfTracePoint,
 };
-use crashtrace_common::{Config, STAT_COUNT, Stat};
+use crashtrace_common::{Config, STAT_COUNT, Stat, stack_class};
 
 /// The eBPF object, built by build.rs from crashtrace-ebpf.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/crashtrace"));
@@ -34,18 +34,23 @@ impl Probes {
             .load(EBPF_OBJECT)
             .map_err(|e| explain(anyhow!(e), "loading the eBPF programs"))?;
         let btf = Btf::from_sys_fs().context("reading the kernel's BTF")?;
+        // The signal_deliver program whose records hold `--stack-size` (see STACK_CLASSES).
+        let deliver = format!(
+            "signal_deliver_{}k",
+            stack_class(config.stack_bytes as usize) / 1024
+        );
         // The exit program first: a crash seen by signal_deliver is then always followed.
-        for name in [
-            "sched_process_exit",
-            "mark_victim",
-            "signal_generate",
-            "signal_deliver",
+        for (name, tracepoint) in [
+            ("sched_process_exit", "sched_process_exit"),
+            ("mark_victim", "mark_victim"),
+            ("signal_generate", "signal_generate"),
+            (deliver.as_str(), "signal_deliver"),
         ] {
             let prog: &mut BtfTracePoint = ebpf
                 .program_mut(name)
                 .with_context(|| format!("program {name} missing from the eBPF object"))?
                 .try_into()?;
-            prog.load(name, &btf)
+            prog.load(tracepoint, &btf)
                 .map_err(|e| explain(anyhow!(e), &format!("verifying the {name} program")))?;
             prog.attach()
                 .map_err(|e| explain(anyhow!(e), &format!("attaching to the {name} tracepoint")))?;

@@ -77,10 +77,13 @@ pub fn decode(buf: &[u8]) -> Result<Event> {
     let header: RecordHeader = unsafe { std::ptr::read_unaligned(buf.as_ptr().cast()) };
     match RecordKind::from_u32(header.kind) {
         Some(RecordKind::SignalCapture) => {
-            decode_capture(buf, MAX_STACK_BYTES).map(|c| Event::Signal(Box::new(c)))
+            // One record size per stack class: the header says which.
+            let room = (header.size as usize).min(buf.len());
+            let cap = room.saturating_sub(size_of::<CaptureHead>());
+            decode_capture(buf, cap.min(MAX_STACK_BYTES), true).map(|c| Event::Signal(Box::new(c)))
         }
         Some(RecordKind::ThreadCapture) => {
-            decode_capture(buf, THREAD_STACK_BYTES).map(|c| Event::Thread(Box::new(c)))
+            decode_capture(buf, THREAD_STACK_BYTES, false).map(|c| Event::Thread(Box::new(c)))
         }
         Some(RecordKind::ProcessExit) => {
             if buf.len() < size_of::<ProcessExit>() {
@@ -124,8 +127,9 @@ fn pod<T: Copy>(buf: &[u8], what: &str) -> Result<T> {
     Ok(unsafe { std::ptr::read_unaligned(buf.as_ptr().cast()) })
 }
 
-/// A capture record: a `CaptureHead` followed by up to `max_stack` stack bytes.
-fn decode_capture(buf: &[u8], max_stack: usize) -> Result<Capture> {
+/// A capture record: a `CaptureHead` followed by up to `max_stack` stack bytes (and, in a
+/// signal record, perhaps the top of an overflowed stack in the same area).
+fn decode_capture(buf: &[u8], max_stack: usize, may_have_top: bool) -> Result<Capture> {
     let fixed = size_of::<CaptureHead>();
     if buf.len() < fixed {
         bail!("short capture record: {} bytes", buf.len());
@@ -171,11 +175,15 @@ fn decode_capture(buf: &[u8], max_stack: usize) -> Result<Capture> {
         sp_page_skipped: r.flags & CAPTURE_SP_PAGE_SKIPPED != 0,
         stack_truncated: r.flags & CAPTURE_STACK_TRUNCATED != 0,
         top: {
-            // Only signal records have room for it, in the last TOP_STACK_BYTES.
-            let at = fixed + MAX_STACK_BYTES - TOP_STACK_BYTES;
-            let n = r.top_len as usize;
-            (max_stack == MAX_STACK_BYTES && n > 0 && n <= TOP_STACK_BYTES && at + n <= buf.len())
-                .then(|| (r.top_start, Bytes::copy_from_slice(&buf[at..at + n])))
+            // Only signal records have it: after the innermost copy, inside the area.
+            let (at, n) = (r.top_offset as usize, r.top_len as usize);
+            (may_have_top && n > 0 && n <= TOP_STACK_BYTES && len <= at && at + n <= max_stack)
+                .then(|| {
+                    (
+                        r.top_start,
+                        Bytes::copy_from_slice(&buf[fixed + at..fixed + at + n]),
+                    )
+                })
         },
     })
 }
@@ -204,7 +212,7 @@ pub(crate) mod tests {
         let mut buf = vec![0u8; size_of::<SignalCapture>()];
         // SAFETY: the buffer is exactly one SignalCapture; all-zero is a valid value.
         let full = unsafe { &mut *(buf.as_mut_ptr() as *mut SignalCapture) };
-        full.stack[..stack.len()].copy_from_slice(stack);
+        full.stack.as_flattened_mut()[..stack.len()].copy_from_slice(stack);
         let rec = &mut full.head;
         rec.header = RecordHeader {
             kind: RecordKind::SignalCapture as u32,
@@ -275,6 +283,52 @@ pub(crate) mod tests {
             &[],
         );
         assert!(decode(&buf).is_err());
+    }
+
+    #[test]
+    fn records_of_a_smaller_class_and_the_top_of_an_overflowed_stack() {
+        // A 16 KiB record: 8 KiB copied from sp, the top 8 KiB of the stack after it.
+        let mut buf = record_bytes(
+            |r| {
+                r.stack_len = 8192;
+                r.top_start = 0x7ffd_0010_0000 - 8192;
+                r.top_len = 8192;
+                r.top_offset = 8192;
+            },
+            &[7u8; 8192],
+        );
+        let size = size_of::<CaptureHead>() + 16384;
+        buf.truncate(size);
+        buf[4..8].copy_from_slice(&(size as u32).to_ne_bytes());
+        buf[size_of::<CaptureHead>() + 8192..].fill(9);
+        let Ok(Event::Signal(c)) = decode(&buf) else {
+            panic!("not a signal record")
+        };
+        assert_eq!(c.stack.len(), 8192);
+        let (start, top) = c.top.expect("the top of the stack");
+        assert_eq!(
+            (start, top.len(), top[0]),
+            (0x7ffd_0010_0000 - 8192, 8192, 9)
+        );
+        // A top that would overlap the innermost copy, or reach past the record: none.
+        let mut bad = buf.clone();
+        let head_at = |b: &mut Vec<u8>| {
+            // SAFETY: the buffer starts with a CaptureHead.
+            unsafe { &mut *(b.as_mut_ptr() as *mut CaptureHead) }
+        };
+        head_at(&mut bad).top_offset = 4096;
+        let Ok(Event::Signal(c)) = decode(&bad) else {
+            panic!()
+        };
+        assert!(c.top.is_none());
+        head_at(&mut bad).top_offset = 12288;
+        let Ok(Event::Signal(c)) = decode(&bad) else {
+            panic!()
+        };
+        assert!(c.top.is_none());
+        // More stack than the record's class holds.
+        head_at(&mut bad).stack_len = 16384 + 4096;
+        assert!(decode(&bad).is_err());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
 
 mod measure;
@@ -309,6 +309,48 @@ pub fn bench(root: &Path, quick: bool) -> Result<()> {
         "loss_lines": lost,
     });
 
+    // 4b. How many crashes the default ring holds at once: crashtrace is stopped (SIGSTOP)
+    //     while a burst of crashes fills its ring, then let go; what was captured and what
+    //     was counted lost is read from its closing line.
+    let burst_n = 600;
+    println!("\nRING CAPACITY: {burst_n} crashes while crashtrace drains nothing (16 MiB ring)");
+    let mut capacity = vec![];
+    for stack in ["64K", "16K"] {
+        let t = Tracer::crashtrace(
+            &bin,
+            &["--json", "--comm", "=crasher", "--stack-size", stack],
+            Stdio::null(),
+        )?;
+        let pid = t.pid().to_string();
+        status_quiet(Command::new("kill").args(["-STOP", &pid]))?;
+        for _ in 0..burst_n {
+            let _ = Command::new(w("crasher"))
+                .arg("small")
+                .stderr(Stdio::null())
+                .status();
+        }
+        status_quiet(Command::new("kill").args(["-CONT", &pid]))?;
+        std::thread::sleep(Duration::from_secs(2));
+        let said = t.stop();
+        let summary = said
+            .iter()
+            .find(|l| l.contains("detached"))
+            .cloned()
+            .unwrap_or_default();
+        let num = |word: &str| -> u64 {
+            summary
+                .split(word)
+                .next()
+                .and_then(|h| h.rsplit(' ').find(|t| !t.is_empty()))
+                .and_then(|t| t.trim_end_matches(',').parse().ok())
+                .unwrap_or(0)
+        };
+        let (captured, lost) = (num(" captured,"), num(" lost (ring"));
+        println!("  --stack-size {stack:>4}: {captured} captured at once, {lost} counted lost");
+        capacity.push(json!({ "stack_size": stack, "captured": captured, "lost": lost }));
+    }
+    results["ring_capacity"] = json!({ "crashes": burst_n, "runs": capacity });
+
     // 5. Footprint while idle on a busy machine.
     eprintln!("bench: footprint, {:?}", sz.idle);
     let t = Tracer::crashtrace(&bin, &[], Stdio::null())?;
@@ -333,5 +375,13 @@ pub fn bench(root: &Path, quick: bool) -> Result<()> {
     let path = out_dir.join("results.json");
     std::fs::write(&path, serde_json::to_string_pretty(&results)?)?;
     println!("\nresults: {}", path.display());
+    Ok(())
+}
+
+fn status_quiet(cmd: &mut Command) -> Result<()> {
+    let st = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !st.success() {
+        bail!("{cmd:?} failed ({st})");
+    }
     Ok(())
 }
