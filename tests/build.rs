@@ -47,6 +47,13 @@ fn main() {
         s("crash.c"),
         o("crash_static"),
     );
+    // Deletes its own files, then crashes at once.
+    run(Command::new("gcc")
+        .args(["-O2", "-g", "-fomit-frame-pointer"])
+        .arg(s("self_delete.c"))
+        .arg("-o")
+        .arg(o("self_delete"))
+        .arg("-ldl"));
     // A two-deep inline chain at the fault.
     gcc(
         &["-O2", "-g", "-fomit-frame-pointer"],

@@ -54,7 +54,7 @@ pub fn analyze(
         .mappings
         .iter()
         .find_map(|m| version_from_name(&m.path));
-    build(ReportInput {
+    let mut report = build(ReportInput {
         crash,
         frames,
         unwind,
@@ -66,5 +66,7 @@ pub fn analyze(
         python_layout_known: python_mapped.is_some_and(|v| layouts::offsets(v).is_some()),
         time,
         latency_ms,
-    })
+    });
+    report.notes.extend(symbolizer.take_notes());
+    report
 }

@@ -480,3 +480,112 @@ fn records_are_sized_to_the_stack_size() {
     assert_in_order(&names[gap..], &["main", "_start"]);
     assert!(r.unwind.stack_bytes <= 16384 - 8192, "{:?}", r.unwind);
 }
+
+/// A debug store as an image layer or a symbol server keeps files: each under
+/// `.build-id/xx/yyyy` by its build ID.
+fn store_by_build_id(store: &std::path::Path, files: &[std::path::PathBuf]) {
+    for f in files {
+        let id = build_id(f);
+        let dir = store.join(".build-id").join(&id[..2]);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(f, dir.join(&id[2..])).unwrap();
+    }
+}
+
+/// Every frame down to `last` is named; counts how each of the report's files whose path
+/// contains `ours` was read: pinned in time (no note), a copy pinned for another process,
+/// the debug store.
+fn named_and_how(
+    r: &CrashReport,
+    last: &str,
+    ours: &str,
+    paths: &mut HashMap<&'static str, usize>,
+) {
+    let names = function_names(r);
+    let end = names
+        .iter()
+        .position(|n| n == last)
+        .unwrap_or_else(|| panic!("no {last} in {names:#?}\n{:#?}", r.frames));
+    for f in &r.frames[..=end] {
+        assert!(
+            f.function.is_some(),
+            "unnamed frame {f:?}; notes {:?}",
+            r.notes
+        );
+    }
+    let stand_ins: Vec<&String> = r
+        .notes
+        .iter()
+        .filter(|n| n.contains("read from a file with the same build ID") && n.contains(ours))
+        .collect();
+    for n in &stand_ins {
+        let how = if n.contains("(pinned for pid") {
+            "a copy pinned for another process"
+        } else if n.contains("(debug directory:") {
+            "the debug store"
+        } else {
+            "debuginfod"
+        };
+        *paths.entry(how).or_default() += 1;
+    }
+    let modules: std::collections::HashSet<&str> = r.frames[..=end]
+        .iter()
+        .filter_map(|f| f.module.as_deref())
+        .filter(|m| m.contains(ours))
+        .collect();
+    *paths.entry("its own file, pinned in time").or_default() +=
+        modules.len().saturating_sub(stand_ins.len());
+}
+
+#[test]
+fn crash_looping_containers_are_named() {
+    // The image layer on the host holds the binary; each container gets a root of its
+    // own, removed as soon as the container is gone, and crashes right after exec.
+    let store = TempDir::new("image-layer");
+    store_by_build_id(&store.0, &[victim("crash_static")]);
+    let dir = store.0.to_str().unwrap().to_string();
+    let ct = Crashtrace::start(&["--comm", "=victim", "--debug-dir", &dir]);
+    let mut paths = HashMap::new();
+    for i in 0..100 {
+        let root = TempDir::new(&format!("pod-{i}"));
+        std::fs::create_dir_all(root.0.join("app")).unwrap();
+        std::fs::copy(victim("crash_static"), root.0.join("app/victim")).unwrap();
+        let mut v = Victim::spawn(
+            Command::new("unshare")
+                .args(["--mount", "--pid", "--fork", "chroot"])
+                .arg(&root.0)
+                .arg("/app/victim"),
+        );
+        v.wait_exit();
+        drop(root);
+        let parent = v.pid();
+        let r = ct.report_where(&format!("the report of container {i}"), |r| {
+            r.parent_pid == parent
+        });
+        assert_eq!(r.namespace_pid, Some(1), "{r:?}");
+        named_and_how(&r, "main", "/app/victim", &mut paths);
+    }
+    eprintln!("100 container crashes: files read from {paths:?}");
+}
+
+#[test]
+fn self_deleting_programs_are_named() {
+    let store = TempDir::new("self-delete-store");
+    store_by_build_id(&store.0, &[victim("self_delete"), victim("libvictim.so")]);
+    let dir = store.0.to_str().unwrap().to_string();
+    let ct = Crashtrace::start(&["--comm", "=self_delete", "--debug-dir", &dir]);
+    let mut paths = HashMap::new();
+    for i in 0..100 {
+        let d = TempDir::new(&format!("self-delete-{i}"));
+        let (exe, lib) = (d.0.join("self_delete"), d.0.join("libplugin.so"));
+        std::fs::copy(victim("self_delete"), &exe).unwrap();
+        std::fs::copy(victim("libvictim.so"), &lib).unwrap();
+        let mut v = Victim::spawn(Command::new(&exe).arg(&lib));
+        assert_eq!(v.wait_signal(), Some(libc::SIGSEGV));
+        assert!(!exe.exists() && !lib.exists());
+        let r = ct.report_for(v.pid());
+        assert_in_order(&function_names(&r), &["dl_crash", "dl_entry", "main"]);
+        named_and_how(&r, "main", "/crashtrace-self-delete-", &mut paths);
+    }
+    eprintln!("100 self-deleting crashes: files read from {paths:?}");
+}

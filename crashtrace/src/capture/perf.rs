@@ -7,49 +7,103 @@
 use anyhow::{Context as _, Result};
 use perf_event::data::Record;
 use perf_event::{Builder, Sampler, events::Software};
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    os::fd::{AsRawFd, FromRawFd as _, OwnedFd, RawFd},
+    sync::Arc,
+};
 
 use super::{pins::FilePins, processes::ProcessTable};
-use crate::sys::procfs::Mapping;
+use crate::sys::{buildid::BuildId, procfs::Mapping};
+
+/// PERF_RECORD_MMAP2's type.
+const PERF_RECORD_MMAP2: u32 = 10;
 
 /// PERF_RECORD_MISC_COMM_EXEC: the comm change comes from execve.
 const MISC_COMM_EXEC: u16 = 1 << 13;
 
 pub struct MappingStream {
     samplers: Vec<Sampler>,
+    /// The same mmap records with the mapped file's build ID in place of its device and
+    /// inode (the kernel gives one or the other): it names a file that is gone.
+    id_samplers: Vec<Sampler>,
+    /// Readable when the kernel wrote a record: the drain need not wait for a tick, so
+    /// files are pinned within microseconds of being mapped.
+    wakeup: Option<Wakeup>,
+    /// Build IDs whose mapping record has not been applied yet, by (pid, start).
+    early_ids: HashMap<(u32, u64), BuildId>,
     /// Records the kernel had to drop because a buffer was full.
     pub lost: u64,
 }
 
+/// An epoll descriptor holding every mapping-record buffer, for the event loop to wait
+/// on. The kernel's perf poll reports a buffer once per wakeup, so draining its own
+/// ready list (`consume`) leaves it quiet until the next record.
+pub struct Wakeup(OwnedFd);
+
+impl AsRawFd for Wakeup {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+impl Wakeup {
+    pub fn consume(&self) {
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 64];
+        loop {
+            // SAFETY: a valid epoll descriptor and buffer; timeout 0 never blocks.
+            let n = unsafe { libc::epoll_wait(self.0.as_raw_fd(), events.as_mut_ptr(), 64, 0) };
+            if n < 64 {
+                break;
+            }
+        }
+    }
+}
+
+/// Most build IDs held for mapping records still to come.
+const MAX_EARLY_IDS: usize = 4096;
+
 impl MappingStream {
-    /// Opens one event per online CPU. `ring_bytes` is the per-CPU buffer size.
+    /// Opens two events per online CPU. `ring_bytes` is the per-CPU buffer size.
     pub fn open(ring_bytes: usize) -> Result<Self> {
         let cpus = online_cpus().context("reading the online CPUs")?;
-        let mut samplers = Vec::with_capacity(cpus.len());
-        for cpu in cpus {
-            let mut b = Builder::new(Software::DUMMY);
-            b.any_pid()
-                .one_cpu(cpu)
-                .exclude_kernel(false)
-                .mmap(true)
-                .mmap2(true)
-                .comm(true)
-                .comm_exec(true)
-                .task(true)
-                .sample_id_all(true)
-                .sample(perf_event::SampleFlag::TID | perf_event::SampleFlag::TIME)
-                .clockid(perf_event::Clock::MONOTONIC)
-                .enabled(true);
-            let counter = b
-                .build()
-                .with_context(|| format!("perf_event_open (mapping records) on CPU {cpu}"))?;
-            samplers.push(
-                counter
-                    .sampled(ring_bytes)
-                    .context("mapping the perf ring")?,
-            );
+        // SAFETY: plain syscall; the descriptor is owned right away.
+        let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if ep < 0 {
+            return Err(std::io::Error::last_os_error()).context("epoll_create1");
         }
-        Ok(Self { samplers, lost: 0 })
+        // SAFETY: a fresh descriptor we own.
+        let ep = unsafe { OwnedFd::from_raw_fd(ep) };
+        let mut samplers = Vec::with_capacity(cpus.len());
+        let mut id_samplers = Vec::with_capacity(cpus.len());
+        for cpu in cpus {
+            let s = open_one(cpu, ring_bytes, false)?;
+            let mut ev = libc::epoll_event {
+                events: libc::EPOLLIN as u32,
+                u64: cpu as u64,
+            };
+            // SAFETY: valid descriptors and event.
+            if unsafe {
+                libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, s.as_raw_fd(), &mut ev)
+            } != 0
+            {
+                return Err(std::io::Error::last_os_error()).context("epoll_ctl");
+            }
+            samplers.push(s);
+            id_samplers.push(open_one(cpu, ring_bytes / 2, true)?);
+        }
+        Ok(Self {
+            samplers,
+            id_samplers,
+            wakeup: Some(Wakeup(ep)),
+            early_ids: HashMap::new(),
+            lost: 0,
+        })
+    }
+
+    /// The descriptor to wait on for new records (once).
+    pub fn take_wakeup(&mut self) -> Option<Wakeup> {
+        self.wakeup.take()
     }
 
     /// Applies every pending record to `table`, in time order across CPUs.
@@ -58,64 +112,37 @@ impl MappingStream {
     pub fn drain_into(&mut self, table: &mut ProcessTable, pins: &mut FilePins) -> Drained {
         let mut batch: Vec<(u64, Change)> = Vec::new();
         for s in &mut self.samplers {
-            while let Some(rec) = s.next_record() {
-                let raw = rec.to_contiguous();
-                // sample_id (pid, tid, time) trails every record: time is the last u64.
-                let time = raw
-                    .len()
-                    .checked_sub(8)
-                    .map(|o| u64::from_ne_bytes(raw[o..].try_into().unwrap()))
-                    .unwrap_or(0);
-                let misc = rec.misc();
-                let Ok(parsed) = rec.parse_record() else {
-                    continue;
-                };
-                match parsed {
-                    Record::Mmap2(m) => {
-                        let (dev_major, dev_minor, inode) = (
-                            m.maj().unwrap_or(0),
-                            m.min().unwrap_or(0),
-                            m.ino().unwrap_or(0),
-                        );
-                        batch.push((
-                            time,
-                            Change::Mmap(
-                                m.pid,
-                                Mapping {
-                                    start: m.addr,
-                                    end: m.addr + m.len,
-                                    offset: m.pgoff,
-                                    dev_major,
-                                    dev_minor,
-                                    inode,
-                                    path: Arc::from(String::from_utf8_lossy(&m.filename).as_ref()),
-                                },
-                            ),
-                        ))
-                    }
-                    Record::Comm(c) if misc & MISC_COMM_EXEC != 0 => {
-                        batch.push((time, Change::Exec(c.pid)))
-                    }
-                    Record::Fork(f) if f.pid != f.ppid => {
-                        batch.push((time, Change::Fork(f.pid, f.ppid)))
-                    }
-                    Record::Exit(e) if e.pid == e.tid => batch.push((time, Change::Exit(e.pid))),
-                    Record::Lost(l) => self.lost += l.lost,
-                    _ => {}
-                }
-            }
+            read_records(s, &mut batch, &mut self.lost, false);
+        }
+        // Build-ID records after the plain ones: for the same mmap both have the same
+        // time, and a stable sort keeps this order.
+        for s in &mut self.id_samplers {
+            read_records(s, &mut batch, &mut self.lost, true);
         }
         batch.sort_by_key(|(t, _)| *t);
         let mut d = Drained::default();
         for (time, change) in batch {
             match change {
-                Change::Mmap(pid, m) => {
+                Change::Mmap(pid, mut m) => {
                     pins.pin(pid, &m);
+                    if let Some(id) = self.early_ids.remove(&(pid, m.start)) {
+                        m.build_id = Some(id);
+                        pins.index(&m, id);
+                    }
                     if m.is_file() {
                         d.mmaps.push((pid, m.clone()));
                     }
                     table.on_mmap(pid, m)
                 }
+                Change::BuildId(pid, start, id) => match table.set_build_id(pid, start, id) {
+                    Some(m) => pins.index(&m, id),
+                    None => {
+                        if self.early_ids.len() >= MAX_EARLY_IDS {
+                            self.early_ids.clear();
+                        }
+                        self.early_ids.insert((pid, start), id);
+                    }
+                },
                 Change::Exec(pid) => {
                     d.events.push(Lifecycle::Exec(pid));
                     table.on_exec(pid, time)
@@ -131,6 +158,97 @@ impl MappingStream {
             }
         }
         d
+    }
+}
+
+/// One dummy software event on `cpu` for the kernel's side-band records: every mmap,
+/// and (`build_ids` false) every fork, exec and exit; with `build_ids`, only executable
+/// mmaps, carrying the file's build ID.
+fn open_one(cpu: usize, ring_bytes: usize, build_ids: bool) -> Result<Sampler> {
+    let mut b = Builder::new(Software::DUMMY);
+    b.any_pid()
+        .one_cpu(cpu)
+        .exclude_kernel(false)
+        .mmap(true)
+        .mmap2(true)
+        .build_id(build_ids)
+        .comm(!build_ids)
+        .comm_exec(!build_ids)
+        .task(!build_ids)
+        .sample_id_all(true)
+        .sample(perf_event::SampleFlag::TID | perf_event::SampleFlag::TIME)
+        .clockid(perf_event::Clock::MONOTONIC)
+        .enabled(true);
+    if !build_ids {
+        // Wake the reader for every record (see Wakeup).
+        b.wakeup_watermark(1);
+    }
+    let counter = b
+        .build()
+        .with_context(|| format!("perf_event_open (mapping records) on CPU {cpu}"))?;
+    counter.sampled(ring_bytes).context("mapping the perf ring")
+}
+
+/// The body (after the header) of a PERF_RECORD_MMAP2 in its device-and-inode form: pid,
+/// tid (u32), addr, len, pgoff (u64), maj, min (u32), ino, ino_generation (u64), prot,
+/// flags (u32), then the NUL-padded file name and the sample_id fields.
+fn mmap2_with_inode(raw: &[u8]) -> Option<(u32, Mapping)> {
+    let u32_at = |o: usize| Some(u32::from_ne_bytes(raw.get(o..o + 4)?.try_into().ok()?));
+    let u64_at = |o: usize| Some(u64::from_ne_bytes(raw.get(o..o + 8)?.try_into().ok()?));
+    let name = raw.get(64..)?;
+    let name = &name[..name.iter().position(|&b| b == 0)?];
+    let (addr, len) = (u64_at(8)?, u64_at(16)?);
+    Some((
+        u32_at(0)?,
+        Mapping {
+            start: addr,
+            end: addr.checked_add(len)?,
+            offset: u64_at(24)?,
+            dev_major: u32_at(32)?,
+            dev_minor: u32_at(36)?,
+            inode: u64_at(40)?,
+            path: Arc::from(String::from_utf8_lossy(name).as_ref()),
+            build_id: None,
+        },
+    ))
+}
+
+fn read_records(s: &mut Sampler, batch: &mut Vec<(u64, Change)>, lost: &mut u64, ids: bool) {
+    while let Some(rec) = s.next_record() {
+        let raw = rec.to_contiguous();
+        // sample_id (pid, tid, time) trails every record: time is the last u64.
+        let time = raw
+            .len()
+            .checked_sub(8)
+            .map(|o| u64::from_ne_bytes(raw[o..].try_into().unwrap()))
+            .unwrap_or(0);
+        let misc = rec.misc();
+        // The kernel leaves the build-ID flag set in the header of the records it writes
+        // for the other events after a build-ID event: the plain stream's mmap records
+        // are read by hand, by their layout (perf_event_open(2), PERF_RECORD_MMAP2).
+        if !ids && rec.ty() == PERF_RECORD_MMAP2 {
+            if let Some((pid, m)) = mmap2_with_inode(&raw) {
+                batch.push((time, Change::Mmap(pid, m)));
+            }
+            continue;
+        }
+        let Ok(parsed) = rec.parse_record() else {
+            continue;
+        };
+        match parsed {
+            Record::Mmap2(m) if ids => {
+                if let Some(id) = m.build_id().and_then(BuildId::new) {
+                    batch.push((time, Change::BuildId(m.pid, m.addr, id)));
+                }
+            }
+            Record::Comm(c) if misc & MISC_COMM_EXEC != 0 => {
+                batch.push((time, Change::Exec(c.pid)))
+            }
+            Record::Fork(f) if f.pid != f.ppid => batch.push((time, Change::Fork(f.pid, f.ppid))),
+            Record::Exit(e) if e.pid == e.tid => batch.push((time, Change::Exit(e.pid))),
+            Record::Lost(l) => *lost += l.lost,
+            _ => {}
+        }
     }
 }
 
@@ -151,6 +269,8 @@ pub enum Lifecycle {
 
 enum Change {
     Mmap(u32, Mapping),
+    /// (pid, start of the mapping, the mapped file's build ID)
+    BuildId(u32, u64, BuildId),
     Exec(u32),
     Fork(u32, u32),
     Exit(u32),
@@ -175,6 +295,29 @@ pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn mmap2_records_by_their_layout() {
+        let mut raw = vec![0u8; 64];
+        raw[0..4].copy_from_slice(&42u32.to_ne_bytes());
+        raw[8..16].copy_from_slice(&0x5000u64.to_ne_bytes());
+        raw[16..24].copy_from_slice(&0x2000u64.to_ne_bytes());
+        raw[24..32].copy_from_slice(&0x1000u64.to_ne_bytes());
+        raw[32..36].copy_from_slice(&0xfdu32.to_ne_bytes());
+        raw[36..40].copy_from_slice(&1u32.to_ne_bytes());
+        raw[40..48].copy_from_slice(&131u64.to_ne_bytes());
+        raw.extend_from_slice(b"/usr/bin/victim\0\0");
+        let (pid, m) = super::mmap2_with_inode(&raw).unwrap();
+        assert_eq!(
+            (pid, m.start, m.end, m.offset),
+            (42, 0x5000, 0x7000, 0x1000)
+        );
+        assert_eq!((m.dev_major, m.dev_minor, m.inode), (0xfd, 1, 131));
+        assert_eq!(&*m.path, "/usr/bin/victim");
+        // Cut short, or a name without its NUL: nothing.
+        assert!(super::mmap2_with_inode(&raw[..52]).is_none());
+        assert!(super::mmap2_with_inode(&raw[..72]).is_none());
+    }
+
     #[test]
     fn cpu_lists() {
         assert_eq!(

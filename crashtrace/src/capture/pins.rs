@@ -2,7 +2,7 @@
 
 use std::{collections::HashMap, fs::File, os::unix::fs::MetadataExt as _, sync::Arc};
 
-use crate::sys::procfs::Mapping;
+use crate::sys::{buildid::BuildId, procfs::Mapping};
 
 /// A file's identity: device and inode, as the kernel reports them for a mapping.
 pub type FileKey = (u32, u32, u64);
@@ -20,8 +20,20 @@ const MAX_PINNED: usize = 4096;
 /// namespace (a container). One descriptor per file, however many processes map it.
 #[derive(Default)]
 pub struct FilePins {
-    files: HashMap<FileKey, Arc<File>>,
+    files: HashMap<FileKey, Pinned>,
     order: std::collections::VecDeque<FileKey>,
+    /// Pinned files by the build ID the kernel gave for their mapping: a copy of a file
+    /// that is gone (the same image in another container, an earlier run of a
+    /// crash-looping program) stands in for it.
+    by_build_id: HashMap<BuildId, FileKey>,
+}
+
+/// A pinned file, and whose mapping of which path it was taken from.
+#[derive(Clone)]
+pub struct Pinned {
+    pub file: Arc<File>,
+    pub pid: u32,
+    pub path: Arc<str>,
 }
 
 impl FilePins {
@@ -49,11 +61,20 @@ impl FilePins {
                 // reported, in case the range was remapped meanwhile.
                 if f.metadata().is_ok_and(|md| md.ino() == m.inode) {
                     log::info!("pinned {} for pid {pid}", m.path);
-                    self.files.insert(key_of(m), Arc::new(f));
+                    let pinned = Pinned {
+                        file: Arc::new(f),
+                        pid,
+                        path: m.path.clone(),
+                    };
+                    self.files.insert(key_of(m), pinned);
                     self.order.push_back(key_of(m));
+                    if let Some(id) = m.build_id {
+                        self.by_build_id.insert(id, key_of(m));
+                    }
                     while self.order.len() > MAX_PINNED {
                         if let Some(old) = self.order.pop_front() {
                             self.files.remove(&old);
+                            self.by_build_id.retain(|_, k| *k != old);
                         }
                     }
                 }
@@ -63,6 +84,26 @@ impl FilePins {
     }
 
     pub fn get(&self, m: &Mapping) -> Option<Arc<File>> {
-        self.files.get(&key_of(m)).cloned()
+        self.files.get(&key_of(m)).map(|p| p.file.clone())
+    }
+
+    /// Whether the file behind `m` is pinned.
+    pub fn has(&self, m: &Mapping) -> bool {
+        self.files.contains_key(&key_of(m))
+    }
+
+    /// Records the build ID of a pinned file, learnt after its pin.
+    pub fn index(&mut self, m: &Mapping, id: BuildId) {
+        if self.files.contains_key(&key_of(m)) {
+            self.by_build_id.insert(id, key_of(m));
+        }
+    }
+
+    /// A pinned file with this build ID.
+    pub fn by_build_id(&self, id: &BuildId) -> Option<Pinned> {
+        self.by_build_id
+            .get(id)
+            .and_then(|k| self.files.get(k))
+            .cloned()
     }
 }

@@ -10,7 +10,10 @@ use std::{
     sync::Arc,
 };
 
-use crate::sys::procfs::{self, Mapping};
+use crate::sys::{
+    buildid::BuildId,
+    procfs::{self, Mapping},
+};
 
 #[derive(Clone, Debug, Default)]
 struct Process {
@@ -81,6 +84,28 @@ impl ProcessTable {
                 exited_ns: None,
             },
         );
+    }
+
+    /// The build ID the kernel gave for the mapping of `pid` that starts at `start`; the
+    /// mapping, updated, if it is known.
+    pub fn set_build_id(&mut self, pid: u32, start: u64, id: BuildId) -> Option<Mapping> {
+        let m = self.live.get_mut(&pid)?.maps.get_mut(&start)?;
+        m.build_id = Some(id);
+        Some(m.clone())
+    }
+
+    /// A live process other than `except` that maps a file with this build ID, and that
+    /// mapping: a way to the same file while that process runs.
+    pub fn live_with_build_id(&self, id: &BuildId, except: u32) -> Option<(u32, Mapping)> {
+        self.live
+            .iter()
+            .filter(|(pid, p)| **pid != except && p.exited_ns.is_none())
+            .find_map(|(pid, p)| {
+                p.maps
+                    .values()
+                    .find(|m| m.build_id.as_ref() == Some(id))
+                    .map(|m| (*pid, m.clone()))
+            })
     }
 
     /// `execve` replaced the image: the mappings that follow are the new program's.
@@ -209,6 +234,7 @@ mod tests {
             dev_minor: 1,
             inode: 42,
             path: path.into(),
+            build_id: None,
         }
     }
 

@@ -20,7 +20,7 @@ use crate::{
         perf::MappingStream,
         pins::FilePins,
         processes::ProcessTable,
-        records::decode,
+        records::{Event, decode},
     },
     cli::Args,
     python::registry::PythonRegistry,
@@ -129,6 +129,12 @@ impl Pipeline {
     fn on_record(&mut self, buf: &[u8]) {
         match decode(buf) {
             Ok(event) => {
+                if let Event::Signal(c) = &event {
+                    // The process may be gone within microseconds: take what is still
+                    // to be had of its files now, before anything else.
+                    self.drain();
+                    self.pin_process(c.pid, c.ktime_ns);
+                }
                 if let Some(a) = self.assembler.push(event, monotonic_ns()) {
                     self.on_assembled(a);
                 }
@@ -168,6 +174,34 @@ impl Pipeline {
         }
     }
 
+    /// Pins every file process `pid` maps at `time_ns` that is not pinned yet (its
+    /// mapping record may have come after the process had already run to its crash).
+    fn pin_process(&mut self, pid: u32, time_ns: u64) {
+        for m in self.table.mappings_at(pid, time_ns) {
+            if m.is_file() && !self.pins.has(&m) {
+                self.pins.pin(pid, &m);
+            }
+        }
+    }
+
+    /// For each file of the crashed process that is neither pinned nor at its path any
+    /// more, a live process that maps a file with the same build ID: pinned through it.
+    fn pin_through_others(&mut self, pid: u32, maps: &[crate::sys::procfs::Mapping]) {
+        for m in maps {
+            let Some(id) = m.build_id else { continue };
+            if !m.is_file() || self.pins.has(m) {
+                continue;
+            }
+            if self.pins.by_build_id(&id).is_some() {
+                continue;
+            }
+            if let Some((other, om)) = self.table.live_with_build_id(&id, pid) {
+                self.pins.pin(other, &om);
+                self.pins.index(&om, id);
+            }
+        }
+    }
+
     fn report(&mut self, crash: &crate::assemble::Crash) {
         // Mapping records written before the crash may still sit in the perf buffers.
         self.drain();
@@ -179,6 +213,7 @@ impl Pipeline {
             return;
         }
         let maps = self.table.mappings_at(s.pid, s.ktime_ns);
+        self.pin_through_others(s.pid, &maps);
         let exe = self.table.exe_at(s.pid, s.ktime_ns);
         let view = ProcessView {
             mappings: &maps,
@@ -227,6 +262,12 @@ pub async fn run(args: Args) -> Result<i32> {
     let (probes, events, pyprocs, pyfiles) = Probes::load(&config, args.ring_buffer_size)?;
     // SAFETY: the ring buffer owns its fd and the AsyncFd owns the ring buffer until the end.
     let mut ring = unsafe { AsyncFd::register(events) }.context("registering the ring buffer")?;
+    let wakeup = stream
+        .take_wakeup()
+        .context("the mapping records' wakeup")?;
+    // SAFETY: the AsyncFd owns the epoll descriptor until the end of the run.
+    let maps_ready =
+        unsafe { AsyncFd::register(wakeup) }.context("registering the mapping records")?;
 
     let mut pipeline = Pipeline {
         table,
@@ -282,6 +323,13 @@ pub async fn run(args: Args) -> Result<i32> {
                 while let Some(item) = rb.next() {
                     pipeline.on_record(&item);
                 }
+                guard.clear_ready();
+            }
+            // New mapping records: pin their files now, not at the next tick.
+            guard = maps_ready.readable() => {
+                let mut guard = guard?;
+                guard.get_inner().consume();
+                pipeline.drain();
                 guard.clear_ready();
             }
             _ = tick.tick() => {

@@ -15,7 +15,17 @@ pub struct Debuginfod {
     /// Downloads go to `<cache>/.build-id/xx/yyyy.debug`, where the symbolizer looks.
     cache: PathBuf,
     budget: Duration,
-    failed: HashSet<Vec<u8>>,
+    /// (build ID, what was asked for) the servers did not have.
+    failed: HashSet<(Vec<u8>, Artifact)>,
+}
+
+/// What is fetched for a build ID.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Artifact {
+    /// The separate debug file (`/buildid/ID/debuginfo`).
+    DebugInfo,
+    /// The file itself (`/buildid/ID/executable`), when the mapped one is gone.
+    Executable,
 }
 
 impl Debuginfod {
@@ -44,14 +54,26 @@ impl Debuginfod {
 
     /// Downloads the debug file for `build_id` into the cache unless it failed before or
     /// the deadline has passed. Returns why it could not, if it could not.
-    pub fn fetch(&mut self, build_id: &[u8], deadline: Instant) -> Result<PathBuf, String> {
-        let hex = crate::sys::buildid::hex(build_id);
-        let dest = crate::sys::buildid::debug_path(&self.cache, build_id)
-            .ok_or_else(|| format!("build ID {hex} is too short"))?;
+    pub fn fetch(
+        &mut self,
+        build_id: &[u8],
+        what: Artifact,
+        deadline: Instant,
+    ) -> Result<PathBuf, String> {
+        use crate::sys::buildid;
+        let hex = buildid::hex(build_id);
+        let (dest, kind) = match what {
+            Artifact::DebugInfo => (buildid::debug_path(&self.cache, build_id), "debuginfo"),
+            Artifact::Executable => (
+                buildid::executable_path(&self.cache, build_id),
+                "executable",
+            ),
+        };
+        let dest = dest.ok_or_else(|| format!("build ID {hex} is too short"))?;
         if dest.exists() {
             return Ok(dest);
         }
-        if self.failed.contains(build_id) {
+        if self.failed.contains(&(build_id.to_vec(), what)) {
             return Err("not on the debuginfod servers (asked before)".into());
         }
         let mut last = String::from("no server answered");
@@ -64,7 +86,7 @@ impl Debuginfod {
                 .timeout_global(Some(left))
                 .build()
                 .into();
-            match agent.get(format!("{url}/buildid/{hex}/debuginfo")).call() {
+            match agent.get(format!("{url}/buildid/{hex}/{kind}")).call() {
                 Ok(mut resp) => {
                     let body = resp.body_mut().with_config().limit(2 << 30).read_to_vec();
                     match body {
@@ -86,7 +108,7 @@ impl Debuginfod {
         }
         // Timeouts may be the server's bad moment: only remember definite misses.
         if !last.contains("imeout") && !last.contains("out of time") {
-            self.failed.insert(build_id.to_vec());
+            self.failed.insert((build_id.to_vec(), what));
         }
         Err(last)
     }

@@ -12,6 +12,7 @@ pub mod unwind;
 
 use std::{
     collections::HashMap,
+    os::fd::AsRawFd as _,
     path::{Path, PathBuf},
     sync::Arc,
     time::Instant,
@@ -20,10 +21,13 @@ use std::{
 use crate::{
     capture::{pins::FilePins, records::Capture},
     model::{Frame, InlinedFrame, UnwindReport},
-    sys::{buildid, procfs::Mapping},
+    sys::{
+        buildid::{self, BuildId},
+        procfs::Mapping,
+    },
 };
 use blaze::Blaze;
-use debuginfod::Debuginfod;
+use debuginfod::{Artifact, Debuginfod};
 use elf::{ElfModule, ModuleCache};
 use unwind::{LoadedMapping, RawFrame, unwind};
 
@@ -38,7 +42,15 @@ pub struct Symbolizer {
     debuginfod: Option<Debuginfod>,
     /// This report's deadline for debuginfod downloads.
     deadline: Option<Instant>,
+    /// Files found by build ID for mappings whose own file is gone.
+    stand_ins: HashMap<BuildId, (Arc<ElfModule>, String)>,
+    /// This report's notes, and why files could not be had, by path.
+    notes: Vec<String>,
+    unavailable: HashMap<Arc<str>, String>,
 }
+
+/// Stand-in files kept open at most.
+const MAX_STAND_INS: usize = 256;
 
 /// (frame index, file offset)
 type FrameAt = (usize, u64);
@@ -57,6 +69,9 @@ impl Symbolizer {
             debug_dirs: dirs,
             debuginfod,
             deadline: None,
+            stand_ins: HashMap::new(),
+            notes: Vec::new(),
+            unavailable: HashMap::new(),
         }
     }
 
@@ -69,12 +84,14 @@ impl Symbolizer {
     /// debuginfod downloads for the report share one deadline from now.
     pub fn load(&mut self, mappings: &[Mapping], pins: &FilePins) -> Vec<LoadedMapping> {
         self.deadline = self.debuginfod.as_ref().map(|d| d.deadline());
+        self.notes.clear();
+        self.unavailable.clear();
         mappings
             .iter()
             .map(|m| LoadedMapping {
                 mapping: m.clone(),
                 module: if m.is_file() {
-                    self.modules.get(m, pins).ok()
+                    self.file_module(m, pins)
                 } else if &*m.path == "[vdso]" {
                     self.modules.vdso().ok()
                 } else {
@@ -82,6 +99,96 @@ impl Symbolizer {
                 },
             })
             .collect()
+    }
+
+    /// What this report's files said: stand-ins used, files not found.
+    pub fn take_notes(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.notes)
+    }
+
+    /// The file behind a mapping: pinned or by path; else, when it is gone, another file
+    /// with the same build ID (see `stand_in`).
+    fn file_module(&mut self, m: &Mapping, pins: &FilePins) -> Option<Arc<ElfModule>> {
+        let why = match self.modules.get(m, pins) {
+            Ok(module) => return Some(module),
+            Err(why) => why,
+        };
+        let id = m.build_id?;
+        match self.stand_in(&id, pins) {
+            Some((module, from)) => {
+                let note = format!(
+                    "{why}; read from a file with the same build ID {} ({from})",
+                    buildid::hex(id.as_bytes())
+                );
+                if !self.notes.contains(&note) {
+                    self.notes.push(note);
+                }
+                Some(module)
+            }
+            None => {
+                self.unavailable.insert(
+                    m.path.clone(),
+                    format!(
+                        "{why}; no file with its build ID {} was found (pinned copies, debug \
+                         directories{})",
+                        buildid::hex(id.as_bytes()),
+                        if self.debuginfod.is_some() {
+                            ", debuginfod"
+                        } else {
+                            ""
+                        }
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// A file with build ID `id`, and where it came from: a pinned copy (the same image
+    /// mapped by another process, or by an earlier run), `<debug dir>/.build-id/xx/yyyy`
+    /// (the file itself, as debug stores keep it beside its `.debug`), or debuginfod's
+    /// `executable`. Each is checked to carry that build ID.
+    fn stand_in(&mut self, id: &BuildId, pins: &FilePins) -> Option<(Arc<ElfModule>, String)> {
+        if let Some(found) = self.stand_ins.get(id) {
+            return Some(found.clone());
+        }
+        let matches = |e: &ElfModule| e.build_id.as_deref() == Some(id.as_bytes());
+        let mut found = None;
+        if let Some(p) = pins.by_build_id(id) {
+            let fd_path = PathBuf::from(format!("/proc/self/fd/{}", p.file.as_raw_fd()));
+            if let Ok(mut e) = ElfModule::from_file(&p.file, &fd_path)
+                && matches(&e)
+            {
+                e.pinned = Some(p.file.clone());
+                found = Some((e, format!("pinned for pid {} as {}", p.pid, p.path)));
+            }
+        }
+        if found.is_none() {
+            found = self
+                .debug_dirs
+                .iter()
+                .filter_map(|d| buildid::executable_path(d, id.as_bytes()))
+                .filter(|p| p.is_file())
+                .find_map(|p| {
+                    let e = ElfModule::open(&p).ok().filter(&matches)?;
+                    Some((e, format!("debug directory: {}", p.display())))
+                });
+        }
+        if found.is_none()
+            && let (Some(d), Some(deadline)) = (self.debuginfod.as_mut(), self.deadline)
+            && let Ok(p) = d.fetch(id.as_bytes(), Artifact::Executable, deadline)
+            && let Ok(e) = ElfModule::open(&p)
+            && matches(&e)
+        {
+            found = Some((e, format!("debuginfod: {}", p.display())));
+        }
+        let (e, from) = found?;
+        let entry = (Arc::new(e), from);
+        if self.stand_ins.len() >= MAX_STAND_INS {
+            self.stand_ins.clear();
+        }
+        self.stand_ins.insert(*id, entry.clone());
+        Some(entry)
     }
 
     /// One thread's frames: unwound, then symbolized.
@@ -191,11 +298,14 @@ impl Symbolizer {
                     })
                 }
                 None => {
-                    let why = self
-                        .modules
-                        .get(&lm.mapping, pins)
-                        .err()
-                        .unwrap_or_else(|| "file unavailable".into());
+                    let why = match self.unavailable.get(&lm.mapping.path) {
+                        Some(why) => why.clone(),
+                        None => self
+                            .modules
+                            .get(&lm.mapping, pins)
+                            .err()
+                            .unwrap_or_else(|| "file unavailable".into()),
+                    };
                     frames[i].unnamed_reason = Some(why);
                 }
             }
@@ -214,7 +324,7 @@ impl Symbolizer {
             let debug_file = build_id.as_deref().and_then(|id| {
                 self.debug_file_by_build_id(id).or_else(|| {
                     let d = self.debuginfod.as_mut()?;
-                    d.fetch(id, self.deadline?)
+                    d.fetch(id, Artifact::DebugInfo, self.deadline?)
                         .map_err(|e| fetch_error = Some(e))
                         .ok()
                 })
@@ -265,5 +375,61 @@ impl Symbolizer {
             }
         }
         frames
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A mapping of a file that is gone, whose build ID is `id`.
+    fn gone(id: &[u8]) -> Mapping {
+        Mapping {
+            start: 0x1000,
+            end: 0x2000,
+            offset: 0,
+            dev_major: 0,
+            dev_minor: 0,
+            inode: 1,
+            path: "/gone/app".into(),
+            build_id: BuildId::new(id),
+        }
+    }
+
+    #[test]
+    fn a_file_that_is_gone_is_read_from_a_store_by_its_build_id() {
+        let file = std::path::Path::new("/usr/bin/true");
+        let id = ElfModule::open(file).unwrap().build_id.expect("a build ID");
+        let store = std::env::temp_dir().join(format!("crashtrace-store-{}", std::process::id()));
+        let at = buildid::executable_path(&store, &id).unwrap();
+        std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+        std::fs::copy(file, &at).unwrap();
+
+        let mut s = Symbolizer::new(std::slice::from_ref(&store), None);
+        let loaded = s.load(&[gone(&id)], &FilePins::new());
+        assert!(loaded[0].module.is_some());
+        let notes = s.take_notes();
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].starts_with("/gone/app is gone and was not pinned in time")
+                && notes[0].contains(&format!("(debug directory: {})", at.display())),
+            "{notes:?}"
+        );
+
+        // Another build ID: nothing stands in, and the reason says where it looked.
+        let other = [0xee; 20];
+        let loaded = s.load(&[gone(&other)], &FilePins::new());
+        assert!(loaded[0].module.is_none());
+        assert!(s.unavailable["/gone/app"].contains("no file with its build ID eeee"));
+        // A file at the store's place whose build ID differs is not taken.
+        let wrong = buildid::executable_path(&store, &other).unwrap();
+        std::fs::create_dir_all(wrong.parent().unwrap()).unwrap();
+        std::fs::copy(file, &wrong).unwrap();
+        assert!(
+            s.load(&[gone(&other)], &FilePins::new())[0]
+                .module
+                .is_none()
+        );
+        let _ = std::fs::remove_dir_all(&store);
     }
 }

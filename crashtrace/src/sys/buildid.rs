@@ -2,6 +2,32 @@
 
 use std::path::{Path, PathBuf};
 
+/// A GNU build ID as the kernel reports it for a mapping (at most 20 bytes: SHA-1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BuildId {
+    bytes: [u8; 20],
+    len: u8,
+}
+
+impl BuildId {
+    /// None for an empty or over-long ID.
+    pub fn new(id: &[u8]) -> Option<Self> {
+        if id.is_empty() || id.len() > 20 {
+            return None;
+        }
+        let mut bytes = [0; 20];
+        bytes[..id.len()].copy_from_slice(id);
+        Some(Self {
+            bytes,
+            len: id.len() as u8,
+        })
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+}
+
 /// Lower-case hex, as `readelf -n`, gdb and debuginfod spell a build ID.
 pub fn hex(id: &[u8]) -> String {
     id.iter().map(|b| format!("{b:02x}")).collect()
@@ -22,6 +48,12 @@ pub fn debug_path(dir: &Path, id: &[u8]) -> Option<PathBuf> {
     )
 }
 
+/// `<dir>/.build-id/xx/yyyy…`: where debug directories (and debuginfod's `executable`
+/// requests) keep the file itself, beside its `.debug` file.
+pub fn executable_path(dir: &Path, id: &[u8]) -> Option<PathBuf> {
+    debug_path(dir, id).map(|p| p.with_extension(""))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -33,6 +65,12 @@ mod tests {
             debug_path(Path::new("/usr/lib/debug"), &[0xab, 0x01, 0xff]).unwrap(),
             Path::new("/usr/lib/debug/.build-id/ab/01ff.debug")
         );
+        assert_eq!(
+            executable_path(Path::new("/d"), &[0xab, 0x01]).unwrap(),
+            Path::new("/d/.build-id/ab/01")
+        );
+        assert_eq!(BuildId::new(&[1, 2]).unwrap().as_bytes(), [1, 2]);
+        assert!(BuildId::new(&[]).is_none() && BuildId::new(&[0; 21]).is_none());
         assert_eq!(debug_path(Path::new("/d"), &[0xab]), None);
         assert_eq!(debug_path(Path::new("/d"), &[]), None);
     }

@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use super::buildid::BuildId;
+
 /// One executable mapping of a process.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mapping {
@@ -16,6 +18,9 @@ pub struct Mapping {
     pub inode: u64,
     /// The path as the kernel printed it: a file path, `[vdso]`, `//anon`, ...
     pub path: Arc<str>,
+    /// The mapped file's build ID, as the kernel read it when the mapping was made: it
+    /// names the file even once the file itself is gone.
+    pub build_id: Option<BuildId>,
 }
 
 impl Mapping {
@@ -80,6 +85,7 @@ fn parse_maps_line(line: &str) -> Option<Mapping> {
         dev_minor: u32::from_str_radix(minor, 16).ok()?,
         inode: inode.parse().ok()?,
         path: Arc::from(if path.is_empty() { "//anon" } else { path }),
+        build_id: None,
     })
 }
 
