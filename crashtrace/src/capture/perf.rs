@@ -27,8 +27,8 @@ pub struct MappingStream {
     /// The same mmap records with the mapped file's build ID in place of its device and
     /// inode (the kernel gives one or the other): it names a file that is gone.
     id_samplers: Vec<Sampler>,
-    /// Readable when the kernel wrote a record: the drain need not wait for a tick, so
-    /// files are pinned within microseconds of being mapped.
+    /// Readable when a process exec'd: the drain need not wait for a tick, so a new
+    /// program's files are pinned within microseconds of being mapped.
     wakeup: Option<Wakeup>,
     /// Build IDs whose mapping record has not been applied yet, by (pid, start).
     early_ids: HashMap<(u32, u64), BuildId>,
@@ -64,7 +64,8 @@ impl Wakeup {
 const MAX_EARLY_IDS: usize = 4096;
 
 impl MappingStream {
-    /// Opens two events per online CPU. `ring_bytes` is the per-CPU buffer size.
+    /// Opens three events per online CPU. `ring_bytes` is the per-CPU buffer size of the
+    /// mapping records.
     pub fn open(ring_bytes: usize) -> Result<Self> {
         let cpus = online_cpus().context("reading the online CPUs")?;
         // SAFETY: plain syscall; the descriptor is owned right away.
@@ -77,20 +78,26 @@ impl MappingStream {
         let mut samplers = Vec::with_capacity(cpus.len());
         let mut id_samplers = Vec::with_capacity(cpus.len());
         for cpu in cpus {
-            let s = open_one(cpu, ring_bytes, false)?;
+            let execs = open_one(cpu, 64 << 10, Stream::Execs)?;
             let mut ev = libc::epoll_event {
                 events: libc::EPOLLIN as u32,
                 u64: cpu as u64,
             };
             // SAFETY: valid descriptors and event.
             if unsafe {
-                libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, s.as_raw_fd(), &mut ev)
+                libc::epoll_ctl(
+                    ep.as_raw_fd(),
+                    libc::EPOLL_CTL_ADD,
+                    execs.as_raw_fd(),
+                    &mut ev,
+                )
             } != 0
             {
                 return Err(std::io::Error::last_os_error()).context("epoll_ctl");
             }
-            samplers.push(s);
-            id_samplers.push(open_one(cpu, ring_bytes / 2, true)?);
+            samplers.push(open_one(cpu, ring_bytes, Stream::Mappings)?);
+            samplers.push(execs);
+            id_samplers.push(open_one(cpu, ring_bytes / 2, Stream::BuildIds)?);
         }
         Ok(Self {
             samplers,
@@ -161,26 +168,36 @@ impl MappingStream {
     }
 }
 
-/// One dummy software event on `cpu` for the kernel's side-band records: every mmap,
-/// and (`build_ids` false) every fork, exec and exit; with `build_ids`, only executable
-/// mmaps, carrying the file's build ID.
-fn open_one(cpu: usize, ring_bytes: usize, build_ids: bool) -> Result<Sampler> {
+/// Which of the kernel's side-band records a dummy event carries.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stream {
+    /// Every executable mmap (device and inode), fork and exit.
+    Mappings,
+    /// Exec (comm) records only, each one waking the reader: one wakeup per exec, just
+    /// ahead of the new image's mappings, instead of one per record.
+    Execs,
+    /// Executable mmaps again, with the file's build ID in place of device and inode.
+    BuildIds,
+}
+
+/// One dummy software event on `cpu` for one kind of side-band record.
+fn open_one(cpu: usize, ring_bytes: usize, stream: Stream) -> Result<Sampler> {
     let mut b = Builder::new(Software::DUMMY);
+    let maps = stream != Stream::Execs;
     b.any_pid()
         .one_cpu(cpu)
         .exclude_kernel(false)
-        .mmap(true)
-        .mmap2(true)
-        .build_id(build_ids)
-        .comm(!build_ids)
-        .comm_exec(!build_ids)
-        .task(!build_ids)
+        .mmap(maps)
+        .mmap2(maps)
+        .build_id(stream == Stream::BuildIds)
+        .comm(stream == Stream::Execs)
+        .comm_exec(stream == Stream::Execs)
+        .task(stream == Stream::Mappings)
         .sample_id_all(true)
         .sample(perf_event::SampleFlag::TID | perf_event::SampleFlag::TIME)
         .clockid(perf_event::Clock::MONOTONIC)
         .enabled(true);
-    if !build_ids {
-        // Wake the reader for every record (see Wakeup).
+    if stream == Stream::Execs {
         b.wakeup_watermark(1);
     }
     let counter = b

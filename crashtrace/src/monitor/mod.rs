@@ -30,6 +30,10 @@ use crate::{
 };
 use runmode::{spawn_command, summarize};
 
+/// Exec wakeups drained between two ticks at most (see the loop).
+const WAKES_PER_TICK: u32 = 32;
+/// How often the process table drops processes that exited long enough ago.
+const HOUSEKEEPING_NS: u64 = 200_000_000;
 /// Per-CPU buffer for mapping records: bursts of execs must fit between two drains.
 const MAPPING_RING_BYTES: usize = 4 << 20;
 
@@ -114,6 +118,8 @@ struct Pipeline {
     sinks: Sinks,
     /// Run mode: only this process and its descendants are reported.
     scope: Option<u32>,
+    /// When the process table was last pruned.
+    housekept_ns: u64,
 }
 
 impl Pipeline {
@@ -234,7 +240,12 @@ impl Pipeline {
         for a in self.assembler.expire(now) {
             self.on_assembled(a);
         }
-        self.table.expire(now);
+        // Expiry walks every known process: far less often than the drains, which must
+        // keep up with short-lived processes.
+        if now.saturating_sub(self.housekept_ns) >= HOUSEKEEPING_NS {
+            self.housekept_ns = now;
+            self.table.expire(now);
+        }
     }
 }
 
@@ -279,6 +290,7 @@ pub async fn run(args: Args) -> Result<i32> {
         python: PythonRegistry::new(pyprocs, pyfiles),
         sinks: Sinks::start(vec![Box::new(Stdout::new(args.json))], QUEUE_REPORTS),
         scope: None,
+        housekept_ns: 0,
     };
     pipeline.python.register_installed();
     // Python processes that were running before crashtrace.
@@ -314,7 +326,11 @@ pub async fn run(args: Args) -> Result<i32> {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stats_tick = tokio::time::interval(Duration::from_secs(1));
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    // One listener for the whole run: a new ctrl_c() future per loop turn costs a
+    // registration each time, and the loop turns once per exec on the machine.
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut lost_reported = (0u64, 0u64);
+    let mut wake_budget = WAKES_PER_TICK;
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
@@ -325,14 +341,19 @@ pub async fn run(args: Args) -> Result<i32> {
                 }
                 guard.clear_ready();
             }
-            // New mapping records: pin their files now, not at the next tick.
-            guard = maps_ready.readable() => {
+            // A process exec'd: pin its files now, not at the next tick. Within a budget per
+            // tick: under an exec storm the drains fall back to the tick's pace, so the
+            // storm costs crashtrace no more than before (the capture record of a crash
+            // pins again, and build IDs cover what was missed).
+            guard = maps_ready.readable(), if wake_budget > 0 => {
                 let mut guard = guard?;
                 guard.get_inner().consume();
                 pipeline.drain();
                 guard.clear_ready();
+                wake_budget -= 1;
             }
             _ = tick.tick() => {
+                wake_budget = WAKES_PER_TICK;
                 pipeline.tick();
                 if let Some(deadline) = drain_deadline
                     && (!pipeline.pending_in_scope() || tokio::time::Instant::now() >= deadline)
@@ -366,7 +387,7 @@ pub async fn run(args: Args) -> Result<i32> {
                 lost_reported = (ring_full, maps_lost);
             }
             // In run mode Ctrl-C reaches the command too: wait for it to end.
-            _ = tokio::signal::ctrl_c(), if done_rx.is_none() => break,
+            _ = sigint.recv(), if done_rx.is_none() => break,
             _ = sigterm.recv() => {
                 match pipeline.scope {
                     // SAFETY: signalling our own child.
