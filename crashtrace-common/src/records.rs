@@ -126,19 +126,24 @@ pub struct VmaInfo {
     pub name: [u8; VMA_NAME_LEN],
 }
 
+impl VmaInfo {
+    /// A lookup that found nothing.
+    pub const NONE: Self = Self {
+        start: 0,
+        end: 0,
+        flags: 0,
+        pgoff: 0,
+        found: 0,
+        has_file: 0,
+        file_size: 0,
+        name: [0; VMA_NAME_LEN],
+    };
+}
+
 // By hand: arrays over 32 bytes have no derived Default.
 impl Default for VmaInfo {
     fn default() -> Self {
-        Self {
-            start: 0,
-            end: 0,
-            flags: 0,
-            pgoff: 0,
-            found: 0,
-            has_file: 0,
-            file_size: 0,
-            name: [0; VMA_NAME_LEN],
-        }
+        Self::NONE
     }
 }
 

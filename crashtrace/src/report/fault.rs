@@ -4,18 +4,6 @@ use crashtrace_common::VmaInfo;
 
 use crate::capture::records::{Capture, name_to_string};
 
-/// A mapping lookup that found nothing.
-pub const NO_VMA: VmaInfo = VmaInfo {
-    start: 0,
-    end: 0,
-    flags: 0,
-    pgoff: 0,
-    found: 0,
-    has_file: 0,
-    file_size: 0,
-    name: [0; crashtrace_common::VMA_NAME_LEN],
-};
-
 /// Stack guard gap below a growing stack (stack_guard_gap, 256 pages by default), plus a
 /// frame's worth of slack: a fault there is the stack running out.
 const STACK_GUARD_GAP: u64 = (256 + 16) * 4096;

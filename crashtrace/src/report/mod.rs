@@ -18,7 +18,7 @@ use crate::{
         signals::{decode_si_code, has_fault_address, has_sender, signal_name},
     },
 };
-use fault::{NO_VMA, describe_fault, disassemble};
+use fault::{describe_fault, disassemble};
 use outcome::{oom_report, outcome};
 
 /// What the report is made of, besides the crash's own records.
@@ -72,7 +72,7 @@ pub fn build(input: ReportInput<'_>) -> CrashReport {
         // After an overflow the kernel lookup went to the stack, not the fault address.
         fault_mapping: match (crash.fault_maps.as_ref(), &c.top) {
             (Some(m), _) => Some(&m.fault),
-            (None, Some(_)) => Some(&NO_VMA),
+            (None, Some(_)) => Some(&crashtrace_common::VmaInfo::NONE),
             (None, None) => None,
         }
         .and_then(|f| {
