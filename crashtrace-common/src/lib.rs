@@ -6,12 +6,15 @@
 
 /// Bytes of user stack a capture can hold at most (`--stack-size`'s limit).
 pub const MAX_STACK_BYTES: usize = 128 * 1024;
-/// The capture record sizes: a ring-buffer reservation has to be a verifier-known
-/// constant, so there is one `signal_deliver` program per class and the loader attaches
-/// the smallest that holds `--stack-size`.
+/// The stack-size classes: a ring-buffer reservation has to be a verifier-known constant,
+/// so there is one `signal_deliver` program per class and the loader attaches the
+/// smallest that holds `--stack-size`. A record of a class holds that much stack and,
+/// after it, room for the top of an overflowed stack (`TOP_STACK_BYTES`).
 pub const STACK_CLASSES: [usize; 5] = [8 << 10, 16 << 10, 32 << 10, 64 << 10, 128 << 10];
+/// The stack area of the largest record.
+pub const MAX_RECORD_STACK: usize = MAX_STACK_BYTES + TOP_STACK_BYTES;
 
-/// The smallest record class that holds `bytes` of stack.
+/// The smallest class that holds `bytes` of stack.
 pub const fn stack_class(bytes: usize) -> usize {
     let mut i = 0;
     while i < STACK_CLASSES.len() - 1 && STACK_CLASSES[i] < bytes {
@@ -20,12 +23,13 @@ pub const fn stack_class(bytes: usize) -> usize {
     STACK_CLASSES[i]
 }
 
-/// How much of a record of `class` bytes of stack the top of an overflowed stack takes.
-pub const fn top_bytes(class: usize) -> usize {
-    if class / 2 < TOP_STACK_BYTES {
-        class / 2
-    } else {
+/// How much of a stack area of `area` bytes the top of an overflowed stack takes: all of
+/// `TOP_STACK_BYTES` in every record of a class (see `STACK_CLASSES`).
+pub const fn top_bytes(area: usize) -> usize {
+    if area > TOP_STACK_BYTES {
         TOP_STACK_BYTES
+    } else {
+        area / 2
     }
 }
 
@@ -38,9 +42,10 @@ pub const DEFAULT_STACK_BYTES: u32 = 64 * 1024;
 pub const THREAD_STACK_BYTES: usize = 32 * 1024;
 /// Threads of one crashing process captured at most; the rest are counted, not copied.
 pub const MAX_THREADS_PER_CRASH: u32 = 512;
-/// After a stack overflow, the top of the stack (where main and its callers sit) is
-/// copied too, into the end of the record's stack area (the innermost copy stops short of
-/// it), so the outermost frames can be shown beside the innermost ones.
+/// After a stack overflow, the top of the stack (where main and its callers sit, below the
+/// arguments, the environment and up to 8 KiB of random padding) is copied too, into the
+/// end of the record's stack area, so the outermost frames can be shown beside the
+/// innermost ones.
 pub const TOP_STACK_BYTES: usize = 16 * 1024;
 /// Bytes of code copied at the faulting instruction pointer, for disassembly.
 pub const CODE_BYTES: usize = 32;
@@ -155,7 +160,7 @@ mod tests {
         let fixed = offset_of!(SignalCapture, stack);
         assert_eq!(fixed, size_of::<CaptureHead>());
         assert_eq!(fixed % 8, 0);
-        assert_eq!(size_of::<SignalCapture>(), fixed + MAX_STACK_BYTES);
+        assert_eq!(size_of::<SignalCapture>(), fixed + MAX_RECORD_STACK);
         assert_eq!(size_of::<SignalCapture<4>>(), fixed + 4 * STACK_CHUNK);
         assert_eq!(offset_of!(SignalCapture<4>, stack), fixed);
         assert_eq!(size_of::<ThreadCapture>(), fixed + THREAD_STACK_BYTES);
@@ -183,5 +188,6 @@ mod tests {
         let classes = [4096, 8192, 12288, 65536, 65537, 131072].map(stack_class);
         assert_eq!(classes, [8192, 8192, 16384, 65536, 131072, 131072]);
         assert_eq!((top_bytes(8192), top_bytes(65536)), (4096, TOP_STACK_BYTES));
+        assert_eq!(top_bytes(8192 + TOP_STACK_BYTES), TOP_STACK_BYTES);
     }
 }

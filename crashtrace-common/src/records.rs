@@ -4,7 +4,7 @@
 pub const VMA_NAME_LEN: usize = 64;
 
 use crate::{
-    CODE_BYTES, EXE_NAME_LEN, MAX_STACK_BYTES, RecordHeader, STACK_CHUNK, TASK_COMM_LEN,
+    CODE_BYTES, EXE_NAME_LEN, MAX_RECORD_STACK, RecordHeader, STACK_CHUNK, TASK_COMM_LEN,
     THREAD_STACK_BYTES,
 };
 
@@ -152,7 +152,7 @@ impl Default for VmaInfo {
 /// reservation (a verifier-known constant) is only as large as the copy asked for.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct SignalCapture<const CHUNKS: usize = { MAX_STACK_BYTES / STACK_CHUNK }> {
+pub struct SignalCapture<const CHUNKS: usize = { MAX_RECORD_STACK / STACK_CHUNK }> {
     pub head: CaptureHead,
     pub stack: [[u8; STACK_CHUNK]; CHUNKS],
 }

@@ -19,7 +19,8 @@ use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 /// `signal_deliver(int sig, struct kernel_siginfo *info, struct k_sigaction *ka)` runs in
 /// the receiving thread, in `get_signal()`, before any handler frame is pushed: its user
 /// registers are the interrupted (faulting) context and its stack is readable. One
-/// program per record size (`STACK_CLASSES`, in pages); the loader attaches one.
+/// program per stack-size class (`STACK_CLASSES`); its records hold the class's pages and
+/// four more for the top of an overflowed stack. The loader attaches one.
 macro_rules! signal_deliver_programs {
     ($($name:ident = $chunks:literal),+) => {$(
         #[btf_tracepoint(function = "signal_deliver")]
@@ -30,11 +31,11 @@ macro_rules! signal_deliver_programs {
     )+};
 }
 signal_deliver_programs!(
-    signal_deliver_8k = 2,
-    signal_deliver_16k = 4,
-    signal_deliver_32k = 8,
-    signal_deliver_64k = 16,
-    signal_deliver_128k = 32
+    signal_deliver_8k = 6,
+    signal_deliver_16k = 8,
+    signal_deliver_32k = 12,
+    signal_deliver_64k = 20,
+    signal_deliver_128k = 36
 );
 
 /// `signal_generate(int sig, struct kernel_siginfo *info, struct task_struct *task,

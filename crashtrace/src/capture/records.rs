@@ -4,7 +4,7 @@ use anyhow::{Result, bail};
 use bytes::Bytes;
 use crashtrace_common::{
     CAPTURE_HAS_CODE, CAPTURE_HAS_SIGINFO, CAPTURE_NO_REGS, CAPTURE_SP_PAGE_SKIPPED,
-    CAPTURE_STACK_TRUNCATED, CODE_BYTES, CaptureHead, FaultMaps, HANDLER_DEFAULT, MAX_STACK_BYTES,
+    CAPTURE_STACK_TRUNCATED, CODE_BYTES, CaptureHead, FaultMaps, HANDLER_DEFAULT, MAX_RECORD_STACK,
     OomVictim, ProcessExit, PyCode, PyThread, RecordHeader, RecordKind, TASK_COMM_LEN,
     THREAD_STACK_BYTES, TOP_STACK_BYTES, UserRegs,
 };
@@ -80,7 +80,7 @@ pub fn decode(buf: &[u8]) -> Result<Event> {
             // One record size per stack class: the header says which.
             let room = (header.size as usize).min(buf.len());
             let cap = room.saturating_sub(size_of::<CaptureHead>());
-            decode_capture(buf, cap.min(MAX_STACK_BYTES), true).map(|c| Event::Signal(Box::new(c)))
+            decode_capture(buf, cap.min(MAX_RECORD_STACK), true).map(|c| Event::Signal(Box::new(c)))
         }
         Some(RecordKind::ThreadCapture) => {
             decode_capture(buf, THREAD_STACK_BYTES, false).map(|c| Event::Thread(Box::new(c)))
@@ -270,7 +270,7 @@ pub(crate) mod tests {
         let mut buf = record_bytes(|_| {}, &[]);
         buf[0] = 99;
         assert!(decode(&buf).is_err());
-        let buf = record_bytes(|r| r.stack_len = (MAX_STACK_BYTES + 1) as u32, &[]);
+        let buf = record_bytes(|r| r.stack_len = (MAX_RECORD_STACK + 1) as u32, &[]);
         assert!(decode(&buf).is_err());
         let buf = record_bytes(|_| {}, &[1, 2, 3]);
         assert!(decode(&buf[..size_of::<CaptureHead>() + 2]).is_err());

@@ -49,7 +49,7 @@ pub fn unwind(capture: &Capture, mappings: &[LoadedMapping]) -> Unwound {
 
 /// The outermost frames of an overflowed stack, from its copied top: the lowest slot
 /// holding a return address (just after a call instruction) from which unwinding reaches
-/// the outermost frame.
+/// the outermost frame (as its unwind information says, not by reading a zero).
 fn scan_outer(mappings: &[LoadedMapping], start: u64, top: &[u8]) -> Vec<RawFrame> {
     let unwinder = build_unwinder(mappings);
     let mut read = |addr: u64| -> Result<u64, ()> {
@@ -80,8 +80,12 @@ fn scan_outer(mappings: &[LoadedMapping], start: u64, top: &[u8]) -> Vec<RawFram
             match unwinder.unwind_frame(addr, &mut regs, &mut cache, &mut read) {
                 Ok(Some(r)) => match FrameAddress::from_return_address(r) {
                     Some(a) => addr = a,
-                    None => break true,
+                    // A zero read from the stack proves nothing: a slot of stale data
+                    // inside a frame can lead there.
+                    None => break false,
                 },
+                // The unwind information itself says this is the outermost frame
+                // (`_start`'s undefined return address).
                 Ok(None) => break true,
                 Err(_) => break false,
             }
