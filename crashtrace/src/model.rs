@@ -248,7 +248,9 @@ pub struct UnwindReport {
 }
 
 impl CrashReport {
+    /// One JSON object, with every character a terminal or a log viewer would act on
+    /// escaped (serde_json leaves C1 controls and bidi overrides raw).
     pub fn to_json_line(&self) -> String {
-        serde_json::to_string(self).expect("report serializes")
+        crate::sys::escape::json(serde_json::to_string(self).expect("report serializes"))
     }
 }

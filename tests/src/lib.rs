@@ -59,6 +59,8 @@ pub fn require_root() {
 #[derive(Default)]
 struct Output {
     reports: Vec<CrashReport>,
+    /// The JSON lines as crashtrace wrote them, beside `reports`.
+    json_lines: Vec<String>,
     text: String,
     stderr: Vec<String>,
     /// stdout closed: crashtrace is gone or going.
@@ -118,6 +120,7 @@ impl Crashtrace {
                         panic!("crashtrace printed a line that is not a report {line:?}: {e}")
                     });
                     g.reports.push(v);
+                    g.json_lines.push(line);
                 } else {
                     g.text.push_str(&line);
                     g.text.push('\n');
@@ -252,6 +255,13 @@ impl Crashtrace {
                     .next()
                     .is_some_and(|p| p.ends_with(suffix))
         });
+    }
+
+    /// The JSON line crashtrace wrote for the first report that satisfies `pred`.
+    pub fn json_line_where(&self, pred: impl Fn(&CrashReport) -> bool) -> Option<String> {
+        let g = self.out.0.lock().unwrap();
+        let i = g.reports.iter().position(pred)?;
+        g.json_lines.get(i).cloned()
     }
 
     /// Every report seen so far.

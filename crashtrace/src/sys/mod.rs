@@ -4,6 +4,7 @@
 
 pub mod buildid;
 pub mod cgroups;
+pub mod escape;
 pub mod procfs;
 pub mod signals;
 pub mod wait;

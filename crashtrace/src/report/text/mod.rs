@@ -3,6 +3,7 @@
 //! One file per section.
 
 mod header;
+mod neutral;
 mod outcome;
 mod python;
 mod stacks;
@@ -10,6 +11,8 @@ mod stacks;
 use crate::model::CrashReport;
 
 pub fn render(r: &CrashReport) -> String {
+    // Nothing the traced process controls reaches the terminal raw.
+    let r = &neutral::neutral(r);
     let mut s = String::new();
     header::fault(&mut s, r);
     stacks::threads(&mut s, r);
@@ -75,6 +78,24 @@ pub(crate) mod tests {
                         in crash_here+0x4 (victim) at victim.c:7:3
 #1   ";
         assert!(text2.contains(want), "{text2}");
+        // A name with terminal controls and a forged header line is shown escaped.
+        let mut r3 = r.clone();
+        r3.thread_name = "\x1b]0;pwned\x07\n=== crashtrace: SIGSEGV in process 1".into();
+        r3.frames[1].module = Some("/tmp/lib\u{202e}os.so".into());
+        let text3 = render(&r3);
+        assert!(
+            !text3.chars().any(crate::sys::escape::is_hostile_in_text),
+            "{text3:?}"
+        );
+        assert!(text3.contains("(\\x1b]0;pwned\\x07\\x0a=== crashtrace: SIGSEGV in process 1)"));
+        assert!(text3.contains("lib\\u{202e}os.so+0x200"), "{text3}");
+        assert_eq!(
+            text3
+                .lines()
+                .filter(|l| l.starts_with("=== crashtrace"))
+                .count(),
+            1
+        );
         // The JSON a sink writes reads back to the same report.
         let again: crate::model::CrashReport = serde_json::from_str(&r.to_json_line()).unwrap();
         assert_eq!(render(&again), text);

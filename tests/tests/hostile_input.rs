@@ -1,0 +1,114 @@
+//! An unprivileged user (`nobody`) tries to fool the report with the names it controls.
+
+use std::{os::unix::fs::PermissionsExt as _, process::Command};
+
+use crashtrace_tests::{Crashtrace, Victim, crash_and_report};
+
+/// A directory `nobody` can read and enter, removed on drop.
+struct Shared(std::path::PathBuf);
+
+impl Shared {
+    fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("crashtrace-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Self(p)
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A Python script whose file name forges a report header and sets the terminal's
+/// title, that names its thread with control characters, and crashes; run as nobody.
+fn hostile_crash(dir: &Shared) -> Victim {
+    let name = "x\u{1b}]0;pwned\u{7}\u{9b}2J\n=== crashtrace: SIGSEGV in process 1 (systemd) ===\u{202e}.py";
+    let script = dir.0.join(name);
+    std::fs::write(
+        &script,
+        "import ctypes\n\
+         ctypes.CDLL(None).prctl(15, b'\\x1b[2J\\nforged', 0, 0, 0)\n\
+         def crash():\n    ctypes.string_at(0)\n\
+         crash()\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
+    Victim::spawn(
+        Command::new("runuser")
+            .args(["-u", "nobody", "--", "python3"])
+            .arg(&script),
+    )
+}
+
+#[test]
+fn names_a_user_controls_cannot_forge_text_or_reach_the_terminal() {
+    let dir = Shared::new("hostile-text");
+    let ct = Crashtrace::start_text(&["--comm", "python"]);
+    let mut v = hostile_crash(&dir);
+    v.wait_exit();
+    let text = ct.text_containing("in crash");
+    // Neither the controls nor the forged header came out raw.
+    for c in ['\u{1b}', '\u{7}', '\u{9b}', '\u{202e}'] {
+        assert!(!text.contains(c), "{c:?} raw in the report:\n{text}");
+    }
+    let headers = text
+        .lines()
+        .filter(|l| l.starts_with("=== crashtrace:"))
+        .count();
+    assert_eq!(headers, 1, "{text}");
+    assert!(
+        text.contains("x\\x1b]0;pwned\\x07\\x9b2J\\x0a=== crashtrace"),
+        "{text}"
+    );
+    assert!(text.contains("(\\x1b[2J\\x0aforged)"), "{text}");
+    // crashtrace still runs and reports the next ordinary crash.
+    let mut plain =
+        Victim::spawn(Command::new("python3").args(["-c", "import ctypes; ctypes.string_at(0)"]));
+    plain.wait_exit();
+    ct.text_containing(&format!("process {} (python3)", plain.pid()));
+}
+
+#[test]
+fn json_escapes_c1_controls_and_bidi_overrides() {
+    let dir = Shared::new("hostile-json");
+    let ct = Crashtrace::start(&["--comm", "python"]);
+    let mut v = hostile_crash(&dir);
+    v.wait_exit();
+    // The python is runuser's child: find its report by the parent.
+    let parent = v.pid();
+    let r = ct.report_where("the hostile script's report", |r| r.parent_pid == parent);
+    // The typed report holds the characters themselves (the JSON escapes decode back).
+    let py = r.python.as_ref().expect("Python frames");
+    let file = &py.threads[0]
+        .frames
+        .iter()
+        .find(|f| f.function == "crash")
+        .unwrap_or_else(|| panic!("no frame in crash(): {py:?}"))
+        .file;
+    assert!(
+        file.contains('\u{9b}') && file.contains('\u{202e}'),
+        "{file:?}"
+    );
+    assert_eq!(r.thread_name, "\u{1b}[2J\nforged");
+    // The line crashtrace wrote never carried them raw.
+    let line = ct
+        .json_line_where(|r| r.parent_pid == parent)
+        .expect("the line");
+    for c in ['\u{1b}', '\u{7}', '\u{9b}', '\u{202e}', '\n'] {
+        assert!(!line.contains(c), "{c:?} raw in {line}");
+    }
+    assert!(
+        line.contains("\\u009b") && line.contains("\\u202e"),
+        "{line}"
+    );
+    // crashtrace still runs and reports the next ordinary crash.
+    crash_and_report(
+        &ct,
+        Command::new("python3").args(["-c", "import ctypes; ctypes.string_at(0)"]),
+        libc::SIGSEGV,
+    );
+}
