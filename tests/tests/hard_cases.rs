@@ -545,7 +545,8 @@ fn crash_looping_containers_are_named() {
     let store = TempDir::new("image-layer");
     store_by_build_id(&store.0, &[victim("crash_static")]);
     let dir = store.0.to_str().unwrap().to_string();
-    let ct = Crashtrace::start(&["--comm", "=victim", "--debug-dir", &dir]);
+    // --pin-on-exec: each exec wakes crashtrace, which pins the new program's files.
+    let ct = Crashtrace::start(&["--comm", "=victim", "--debug-dir", &dir, "--pin-on-exec"]);
     let mut paths = HashMap::new();
     for i in 0..100 {
         let root = TempDir::new(&format!("pod-{i}"));

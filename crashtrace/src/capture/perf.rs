@@ -66,7 +66,9 @@ const MAX_EARLY_IDS: usize = 4096;
 impl MappingStream {
     /// Opens three events per online CPU. `ring_bytes` is the per-CPU buffer size of the
     /// mapping records.
-    pub fn open(ring_bytes: usize) -> Result<Self> {
+    /// With `wake_on_exec`, every exec wakes the reader (see `Wakeup`); otherwise the
+    /// records wait for the caller's drain.
+    pub fn open(ring_bytes: usize, wake_on_exec: bool) -> Result<Self> {
         let cpus = online_cpus().context("reading the online CPUs")?;
         // SAFETY: plain syscall; the descriptor is owned right away.
         let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
@@ -78,7 +80,7 @@ impl MappingStream {
         let mut samplers = Vec::with_capacity(cpus.len());
         let mut id_samplers = Vec::with_capacity(cpus.len());
         for cpu in cpus {
-            let execs = open_one(cpu, 64 << 10, Stream::Execs)?;
+            let execs = open_one(cpu, 64 << 10, Stream::Execs, wake_on_exec)?;
             let mut ev = libc::epoll_event {
                 events: libc::EPOLLIN as u32,
                 u64: cpu as u64,
@@ -95,9 +97,9 @@ impl MappingStream {
             {
                 return Err(std::io::Error::last_os_error()).context("epoll_ctl");
             }
-            samplers.push(open_one(cpu, ring_bytes, Stream::Mappings)?);
+            samplers.push(open_one(cpu, ring_bytes, Stream::Mappings, false)?);
             samplers.push(execs);
-            id_samplers.push(open_one(cpu, ring_bytes / 2, Stream::BuildIds)?);
+            id_samplers.push(open_one(cpu, ring_bytes / 2, Stream::BuildIds, false)?);
         }
         Ok(Self {
             samplers,
@@ -173,15 +175,15 @@ impl MappingStream {
 enum Stream {
     /// Every executable mmap (device and inode), fork and exit.
     Mappings,
-    /// Exec (comm) records only, each one waking the reader: one wakeup per exec, just
-    /// ahead of the new image's mappings, instead of one per record.
+    /// Exec (comm) records only, each one waking the reader when asked for: one wakeup
+    /// per exec, just ahead of the new image's mappings, instead of one per record.
     Execs,
     /// Executable mmaps again, with the file's build ID in place of device and inode.
     BuildIds,
 }
 
 /// One dummy software event on `cpu` for one kind of side-band record.
-fn open_one(cpu: usize, ring_bytes: usize, stream: Stream) -> Result<Sampler> {
+fn open_one(cpu: usize, ring_bytes: usize, stream: Stream, wake: bool) -> Result<Sampler> {
     let mut b = Builder::new(Software::DUMMY);
     let maps = stream != Stream::Execs;
     b.any_pid()
@@ -197,7 +199,7 @@ fn open_one(cpu: usize, ring_bytes: usize, stream: Stream) -> Result<Sampler> {
         .sample(perf_event::SampleFlag::TID | perf_event::SampleFlag::TIME)
         .clockid(perf_event::Clock::MONOTONIC)
         .enabled(true);
-    if stream == Stream::Execs {
+    if wake {
         b.wakeup_watermark(1);
     }
     let counter = b

@@ -254,7 +254,7 @@ impl Pipeline {
 pub async fn run(args: Args) -> Result<i32> {
     let config = build_config(&args)?;
     // The mapping stream starts before the /proc scan so nothing falls between the two.
-    let mut stream = MappingStream::open(MAPPING_RING_BYTES)
+    let mut stream = MappingStream::open(MAPPING_RING_BYTES, args.pin_on_exec)
         .map_err(|e| explain(e, "opening the kernel's mapping records (perf_event_open)"))?;
     raise_fd_limit();
     let mut table = ProcessTable::new();
@@ -341,10 +341,10 @@ pub async fn run(args: Args) -> Result<i32> {
                 }
                 guard.clear_ready();
             }
-            // A process exec'd: pin its files now, not at the next tick. Within a budget per
-            // tick: under an exec storm the drains fall back to the tick's pace, so the
-            // storm costs crashtrace no more than before (the capture record of a crash
-            // pins again, and build IDs cover what was missed).
+            // With --pin-on-exec, a process exec'd: pin its files now, not at the next
+            // tick. Within a budget per tick, so that an exec storm cannot keep crashtrace
+            // busy beyond it. (Without it, the capture record of a crash pins again, and
+            // build IDs cover what was missed.)
             guard = maps_ready.readable(), if wake_budget > 0 => {
                 let mut guard = guard?;
                 guard.get_inner().consume();
