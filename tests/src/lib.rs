@@ -264,11 +264,6 @@ impl Crashtrace {
         g.json_lines.get(i).cloned()
     }
 
-    /// Every report seen so far.
-    pub fn all_reports(&self) -> Vec<CrashReport> {
-        self.out.0.lock().unwrap().reports.clone()
-    }
-
     /// Text output seen so far, waiting until it mentions `needle`.
     pub fn text_containing(&self, needle: &str) -> String {
         self.wait_for(|o| o.text.contains(needle) || o.exited, needle);
