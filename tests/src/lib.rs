@@ -3,6 +3,7 @@
 
 use std::{
     io::{BufRead, BufReader, Write},
+    os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::{Child, ChildStdin, Command, Stdio},
     sync::{Arc, Condvar, Mutex, MutexGuard},
@@ -277,22 +278,75 @@ impl Drop for Crashtrace {
     }
 }
 
+/// A directory `nobody` can read and enter (and, with `writable`, own), removed on drop.
+pub struct Shared(pub PathBuf);
+
+impl Shared {
+    pub fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("crashtrace-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Self(p)
+    }
+
+    /// A directory owned by nobody, for what the attacker writes.
+    pub fn writable(tag: &str) -> Self {
+        let d = Self::new(tag);
+        let st = Command::new("chown")
+            .arg("nobody")
+            .arg(&d.0)
+            .status()
+            .unwrap();
+        assert!(st.success(), "chown nobody");
+        d
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `cmd` run as the unprivileged user nobody.
+pub fn as_nobody(program: &str) -> Command {
+    let mut c = Command::new("runuser");
+    c.args(["-u", "nobody", "--", program]);
+    c
+}
+
 impl Crashtrace {
-    fn shutdown(&mut self) {
+    /// Whether crashtrace is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Stops crashtrace with SIGINT and says whether it exited on its own, within the
+    /// bound, rather than having to be killed.
+    pub fn stop_on_request(mut self) -> bool {
+        let on_its_own = self.shutdown();
+        self.wait_for(|o| o.exited && o.stderr_closed, "crashtrace to exit");
+        on_its_own
+    }
+
+    /// SIGINT, then SIGKILL after 5 s; true if it exited before the SIGKILL.
+    fn shutdown(&mut self) -> bool {
         if let Ok(Some(_)) = self.child.try_wait() {
-            return;
+            return true;
         }
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+                return true;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        false
     }
 }
 

@@ -2,26 +2,7 @@
 
 use std::{os::unix::fs::PermissionsExt as _, process::Command};
 
-use crashtrace_tests::{Crashtrace, Victim, crash_and_report};
-
-/// A directory `nobody` can read and enter, removed on drop.
-struct Shared(std::path::PathBuf);
-
-impl Shared {
-    fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("crashtrace-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-        Self(p)
-    }
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use crashtrace_tests::{Crashtrace, Shared, Victim, crash_and_report};
 
 /// A Python script whose file name forges a report header and sets the terminal's
 /// title, that names its thread with control characters, and crashes; run as nobody.

@@ -66,7 +66,7 @@ pub struct PyRecords {
 }
 
 impl PyRecords {
-    fn add_thread(&mut self, t: PyThread) {
+    pub fn add_thread(&mut self, t: PyThread) {
         if self.ktime_ns == 0 {
             self.ktime_ns = t.header.ktime_ns;
         }
@@ -77,7 +77,7 @@ impl PyRecords {
         self.threads.push(t);
     }
 
-    fn add_code(&mut self, c: PyCode) {
+    pub fn add_code(&mut self, c: PyCode) {
         if self.ktime_ns == 0 {
             self.ktime_ns = c.header.ktime_ns;
         }

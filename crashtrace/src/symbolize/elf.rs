@@ -5,7 +5,7 @@ use std::{
     collections::HashMap,
     fs::File,
     ops::{Deref, Range},
-    os::{fd::AsRawFd as _, unix::fs::MetadataExt as _},
+    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -14,10 +14,11 @@ use anyhow::{Context as _, Result, bail};
 use memmap2::Mmap;
 use object::{Object as _, ObjectSection as _, ObjectSegment as _};
 
+use super::guard::{self, Ready};
 use crate::{
     capture::pins::{FileKey, FilePins, key_of},
     sys::{
-        buildid,
+        buildid, files,
         procfs::{self, Mapping},
     },
 };
@@ -55,8 +56,10 @@ pub struct LoadSegment {
 }
 
 pub struct ElfModule {
-    /// Where the file can be read now: its path, or /proc/self/fd/N of a pinned copy.
+    /// Where the parsers read it: /proc/self/fd/N of `file`.
     pub path: PathBuf,
+    /// The file, or its sealed copy (see `guard`); kept open as long as the module.
+    pub file: Arc<File>,
     pub map: Arc<Mmap>,
     pub build_id: Option<Vec<u8>>,
     /// SVMA of the first loadable segment: the base that relative addresses count from.
@@ -67,28 +70,30 @@ pub struct ElfModule {
     pub eh_frame_hdr: Option<Section>,
     pub got: Option<Section>,
     pub debug_frame: Option<Section>,
-    /// The pinned descriptor `path` refers to, when read through one.
-    pub pinned: Option<Arc<File>>,
-    /// Whether the file names its own functions (a symbol table, DWARF, a debug link or
-    /// MiniDebugInfo): if not, a separate debug file is looked up by build ID.
+    /// Whether the file names its own functions (a symbol table, DWARF, or a debug link
+    /// or MiniDebugInfo its parsers follow): if not, a separate debug file is looked up.
     pub self_describing: bool,
+    /// What `guard` learnt: a copied file's debug link, its directory and owner.
+    pub origin: Ready,
 }
 
 impl ElfModule {
     pub fn open(path: &Path) -> Result<Self> {
-        let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        Self::from_file(&file, path)
+        let file =
+            files::open_plain(path).with_context(|| format!("opening {}", path.display()))?;
+        Self::from_file(Arc::new(file), &path.to_string_lossy())
     }
 
-    /// Reads an ELF file from an open descriptor; `path` is where it can be reopened.
-    pub fn from_file(file: &File, path: &Path) -> Result<Self> {
-        // SAFETY: read-only private mapping; a file truncated under us can fault, which
-        // is the same risk every symbolizer that maps files takes.
+    /// Reads an ELF file from an open descriptor; `origin` names it in messages.
+    pub fn from_file(file: Arc<File>, origin: &str) -> Result<Self> {
+        let ready = guard::ready(file, origin)?;
+        // SAFETY: read-only private mapping of a file only root can change, or of a
+        // sealed copy nobody can (see `guard`).
         let map =
-            unsafe { Mmap::map(file) }.with_context(|| format!("mapping {}", path.display()))?;
+            unsafe { Mmap::map(&*ready.file) }.with_context(|| format!("mapping {origin}"))?;
         let map = Arc::new(map);
         let obj = object::File::parse(&**map)
-            .with_context(|| format!("{} is not a valid ELF file", path.display()))?;
+            .with_context(|| format!("{origin} is not a valid ELF file"))?;
         let segments: Vec<LoadSegment> = obj
             .segments()
             .map(|s| {
@@ -105,22 +110,23 @@ impl ElfModule {
             })
             .collect();
         if segments.is_empty() {
-            bail!("{} has no loadable segments", path.display());
+            bail!("{origin} has no loadable segments");
         }
         let section = |name: &str| {
             obj.section_by_name(name).map(|s| Section {
-                svma: s.address()..s.address() + s.size(),
+                svma: s.address()..s.address().saturating_add(s.size()),
                 file_range: s
                     .compressed_file_range()
                     .ok()
                     .filter(|c| c.format == object::CompressionFormat::None)
                     .and_then(|_| s.file_range())
-                    .map(|(o, n)| o as usize..(o + n) as usize)
+                    .and_then(|(o, n)| Some(o as usize..o.checked_add(n)? as usize))
                     .filter(|r| r.end <= map.len()),
             })
         };
         Ok(Self {
-            path: path.to_path_buf(),
+            path: ready.path.clone(),
+            file: ready.file.clone(),
             build_id: obj.build_id().ok().flatten().map(|b| b.to_vec()),
             base_svma: segments.iter().map(|s| s.svma).min().unwrap_or(0),
             text: section(".text"),
@@ -128,10 +134,10 @@ impl ElfModule {
             eh_frame_hdr: section(".eh_frame_hdr"),
             got: section(".got"),
             debug_frame: section(".debug_frame"),
-            pinned: None,
             self_describing: [".symtab", ".debug_info", ".gnu_debuglink", ".gnu_debugdata"]
                 .iter()
                 .any(|n| obj.section_by_name(n).is_some()),
+            origin: ready,
             segments,
             map,
         })
@@ -173,6 +179,12 @@ impl ElfModule {
         Some(seg.svma + (off - seg.file_offset))
     }
 
+    /// Whether a separate debug file is looked up for it: it names nothing itself, or
+    /// it is a copy whose debug link is followed by `guard` rather than by its parsers.
+    pub fn wants_debug_file(&self) -> bool {
+        !self.self_describing || self.origin.debuglink.is_some()
+    }
+
     pub fn build_id_hex(&self) -> Option<String> {
         self.build_id.as_deref().map(buildid::hex)
     }
@@ -209,14 +221,7 @@ impl ModuleCache {
             return r.clone();
         }
         let r = match pins.get(m) {
-            Some(f) => {
-                let fd_path = PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()));
-                ElfModule::from_file(&f, &fd_path).map(|mut e| {
-                    // Keep the descriptor alive as long as the module that reads through it.
-                    e.pinned = Some(f);
-                    e
-                })
-            }
+            Some(f) => ElfModule::from_file(f, &m.path),
             None => open_verified(m),
         }
         .map(Arc::new)
@@ -243,26 +248,20 @@ fn own_vdso() -> Result<ElfModule> {
     // SAFETY: fd is a fresh descriptor we own.
     let mut file = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     std::io::Write::write_all(&mut file, image)?;
-    let file = Arc::new(file);
-    let path = PathBuf::from(format!("/proc/self/fd/{fd}"));
-    let mut m = ElfModule::from_file(&file, &path)?;
-    m.pinned = Some(file);
-    Ok(m)
+    ElfModule::from_file(Arc::new(file), "[vdso]")
 }
 
 fn open_verified(m: &Mapping) -> Result<ElfModule> {
     let path = Path::new(m.path.strip_suffix(" (deleted)").unwrap_or(&m.path));
-    let meta = std::fs::metadata(path)
+    // Opened first, then checked: the descriptor is the file that is read.
+    let file = files::open_plain(path)
         .with_context(|| format!("{} is gone and was not pinned in time", m.path))?;
-    if m.inode != 0 && meta.ino() != m.inode {
-        bail!(
-            "{} was replaced after it was mapped (inode {} now, {} when mapped)",
-            m.path,
-            meta.ino(),
-            m.inode
-        );
+    let md = file.metadata()?;
+    let dev = (libc::major(md.dev()), libc::minor(md.dev()));
+    if m.inode != 0 && (md.ino() != m.inode || dev != (m.dev_major, m.dev_minor)) {
+        bail!("{} was replaced after it was mapped", m.path);
     }
-    ElfModule::open(path)
+    ElfModule::from_file(Arc::new(file), &m.path)
 }
 
 /// The segment a mapping at file offset `offset` was made from (see `segment_of`).

@@ -8,11 +8,12 @@
 pub mod blaze;
 pub mod debuginfod;
 pub mod elf;
+pub mod guard;
 pub mod unwind;
 
 use std::{
     collections::HashMap,
-    os::fd::AsRawFd as _,
+    fs::File,
     path::{Path, PathBuf},
     sync::Arc,
     time::Instant,
@@ -23,12 +24,14 @@ use crate::{
     model::{Frame, InlinedFrame, UnwindReport},
     sys::{
         buildid::{self, BuildId},
+        files,
         procfs::Mapping,
     },
 };
 use blaze::Blaze;
 use debuginfod::{Artifact, Debuginfod};
 use elf::{ElfModule, ModuleCache};
+use guard::Ready;
 use unwind::{LoadedMapping, RawFrame, unwind};
 
 /// The directories every distribution puts separate debug files in.
@@ -44,6 +47,8 @@ pub struct Symbolizer {
     deadline: Option<Instant>,
     /// Files found by build ID for mappings whose own file is gone.
     stand_ins: HashMap<BuildId, (Arc<ElfModule>, String)>,
+    /// Separate debug files found for modules (see `debug_file`).
+    debug_files: HashMap<usize, DebugFileEntry>,
     /// This report's notes, and why files could not be had, by path.
     notes: Vec<String>,
     unavailable: HashMap<Arc<str>, String>,
@@ -51,6 +56,9 @@ pub struct Symbolizer {
 
 /// Stand-in files kept open at most.
 const MAX_STAND_INS: usize = 256;
+
+/// A module and the debug file found for it, if any.
+type DebugFileEntry = (Arc<ElfModule>, Option<Arc<Ready>>);
 
 /// (frame index, file offset)
 type FrameAt = (usize, u64);
@@ -70,6 +78,7 @@ impl Symbolizer {
             debuginfod,
             deadline: None,
             stand_ins: HashMap::new(),
+            debug_files: HashMap::new(),
             notes: Vec::new(),
             unavailable: HashMap::new(),
         }
@@ -154,14 +163,11 @@ impl Symbolizer {
         }
         let matches = |e: &ElfModule| e.build_id.as_deref() == Some(id.as_bytes());
         let mut found = None;
-        if let Some(p) = pins.by_build_id(id) {
-            let fd_path = PathBuf::from(format!("/proc/self/fd/{}", p.file.as_raw_fd()));
-            if let Ok(mut e) = ElfModule::from_file(&p.file, &fd_path)
-                && matches(&e)
-            {
-                e.pinned = Some(p.file.clone());
-                found = Some((e, format!("pinned for pid {} as {}", p.pid, p.path)));
-            }
+        if let Some(p) = pins.by_build_id(id)
+            && let Ok(e) = ElfModule::from_file(p.file.clone(), &p.path)
+            && matches(&e)
+        {
+            found = Some((e, format!("pinned for pid {} as {}", p.pid, p.path)));
         }
         if found.is_none() {
             found = self
@@ -224,12 +230,55 @@ impl Symbolizer {
         )
     }
 
-    /// A debug file for a build ID in one of the debug directories.
-    fn debug_file_by_build_id(&self, id: &[u8]) -> Option<PathBuf> {
-        self.debug_dirs
-            .iter()
-            .filter_map(|d| buildid::debug_path(d, id))
-            .find(|p| p.exists())
+    /// A separate debug file for `module`, ready for blazesym: by build ID in a debug
+    /// directory, through a copied file's debug link (see `guard`), or from debuginfod;
+    /// else why none, where that is worth saying.
+    fn debug_file(&mut self, module: &Arc<ElfModule>) -> (Option<Arc<Ready>>, Option<String>) {
+        let key = Arc::as_ptr(module) as usize;
+        if let Some((_, found)) = self.debug_files.get(&key) {
+            return (found.clone(), None);
+        }
+        let mut why = None;
+        let id = module.build_id.as_deref();
+        let mut found: Option<(File, String)> = id.and_then(|id| {
+            self.debug_dirs.iter().find_map(|d| {
+                let p = buildid::debug_path(d, id)?;
+                let f = files::open_plain(&p).ok()?;
+                Some((f, p.display().to_string()))
+            })
+        });
+        if found.is_none() {
+            match guard::find_debuglink(&module.origin, &self.debug_dirs) {
+                Ok(f) => found = f.map(|f| (f, "its debug link".to_string())),
+                Err(e) => why = Some(e),
+            }
+        }
+        if found.is_none()
+            && let (Some(id), Some(d), Some(deadline)) =
+                (id, self.debuginfod.as_mut(), self.deadline)
+        {
+            match d.fetch(id, Artifact::DebugInfo, deadline) {
+                Ok(p) => {
+                    found = files::open_plain(&p)
+                        .ok()
+                        .map(|f| (f, p.display().to_string()))
+                }
+                Err(e) => why = Some(e),
+            }
+        }
+        let ready = found.and_then(|(f, origin)| {
+            guard::ready(Arc::new(f), &origin)
+                .map_err(|e| why = Some(format!("{e:#}")))
+                .ok()
+                .map(Arc::new)
+        });
+        if self.debug_files.len() >= MAX_STAND_INS {
+            self.debug_files.clear();
+        }
+        // Kept with its module so the key is not reused while the entry lives.
+        self.debug_files
+            .insert(key, (module.clone(), ready.clone()));
+        (ready, why)
     }
 
     fn symbolize(
@@ -313,29 +362,21 @@ impl Symbolizer {
         for (_, (li, items)) in per_file {
             let module = loaded[li]
                 .module
-                .as_ref()
+                .clone()
                 .expect("grouped only with a module");
             let offsets: Vec<u64> = items.iter().map(|(_, o)| *o).collect();
-            // A stripped file whose debug file sits in a .build-id directory.
-            let build_id = (!module.self_describing)
-                .then(|| module.build_id.clone())
-                .flatten();
-            let mut fetch_error = None;
-            let debug_file = build_id.as_deref().and_then(|id| {
-                self.debug_file_by_build_id(id).or_else(|| {
-                    let d = self.debuginfod.as_mut()?;
-                    d.fetch(id, Artifact::DebugInfo, self.deadline?)
-                        .map_err(|e| fetch_error = Some(e))
-                        .ok()
-                })
-            });
+            let (debug_file, fetch_error) = if module.wants_debug_file() {
+                self.debug_file(&module)
+            } else {
+                (None, None)
+            };
             let result = match &debug_file {
                 Some(dbg) => {
                     let svmas: Vec<u64> = offsets
                         .iter()
                         .map(|o| module.svma_of_offset(*o).unwrap_or(0))
                         .collect();
-                    self.blaze.symbolize_svmas(dbg, &svmas)
+                    self.blaze.symbolize_svmas(&dbg.path, &svmas)
                 }
                 None => self.blaze.symbolize_file(Path::new(&module.path), &offsets),
             };

@@ -5,6 +5,7 @@
 pub mod buildid;
 pub mod cgroups;
 pub mod escape;
+pub mod files;
 pub mod procfs;
 pub mod signals;
 pub mod wait;
