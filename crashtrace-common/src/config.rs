@@ -199,5 +199,22 @@ pub enum Stat {
     StateFull = 6,
     /// OOM victims seen.
     OomVictims = 7,
+    /// Signals a process handles, not captured: over the per-process rate.
+    HandledLimited = 8,
 }
-pub const STAT_COUNT: u32 = 8;
+pub const STAT_COUNT: u32 = 9;
+
+/// Captures of signals a process handles (a `siglongjmp` loop, a JVM's implicit null
+/// checks) allowed per process per `HANDLED_WINDOW_NS`; the rest are counted only, so
+/// one process cannot fill the ring buffer that everyone's crashes go through.
+pub const HANDLED_PER_WINDOW: u32 = 8;
+pub const HANDLED_WINDOW_NS: u64 = 1_000_000_000;
+
+/// The rate state of one process's handled signals.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HandledRate {
+    pub window_start_ns: u64,
+    pub count: u32,
+    pub _pad: u32,
+}

@@ -5,7 +5,7 @@ use crashtrace_common::{CrashState, ProcessExit, RecordHeader, RecordKind, Stat}
 
 use crate::{
     helpers::{atomic_add64, count, read_kernel, reserve},
-    maps::{CRASHED, config},
+    maps::{CRASHED, HANDLED, PYPROCS, config},
 };
 
 /// `sched_process_exit` runs in each exiting thread. For threads of a crashing process:
@@ -13,6 +13,12 @@ use crate::{
 pub fn on_process_exit(task: u64) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let pid = (pid_tgid >> 32) as u32;
+    if pid == pid_tgid as u32 {
+        // The main thread: the process is ending (its other threads do not run Python
+        // without it). One delete per process exit, a miss for most.
+        let _ = PYPROCS.remove(&pid);
+        let _ = HANDLED.remove(&pid);
+    }
     let Some(state) = CRASHED.get_ptr_mut(pid) else {
         return;
     };

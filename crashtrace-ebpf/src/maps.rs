@@ -4,7 +4,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use crashtrace_common::{Config, CrashState, PyProc, STAT_COUNT, Sender};
+use crashtrace_common::{Config, CrashState, HandledRate, PyProc, STAT_COUNT, Sender};
 
 /// Load-time configuration; the loader overwrites it with `EbpfLoader::set_global`.
 #[unsafe(no_mangle)]
@@ -32,9 +32,14 @@ pub static SENDERS: LruHashMap<u32, Sender> = LruHashMap::with_max_entries(4096,
 pub static OOMED: LruHashMap<u32, u64> = LruHashMap::with_max_entries(1024, 0);
 
 /// Python processes, by process id: where their runtime is and its layout. Written by
-/// crashtrace when it sees the interpreter mapped.
+/// crashtrace when it sees the interpreter mapped; removed when the process exits. LRU
+/// so entries registered for a process that had already exited cannot fill it.
 #[map]
-pub static PYPROCS: HashMap<u32, PyProc> = HashMap::with_max_entries(16384, 0);
+pub static PYPROCS: LruHashMap<u32, PyProc> = LruHashMap::with_max_entries(16384, 0);
+
+/// Handled-signal captures per process in the current window (see HANDLED_PER_WINDOW).
+#[map]
+pub static HANDLED: LruHashMap<u32, HandledRate> = LruHashMap::with_max_entries(4096, 0);
 
 /// Non-PIE interpreters (Debian's /usr/bin/python3.x), by the inode of the executable:
 /// their runtime has the same address in every process, so a process that crashes

@@ -93,3 +93,45 @@ fn json_escapes_c1_controls_and_bidi_overrides() {
         libc::SIGSEGV,
     );
 }
+
+#[test]
+fn a_flood_of_handled_faults_neither_fills_the_ring_nor_hides_other_crashes() {
+    let ct = Crashtrace::start(&["--comm", "=handlers", "--comm", "=crash_nofp"]);
+    // As nobody: 200 000 faults, each caught and jumped out of.
+    let started = std::time::Instant::now();
+    let mut storm = Victim::spawn(
+        crashtrace_tests::as_nobody(crashtrace_tests::victim("handlers").to_str().unwrap())
+            .args(["storm", "200000"]),
+    );
+    // Meanwhile, an ordinary crash is reported.
+    let r = crash_and_report(
+        &ct,
+        Command::new(crashtrace_tests::victim("crash_nofp")).arg("segv"),
+        libc::SIGSEGV,
+    );
+    assert!(!r.frames.is_empty());
+    assert!(storm.wait_exit().success());
+    let secs = started.elapsed().as_secs() + 1;
+    let said = ct.stop();
+    let detached = said
+        .iter()
+        .find(|l| l.contains("detached;"))
+        .unwrap_or_else(|| panic!("{said:?}"));
+    let number_before = |l: &str, word: &str| -> u64 {
+        let i = l.find(word).unwrap_or_else(|| panic!("{word} in {l}"));
+        l[..i].split_whitespace().last().unwrap().parse().unwrap()
+    };
+    let matched = number_before(detached, " signals matched");
+    let captured = number_before(detached, " captured");
+    assert!(matched >= 200_000, "{detached}");
+    // HANDLED_PER_WINDOW (8) a second for the storm, one for the ordinary crash.
+    assert!(captured <= 8 * (secs + 1) + 1, "{secs} s: {detached}");
+    let kernel = said
+        .iter()
+        .find(|l| l.contains("handled signals not captured"))
+        .unwrap_or_else(|| panic!("{said:?}"));
+    assert!(
+        number_before(kernel, " handled signals not captured") >= 200_000 - captured,
+        "{kernel}"
+    );
+}

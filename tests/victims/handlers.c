@@ -2,10 +2,12 @@
  * Usage: handlers reraise   - the handler resets SIGSEGV to SIG_DFL and raises it again
  *                             (what PyTorch workers, faulthandler and crash reporters do)
  *        handlers recover   - the handler siglongjmps out, three times, then exit(0)
- *                             (what JVMs and other runtimes with implicit null checks do) */
+ *                             (what JVMs and other runtimes with implicit null checks do)
+ *        handlers storm N   - the same, N times: a flood of handled faults */
 #include <setjmp.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -30,9 +32,10 @@ static void recover(int sig) {
 
 int main(int argc, char **argv) {
     const char *mode = argc > 1 ? argv[1] : "reraise";
-    if (strcmp(mode, "recover") == 0) {
+    if (strcmp(mode, "recover") == 0 || strcmp(mode, "storm") == 0) {
+        long n = strcmp(mode, "storm") == 0 && argc > 2 ? atol(argv[2]) : 3;
         signal(SIGSEGV, recover);
-        for (int i = 0; i < 3; i++)
+        for (volatile long i = 0; i < n; i++)
             if (sigsetjmp(env, 1) == 0)
                 level1(NULL);
         return 0;

@@ -10,18 +10,21 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use crashtrace_common::{
-    CAPTURE_HAS_SIGINFO, CAPTURE_SP_PAGE_SKIPPED, CrashState, EXE_NAME_LEN, MAX_THREADS_PER_CRASH,
-    RecordKind, STACK_CHUNK, Sender, SignalCapture, Stat, TASK_COMM_LEN, THREAD_STACK_BYTES,
-    ThreadCapture,
+    CAPTURE_HAS_SIGINFO, CAPTURE_SP_PAGE_SKIPPED, CrashState, EXE_NAME_LEN, HANDLED_PER_WINDOW,
+    HANDLED_WINDOW_NS, HandledRate, MAX_THREADS_PER_CRASH, RecordKind, STACK_CHUNK, Sender,
+    SignalCapture, Stat, TASK_COMM_LEN, THREAD_STACK_BYTES, ThreadCapture,
 };
 
 use crate::{
     filter::{comm_wanted, kill_wanted, pid_wanted, signal_wanted},
     helpers::{atomic_add32, count, read_kernel, reserve},
-    maps::{CRASHED, OOMED, SENDERS, config},
+    maps::{CRASHED, HANDLED, OOMED, SENDERS, config},
     task::{process_comm, read_exe_name, task_uid, usage_of_signal},
 };
-use record::{copy_stack, copy_stack_top, fill_head, fill_signal};
+use record::{NOT_A_SIGINFO, copy_stack, copy_stack_top, fill_head, fill_signal};
+
+/// Offset of si_code in struct kernel_siginfo (after si_signo and si_errno).
+const SI_CODE_OFFSET: u64 = 8;
 
 const SIG_IGN: u64 = 1;
 const SIGKILL: i32 = 9;
@@ -77,6 +80,37 @@ fn sender_of(pid: u32, sig: i32) -> Option<*const Sender> {
     (signo == sig as u32 && now.saturating_sub(at) < SENDER_TTL_NS).then_some(p)
 }
 
+/// Whether another capture of a signal process `pid` handles fits its rate.
+fn handled_allowed(pid: u32) -> bool {
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    match HANDLED.get_ptr_mut(pid) {
+        // SAFETY: map value pointer from a successful lookup; a race between two threads
+        // of one process can only let one capture more through.
+        Some(r) => unsafe {
+            if now.saturating_sub((*r).window_start_ns) >= HANDLED_WINDOW_NS {
+                (*r).window_start_ns = now;
+                (*r).count = 1;
+                true
+            } else if (*r).count < HANDLED_PER_WINDOW {
+                (*r).count += 1;
+                true
+            } else {
+                false
+            }
+        },
+        None => {
+            let r = HandledRate {
+                window_start_ns: now,
+                count: 1,
+                _pad: 0,
+            };
+            let _ = HANDLED.insert(pid, r, 0);
+            true
+        }
+    }
+}
+
 /// `CHUNKS`: the record's stack capacity in pages, one program per class (see
 /// `STACK_CLASSES`).
 #[inline(always)]
@@ -122,7 +156,11 @@ pub fn on_signal_deliver<const CHUNKS: usize>(ctx: &BtfTracePointContext) {
     } else {
         sig
     };
-    let sender = sender_of(pid, sig);
+    // Only a signal another process sent has a sender: a fault the kernel raised
+    // (si_code > 0) is never attributed to an earlier kill of the same number.
+    let user_sent = info <= NOT_A_SIGINFO
+        || read_kernel::<i32>(info + SI_CODE_OFFSET).is_some_and(|code| code <= 0);
+    let sender = if user_sent { sender_of(pid, sig) } else { None };
     // An OOM kill: the OOM killer marked this process just before its SIGKILL.
     let oom = sig == SIGKILL && OOMED.get_ptr(pid).is_some();
     // A crash signal, however it was sent; a kill from another process; an OOM kill.
@@ -148,6 +186,10 @@ pub fn on_signal_deliver<const CHUNKS: usize>(ctx: &BtfTracePointContext) {
         return;
     }
     count(Stat::Matched);
+    if disposition[0] != 0 && !handled_allowed(pid) {
+        count(Stat::HandledLimited);
+        return;
+    }
     if disposition[0] == 0 {
         // The default action ends the process: follow it to its exit. Usage of the
         // threads already gone is in signal_struct now; later exits add their own.
@@ -225,6 +267,10 @@ pub fn on_signal_deliver<const CHUNKS: usize>(ctx: &BtfTracePointContext) {
     };
     entry.submit(0);
     count(Stat::Captured);
+    if sender.is_some() {
+        // Used once: a later signal of the same number is not this sender's.
+        let _ = SENDERS.remove(&pid);
+    }
     python::capture(task, pid, tid);
     // Fault signals carry an address in si_addr: say what it hit. (After an overflow the
     // one mapping lookup an event allows went to the stack.)

@@ -23,7 +23,7 @@ use crate::{
 };
 
 /// `info` values that are not pointers: SEND_SIG_NOINFO (0) and SEND_SIG_PRIV (1).
-const NOT_A_SIGINFO: u64 = 1;
+pub(super) const NOT_A_SIGINFO: u64 = 1;
 
 /// Header, thread identity, registers and code bytes.
 ///

@@ -411,17 +411,19 @@ pub async fn run(args: Args) -> Result<i32> {
         pipeline.sinks.dropped()
     );
     // The kernel side's other counters: said when something went wrong, or at -v.
-    let (regs, exits, state, ooms) = (
+    let (regs, exits, state, ooms, limited) = (
         probes.stat(Stat::RegsFailed),
         probes.stat(Stat::ExitsLost),
         probes.stat(Stat::StateFull),
         probes.stat(Stat::OomVictims),
+        probes.stat(Stat::HandledLimited),
     );
-    if args.verbose > 0 || regs + exits + state > 0 {
+    if args.verbose > 0 || regs + exits + state + limited > 0 {
         eprintln!(
             "crashtrace: kernel side: {regs} captures without registers, {exits} exit records \
              lost, {state} crashes not followed to their exit (state map full), {ooms} OOM \
-             victims"
+             victims, {limited} handled signals not captured (over {} a second per process)",
+            crashtrace_common::HANDLED_PER_WINDOW
         );
     }
     if args.bpf_stats {

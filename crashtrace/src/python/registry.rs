@@ -17,6 +17,9 @@ use crate::{
 /// Where non-PIE interpreters are installed (Debian's `/usr/bin/python3.x`).
 const INTERPRETER_DIRS: [&str; 3] = ["/usr/bin", "/usr/local/bin", "/bin"];
 
+/// Python processes tracked at most (the kernel map's size).
+const MAX_TRACKED: usize = 16384;
+
 pub struct PythonRegistry {
     /// Python processes known to the eBPF program.
     procs: PyProcs,
@@ -121,7 +124,17 @@ impl PythonRegistry {
             proc_.runtime
         );
         match self.procs.insert(pid, proc_, 0) {
+            // Registered after the process exited: its exit (which removes the entry in
+            // the kernel) has passed, so remove it here.
+            Ok(()) if !std::path::Path::new(&format!("/proc/{pid}")).exists() => {
+                let _ = self.procs.remove(&pid);
+            }
             Ok(()) => {
+                if self.pids.len() >= MAX_TRACKED {
+                    // Exits missed (lost records): keep the live ones.
+                    self.pids
+                        .retain(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
+                }
                 self.pids.insert(pid);
             }
             Err(e) => log::warn!("cannot track Python process {pid}: {e}"),
