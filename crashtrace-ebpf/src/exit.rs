@@ -16,8 +16,8 @@ pub fn on_process_exit(task: u64) {
     if pid == pid_tgid as u32 {
         // The main thread: the process is ending (its other threads do not run Python
         // without it). One delete per process exit, a miss for most.
-        let _ = PYPROCS.remove(&pid);
-        let _ = HANDLED.remove(&pid);
+        let _ = PYPROCS.remove(pid);
+        let _ = HANDLED.remove(pid);
     }
     let Some(state) = CRASHED.get_ptr_mut(pid) else {
         return;

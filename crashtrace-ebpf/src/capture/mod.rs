@@ -269,7 +269,7 @@ pub fn on_signal_deliver<const CHUNKS: usize>(ctx: &BtfTracePointContext) {
     count(Stat::Captured);
     if sender.is_some() {
         // Used once: a later signal of the same number is not this sender's.
-        let _ = SENDERS.remove(&pid);
+        let _ = SENDERS.remove(pid);
     }
     python::capture(task, pid, tid);
     // Fault signals carry an address in si_addr: say what it hit. (After an overflow the
