@@ -317,6 +317,10 @@ pub fn as_nobody(program: &str) -> Command {
 }
 
 impl Crashtrace {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether crashtrace is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

@@ -383,8 +383,11 @@ fn frames_without_files_vdso_jit_and_signal_frames() {
 
 #[test]
 fn a_full_ring_buffer_is_counted_and_said() {
-    // The smallest ring (room for three captures) and a burst of 100 crashes at once.
+    // The smallest ring (room for three captures) and a burst of 100 crashes while
+    // crashtrace is stopped: its drain, on a thread of its own, keeps up otherwise.
     let ct = Crashtrace::start(&["--comm", "=crash_fp", "--ring-buffer-size", "512K"]);
+    // SAFETY: signalling the crashtrace we started.
+    unsafe { libc::kill(ct.pid() as i32, libc::SIGSTOP) };
     let kids: Vec<std::process::Child> = (0..100)
         .map(|_| Command::new(victim("crash_fp")).spawn().expect("spawn"))
         .collect();
@@ -392,6 +395,8 @@ fn a_full_ring_buffer_is_counted_and_said() {
     for mut k in kids {
         let _ = k.wait();
     }
+    // SAFETY: as above.
+    unsafe { libc::kill(ct.pid() as i32, libc::SIGCONT) };
     // Let the per-second loss line come out, then stop for the closing summary.
     ct.stderr_line("the ring-buffer loss line", |l| {
         l.contains("lost because the ring buffer was full")
@@ -590,4 +595,39 @@ fn self_deleting_programs_are_named() {
         named_and_how(&r, "main", "/crashtrace-self-delete-", &mut paths);
     }
     eprintln!("100 self-deleting crashes: files read from {paths:?}");
+}
+
+#[test]
+fn a_stop_reports_every_crash_already_captured() {
+    // Crashes captured while crashtrace is stopped are still in the ring buffer when the
+    // SIGINT arrives with the SIGCONT: the stop reads them and reports them all.
+    let ct = Crashtrace::start(&["--comm", "=crash_fp"]);
+    // SAFETY: signalling the crashtrace we started.
+    unsafe { libc::kill(ct.pid() as i32, libc::SIGSTOP) };
+    let pids: Vec<u32> = (0..3)
+        .map(|_| {
+            let mut c = Command::new(victim("crash_fp")).spawn().expect("spawn");
+            let _ = c.wait();
+            c.id()
+        })
+        .collect();
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(ct.pid() as i32, libc::SIGINT);
+        libc::kill(ct.pid() as i32, libc::SIGCONT);
+    }
+    let (reports, said) = ct.all_reports_when_stopped();
+    for pid in pids {
+        let r = reports
+            .iter()
+            .find(|r| r.pid == pid)
+            .unwrap_or_else(|| panic!("no report for {pid}: {said:?}"));
+        // Its exit was read too: the outcome is known.
+        assert_eq!(
+            r.outcome.as_ref().and_then(|o| o.signal),
+            Some(libc::SIGSEGV),
+            "{:?}",
+            r.outcome
+        );
+    }
 }

@@ -244,6 +244,20 @@ impl Assembler {
         }
     }
 
+    /// Whether a crash is waiting for its process's exit.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Every crash still waiting for its exit, reported without it (at a stop).
+    pub fn flush(&mut self) -> Vec<Assembled> {
+        let pending: Vec<Pending> = self.pending.drain().map(|(_, p)| p).collect();
+        pending
+            .into_iter()
+            .map(|p| Assembled::Crash(Box::new(self.complete(p, None))))
+            .collect()
+    }
+
     /// Crashes whose exit is overdue at `now_ns`, reported without it; handlers that
     /// recovered; and, now and then, side records too old to belong to any crash.
     pub fn expire(&mut self, now_ns: u64) -> Vec<Assembled> {

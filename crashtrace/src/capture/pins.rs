@@ -99,6 +99,25 @@ impl FilePins {
         }
     }
 
+    /// The pins a report of a process with these mappings may read: its files', and
+    /// for each build ID one file that carries it. Cheap: descriptors are shared.
+    pub fn subset(&self, maps: &[Mapping]) -> FilePins {
+        let mut out = FilePins::new();
+        for m in maps {
+            if let Some(p) = self.files.get(&key_of(m)) {
+                out.files.insert(key_of(m), p.clone());
+            }
+            if let Some(id) = m.build_id
+                && let Some(k) = self.by_build_id.get(&id)
+                && let Some(p) = self.files.get(k)
+            {
+                out.files.insert(*k, p.clone());
+                out.by_build_id.insert(id, *k);
+            }
+        }
+        out
+    }
+
     /// A pinned file with this build ID.
     pub fn by_build_id(&self, id: &BuildId) -> Option<Pinned> {
         self.by_build_id

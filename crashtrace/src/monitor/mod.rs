@@ -1,21 +1,22 @@
 //! The event loop: the only place that waits. Ring-buffer records go through assembly;
-//! mapping records keep the process table, file pins and Python registry current; each
-//! finished crash goes down the data path (`analyze`) and to the sinks. One thread; the
-//! ring buffer holds what arrives meanwhile.
+//! mapping records keep the process table and file pins current and feed the Python
+//! registration thread; each finished crash goes to the analysis thread (`workers`),
+//! which takes it down the data path (`analyze`) and to the sinks. The loop itself never
+//! parses a file or waits for output: the buffers are drained whatever the workers do.
 
 pub mod runmode;
+pub mod setup;
+pub mod workers;
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use crashtrace_common::{Config, Stat};
+use crashtrace_common::Stat;
 use tokio::io::unix::AsyncFd;
 
 use crate::{
-    analyze::{ProcessView, analyze},
-    assemble::{Assembled, Assembler},
+    assemble::{Assembled, Assembler, EXIT_WAIT_NS},
     capture::{
-        btf,
         loader::{Probes, explain},
         perf::MappingStream,
         pins::FilePins,
@@ -23,17 +24,24 @@ use crate::{
         records::{Event, decode},
     },
     cli::Args,
-    python::registry::PythonRegistry,
+    python::{registry::PythonRegistry, runtime::version_from_name},
     sinks::{QUEUE_REPORTS, Sinks, stdout::Stdout},
-    symbolize::{Symbolizer, debuginfod::Debuginfod},
     sys::{cgroups::CgroupNames, wait},
 };
 use runmode::{spawn_command, summarize};
+use setup::{build_config, make_symbolizer, raise_fd_limit};
+use workers::{Analysis, Job, Registrar, Registration};
 
 /// Exec wakeups drained between two ticks at most (see the loop).
 const WAKES_PER_TICK: u32 = 32;
 /// How often the process table drops processes that exited long enough ago.
 const HOUSEKEEPING_NS: u64 = 200_000_000;
+/// At a stop: how long crashes may wait for their process's exit, and how long the
+/// analysis of what is queued may take, before crashtrace exits.
+const STOP_EXIT_WAIT: Duration = Duration::from_secs(2);
+const STOP_FLUSH: Duration = Duration::from_secs(20);
+/// Run mode: beyond the exit wait, time for the tick that reports an overdue crash.
+const TICK_SLACK: Duration = Duration::from_secs(1);
 /// Per-CPU buffer for mapping records: bursts of execs must fit between two drains.
 const MAPPING_RING_BYTES: usize = 4 << 20;
 
@@ -47,75 +55,15 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// The symbolizer, with debuginfod when asked for: its cache is one more debug directory.
-fn make_symbolizer(args: &Args) -> Symbolizer {
-    let debuginfod = if args.debuginfod {
-        let cache = std::env::var_os("CRASHTRACE_CACHE_DIR")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| {
-                let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-                std::path::PathBuf::from(home).join(".cache/crashtrace")
-            })
-            .join("debuginfod");
-        let d = Debuginfod::new(
-            args.debuginfod_url.as_deref().unwrap_or(""),
-            cache,
-            Duration::from_secs_f64(args.debuginfod_timeout.max(0.0)),
-        );
-        if d.is_none() {
-            eprintln!("crashtrace: --debuginfod given but no server URL (DEBUGINFOD_URLS)");
-        }
-        d
-    } else {
-        None
-    };
-    Symbolizer::new(&args.debug_dirs, debuginfod)
-}
-
-/// File pins need descriptors: take the hard limit, as perf and debuggers do.
-fn raise_fd_limit() {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: valid rlimit pointers.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
-            r.rlim_cur = r.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
-        }
-    }
-}
-
-pub fn build_config(args: &Args) -> Result<Config> {
-    let btf = btf::load_vmlinux()?;
-    let mut cfg = Config::empty();
-    cfg.signal_mask = args.signals.0;
-    cfg.kill_mask = args.kills.0;
-    cfg.self_pid = std::process::id();
-    cfg.stack_bytes = args.stack_size;
-    cfg.pid_count = args.pids.len() as u32;
-    for (slot, pid) in cfg.pids.iter_mut().zip(&args.pids) {
-        *slot = *pid;
-    }
-    cfg.comm_count = args.comms.len() as u32;
-    for (slot, c) in cfg.comms.iter_mut().zip(&args.comms) {
-        *slot = c.to_pattern();
-    }
-    cfg.offsets = btf::kernel_offsets(&btf)?;
-    Ok(cfg)
-}
-
 /// The state the loop keeps between events.
 struct Pipeline {
     table: ProcessTable,
     pins: FilePins,
     cgroups: CgroupNames,
     stream: MappingStream,
-    symbolizer: Symbolizer,
     assembler: Assembler,
-    python: PythonRegistry,
-    sinks: Sinks,
+    analysis: Analysis,
+    registrar: Registrar,
     /// Run mode: only this process and its descendants are reported.
     scope: Option<u32>,
     /// When the process table was last pruned.
@@ -151,7 +99,7 @@ impl Pipeline {
 
     fn on_assembled(&mut self, a: Assembled) {
         match a {
-            Assembled::Crash(crash) => self.report(&crash),
+            Assembled::Crash(crash) => self.report(*crash),
             Assembled::CaptureLost(e) => eprintln!(
                 "crashtrace: process {} {} but its capture was lost (ring buffer full; \
                  raise --ring-buffer-size)",
@@ -171,12 +119,19 @@ impl Pipeline {
     fn drain(&mut self) {
         let d = self.stream.drain_into(&mut self.table, &mut self.pins);
         // Lifecycle first: within one drain an exec precedes the new image's mappings.
-        for e in &d.events {
-            self.python.on_lifecycle(e);
+        for e in d.events {
+            self.registrar.send(Registration::Lifecycle(e));
         }
         for (pid, m) in d.mmaps {
-            self.python
-                .on_mapping(pid, &m, &mut self.symbolizer, &self.pins);
+            self.register_mapping(pid, m);
+        }
+    }
+
+    /// Hands a mapping of a file named like an interpreter to the registration thread.
+    fn register_mapping(&self, pid: u32, m: crate::sys::procfs::Mapping) {
+        if version_from_name(&m.path).is_some() {
+            let pinned = self.pins.get(&m);
+            self.registrar.send(Registration::Mapping(pid, m, pinned));
         }
     }
 
@@ -208,7 +163,7 @@ impl Pipeline {
         }
     }
 
-    fn report(&mut self, crash: &crate::assemble::Crash) {
+    fn report(&mut self, crash: crate::assemble::Crash) {
         // Mapping records written before the crash may still sit in the perf buffers.
         self.drain();
         let s = &crash.subject;
@@ -220,18 +175,13 @@ impl Pipeline {
         }
         let maps = self.table.mappings_at(s.pid, s.ktime_ns);
         self.pin_through_others(s.pid, &maps);
-        let exe = self.table.exe_at(s.pid, s.ktime_ns);
-        let view = ProcessView {
-            mappings: &maps,
-            executable: exe.as_deref(),
+        self.analysis.send(Job {
+            pins: self.pins.subset(&maps),
+            executable: self.table.exe_at(s.pid, s.ktime_ns),
             cgroup: self.cgroups.path(s.cgroup_id),
-            pins: &self.pins,
-        };
-        // From the fatal signal reaching the thread to the report leaving the stages.
-        let started = crash.fatal().ktime_ns;
-        let mut report = analyze(&mut self.symbolizer, crash, view, SystemTime::now(), 0.0);
-        report.latency_ms = monotonic_ns().saturating_sub(started) as f64 / 1e6;
-        self.sinks.send(report);
+            mappings: maps,
+            crash: Box::new(crash),
+        });
     }
 
     fn tick(&mut self) {
@@ -280,26 +230,34 @@ pub async fn run(args: Args) -> Result<i32> {
     let maps_ready =
         unsafe { AsyncFd::register(wakeup) }.context("registering the mapping records")?;
 
+    let mut registry = PythonRegistry::new(pyprocs, pyfiles);
+    registry.register_installed();
     let mut pipeline = Pipeline {
         table,
         pins,
         cgroups: CgroupNames::new(),
         stream,
-        symbolizer: make_symbolizer(&args),
         assembler: Assembler::new(),
-        python: PythonRegistry::new(pyprocs, pyfiles),
-        sinks: Sinks::start(vec![Box::new(Stdout::new(args.json))], QUEUE_REPORTS),
+        analysis: Analysis::start(
+            {
+                let args = args.clone();
+                move || make_symbolizer(&args)
+            },
+            Sinks::start(vec![Box::new(Stdout::new(args.json))], QUEUE_REPORTS),
+        ),
+        registrar: Registrar::start(registry),
         scope: None,
         housekept_ns: 0,
     };
-    pipeline.python.register_installed();
     // Python processes that were running before crashtrace.
-    for (pid, maps) in pipeline.table.processes() {
-        for m in maps.iter().filter(|m| m.is_file()) {
-            pipeline
-                .python
-                .on_mapping(pid, m, &mut pipeline.symbolizer, &pipeline.pins);
-        }
+    let running: Vec<_> = pipeline
+        .table
+        .processes()
+        .into_iter()
+        .flat_map(|(pid, maps)| maps.into_iter().map(move |m| (pid, m)))
+        .collect();
+    for (pid, m) in running {
+        pipeline.register_mapping(pid, m);
     }
     eprintln!(
         "crashtrace: attached; watching {} for {} ({} processes known). Ctrl-C to stop.",
@@ -365,7 +323,9 @@ pub async fn run(args: Args) -> Result<i32> {
                 // Reports of the command's crashes may still be on their way: give them
                 // until their processes' exits are in, within a bound.
                 finished = Some(f);
-                drain_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(3));
+                drain_deadline = Some(
+                    tokio::time::Instant::now() + Duration::from_nanos(EXIT_WAIT_NS) + TICK_SLACK,
+                );
             }
             _ = stats_tick.tick() => {
                 let ring_full = probes.stat(Stat::RingFull);
@@ -399,8 +359,39 @@ pub async fn run(args: Args) -> Result<i32> {
             }
         }
     }
-    // Every report made is written before the closing line.
-    pipeline.sinks.close();
+    // A stop flushes: what the ring buffer still holds is read, crashes waiting for their
+    // process's exit get a bounded while for it, then every crash is analysed and its
+    // report written, within a bound, before the closing line.
+    let exits_by = tokio::time::Instant::now() + STOP_EXIT_WAIT;
+    loop {
+        let rb = ring.get_mut();
+        while let Some(item) = rb.next() {
+            pipeline.on_record(&item);
+        }
+        pipeline.tick();
+        if !pipeline.assembler.has_pending() || tokio::time::Instant::now() >= exits_by {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for a in pipeline.assembler.flush() {
+        pipeline.on_assembled(a);
+    }
+    let flush_by = std::time::Instant::now() + STOP_FLUSH;
+    if !pipeline.analysis.finish(flush_by) {
+        eprintln!(
+            "crashtrace: analysis did not finish within {} s of the stop: the crashes still \
+             queued are not reported",
+            STOP_FLUSH.as_secs()
+        );
+    }
+    pipeline.registrar.finish(flush_by);
+    if pipeline.analysis.lost() > 0 {
+        eprintln!(
+            "crashtrace: {} crashes not analysed (the analysis queue was full)",
+            pipeline.analysis.lost()
+        );
+    }
     eprintln!(
         "crashtrace: detached; {} signals matched, {} captured, {} other threads captured, \
          {} lost (ring buffer full), {} reports dropped (outputs too slow)",
@@ -408,7 +399,7 @@ pub async fn run(args: Args) -> Result<i32> {
         probes.stat(Stat::Captured),
         probes.stat(Stat::ThreadsCaptured),
         probes.stat(Stat::RingFull),
-        pipeline.sinks.dropped()
+        pipeline.analysis.sinks_dropped()
     );
     // The kernel side's other counters: said when something went wrong, or at -v.
     let (regs, exits, state, ooms, limited) = (

@@ -1,16 +1,15 @@
 //! Which processes run CPython, told to the eBPF program before they can crash: an
 //! interpreter's runtime address is found when its file is mapped, and forks inherit it.
 
-use std::collections::HashSet;
+use std::{collections::HashSet, fs::File, sync::Arc};
 
 use super::{layouts, runtime};
 use crate::{
     capture::{
         loader::{PyFiles, PyProcs},
         perf::Lifecycle,
-        pins::FilePins,
     },
-    symbolize::Symbolizer,
+    symbolize::elf::ModuleCache,
     sys::procfs::Mapping,
 };
 
@@ -94,8 +93,8 @@ impl PythonRegistry {
         &mut self,
         pid: u32,
         m: &Mapping,
-        symbolizer: &mut Symbolizer,
-        pins: &FilePins,
+        modules: &mut ModuleCache,
+        pinned: Option<Arc<File>>,
     ) {
         let Some(version) = runtime::version_from_name(&m.path) else {
             return;
@@ -107,7 +106,7 @@ impl PythonRegistry {
             );
             return;
         }
-        let Ok(module) = symbolizer.module(m, pins) else {
+        let Ok(module) = modules.get_pinned(m, pinned) else {
             return;
         };
         let Some(proc_) = module

@@ -68,6 +68,11 @@ impl Sinks {
         }
     }
 
+    /// The count behind `dropped`, for a thread that does not own the sinks.
+    pub fn dropped_counter(&self) -> Arc<AtomicU64> {
+        self.dropped.clone()
+    }
+
     /// Reports dropped because the queue was full.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)

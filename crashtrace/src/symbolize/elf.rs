@@ -195,8 +195,14 @@ impl ElfModule {
 #[derive(Default)]
 pub struct ModuleCache {
     modules: HashMap<FileKey, Result<Arc<ElfModule>, String>>,
+    /// Keys in the order they came, for eviction beyond MAX_MODULES.
+    order: std::collections::VecDeque<FileKey>,
     vdso: Option<Result<Arc<ElfModule>, String>>,
 }
+
+/// Files kept parsed (and their descriptors and copies held) at most; the oldest go
+/// first. A module in use by a report stays alive through its Arc.
+pub const MAX_MODULES: usize = 1024;
 
 impl ModuleCache {
     pub fn new() -> Self {
@@ -214,20 +220,44 @@ impl ModuleCache {
     /// The ELF file behind `m`, or why it cannot be had: the pinned descriptor when there
     /// is one, else the path if it still names the same file.
     pub fn get(&mut self, m: &Mapping, pins: &FilePins) -> Result<Arc<ElfModule>, String> {
+        self.get_pinned(m, pins.get(m))
+    }
+
+    /// As `get`, given the pinned descriptor of `m`'s file if there is one.
+    pub fn get_pinned(
+        &mut self,
+        m: &Mapping,
+        pinned: Option<Arc<File>>,
+    ) -> Result<Arc<ElfModule>, String> {
         let key = key_of(m);
         if let Some(r) = self.modules.get(&key)
             && r.is_ok()
         {
             return r.clone();
         }
-        let r = match pins.get(m) {
+        let r = match pinned {
             Some(f) => ElfModule::from_file(f, &m.path),
             None => open_verified(m),
         }
         .map(Arc::new)
         .map_err(|e| format!("{e:#}"));
-        self.modules.insert(key, r.clone());
+        if self.modules.insert(key, r.clone()).is_none() {
+            self.order.push_back(key);
+        }
+        while self.order.len() > MAX_MODULES {
+            if let Some(old) = self.order.pop_front() {
+                self.modules.remove(&old);
+            }
+        }
         r
+    }
+
+    pub fn len(&self) -> usize {
+        self.modules.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.modules.is_empty()
     }
 }
 

@@ -1,0 +1,226 @@
+//! The two threads beside the drain loop, each behind a bounded queue, so that draining
+//! the ring buffer and the perf buffers never waits for them:
+//! - analysis: one crash at a time through symbolize → python → report → sinks (ELF
+//!   parsing, copies of users' files, debuginfod downloads);
+//! - Python registration: the symbol-table scan of each interpreter file mapped, and
+//!   the eBPF map of Python processes.
+//!
+//! A full queue is counted and said, never waited on.
+
+use std::{
+    fs::File,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+        mpsc::{Receiver, SyncSender, TrySendError, sync_channel},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant, SystemTime},
+};
+
+use crate::{
+    analyze::{ProcessView, analyze},
+    assemble::Crash,
+    capture::{perf::Lifecycle, pins::FilePins},
+    python::registry::PythonRegistry,
+    sinks::Sinks,
+    symbolize::{Symbolizer, elf::ModuleCache},
+    sys::procfs::Mapping,
+};
+
+use super::monotonic_ns;
+
+/// Crashes waiting for analysis at most (more than the ring buffer holds at the default
+/// stack size, so a storm the ring took is analysed whole); beyond it, counted.
+pub const QUEUE_CRASHES: usize = 512;
+/// Registration messages waiting at most (every fork, exec and exit on the machine).
+pub const QUEUE_REGISTRATIONS: usize = 1 << 16;
+
+/// One crash and what the tables knew of its process.
+pub struct Job {
+    pub crash: Box<Crash>,
+    pub mappings: Vec<Mapping>,
+    pub executable: Option<std::sync::Arc<str>>,
+    pub cgroup: Option<String>,
+    /// The pins of its files (and of files with the same build IDs).
+    pub pins: FilePins,
+}
+
+/// A thread fed by a bounded queue.
+struct Worker<T> {
+    tx: Option<SyncSender<T>>,
+    lost: Arc<AtomicU64>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl<T: Send + 'static> Worker<T> {
+    fn start(name: &str, capacity: usize, body: impl FnOnce(Receiver<T>) + Send + 'static) -> Self {
+        let (tx, rx) = sync_channel(capacity);
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || body(rx))
+            .expect("spawning a worker thread");
+        Self {
+            tx: Some(tx),
+            lost: Arc::new(AtomicU64::new(0)),
+            thread: Some(thread),
+        }
+    }
+
+    /// Queues `item`; false (and counted) when the queue is full.
+    fn send(&self, item: T) -> bool {
+        let Some(tx) = &self.tx else { return false };
+        match tx.try_send(item) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.lost.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Closes the queue and waits, until `deadline`, for the thread to finish what is
+    /// queued. False if it did not finish in time (it is then left to the exit).
+    fn finish(&mut self, deadline: Instant) -> bool {
+        self.tx.take();
+        let Some(t) = self.thread.take() else {
+            return true;
+        };
+        while !t.is_finished() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = t.join();
+        true
+    }
+}
+
+/// The analysis thread: owns the symbolizer and the sinks.
+pub struct Analysis {
+    worker: Worker<Job>,
+    sinks_dropped: Arc<AtomicU64>,
+    /// Reports finished (sent to the sinks).
+    done: Arc<AtomicU64>,
+}
+
+impl Analysis {
+    /// `symbolizer` makes the symbolizer on the thread (blazesym's is not Send).
+    pub fn start(symbolizer: impl FnOnce() -> Symbolizer + Send + 'static, sinks: Sinks) -> Self {
+        let sinks_dropped = sinks.dropped_counter();
+        let done = Arc::new(AtomicU64::new(0));
+        let d = done.clone();
+        let worker = Worker::start(
+            "crashtrace-analysis",
+            QUEUE_CRASHES,
+            move |rx: Receiver<Job>| {
+                let mut sinks = sinks;
+                let mut symbolizer = symbolizer();
+                for job in rx {
+                    let view = ProcessView {
+                        mappings: &job.mappings,
+                        executable: job.executable.as_deref(),
+                        cgroup: job.cgroup,
+                        pins: &job.pins,
+                    };
+                    // From the fatal signal reaching the thread to the report leaving the stages.
+                    let started = job.crash.fatal().ktime_ns;
+                    let mut report =
+                        analyze(&mut symbolizer, &job.crash, view, SystemTime::now(), 0.0);
+                    report.latency_ms = monotonic_ns().saturating_sub(started) as f64 / 1e6;
+                    sinks.send(report);
+                    d.fetch_add(1, Ordering::Relaxed);
+                }
+                // Every report made is written before the thread ends.
+                sinks.close();
+            },
+        );
+        Self {
+            worker,
+            sinks_dropped,
+            done,
+        }
+    }
+
+    pub fn send(&self, job: Job) {
+        let pid = job.crash.subject.pid;
+        if !self.worker.send(job) {
+            eprintln!(
+                "crashtrace: crash of process {pid} not analysed: {QUEUE_CRASHES} crashes are \
+                 waiting for analysis ({} not analysed in all)",
+                self.lost()
+            );
+        }
+    }
+
+    /// Crashes not analysed because the queue was full.
+    pub fn lost(&self) -> u64 {
+        self.worker.lost.load(Ordering::Relaxed)
+    }
+
+    /// Reports dropped because the outputs were too slow.
+    pub fn sinks_dropped(&self) -> u64 {
+        self.sinks_dropped.load(Ordering::Relaxed)
+    }
+
+    pub fn done(&self) -> u64 {
+        self.done.load(Ordering::Relaxed)
+    }
+
+    /// Finishes every queued crash and writes its report, until `deadline`.
+    pub fn finish(&mut self, deadline: Instant) -> bool {
+        self.worker.finish(deadline)
+    }
+}
+
+pub enum Registration {
+    Lifecycle(Lifecycle),
+    /// A mapping of a file named like an interpreter, with its pin.
+    Mapping(u32, Mapping, Option<Arc<File>>),
+}
+
+/// The Python registration thread: owns the registry and its own parsed files.
+pub struct Registrar {
+    worker: Worker<Registration>,
+}
+
+impl Registrar {
+    /// `registry` has registered the installed interpreters already (before attaching).
+    pub fn start(mut registry: PythonRegistry) -> Self {
+        let worker = Worker::start(
+            "crashtrace-python",
+            QUEUE_REGISTRATIONS,
+            move |rx: Receiver<Registration>| {
+                let mut modules = ModuleCache::new();
+                for msg in rx {
+                    match msg {
+                        Registration::Lifecycle(e) => registry.on_lifecycle(&e),
+                        Registration::Mapping(pid, m, pinned) => {
+                            registry.on_mapping(pid, &m, &mut modules, pinned)
+                        }
+                    }
+                }
+            },
+        );
+        Self { worker }
+    }
+
+    pub fn send(&self, r: Registration) {
+        if !self.worker.send(r) && self.lost().is_power_of_two() {
+            eprintln!(
+                "crashtrace: {} Python registrations lost (the registration queue was full): \
+                 Python frames of processes started then may be missing",
+                self.lost()
+            );
+        }
+    }
+
+    pub fn lost(&self) -> u64 {
+        self.worker.lost.load(Ordering::Relaxed)
+    }
+
+    pub fn finish(&mut self, deadline: Instant) -> bool {
+        self.worker.finish(deadline)
+    }
+}
