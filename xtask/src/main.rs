@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup | build | run | test`.
+//! Project tasks: `cargo xtask setup | build | run | test | bench | fuzz`.
 //!
 //! `setup` installs whatever is missing on a Debian 12 machine (idempotent, and fast
 //! when everything is present); `run` and `test` call it first.
@@ -11,6 +11,7 @@ use std::{
 };
 
 mod bench;
+mod fuzz;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
@@ -39,7 +40,16 @@ enum Task {
         #[arg(long)]
         quick: bool,
     },
-    /// Set up, build, and run every test: unit tests and the root integration tests.
+    /// Run the fuzz targets (all, or one) from their seed corpora.
+    Fuzz {
+        /// One of records, unwind, elf, python, linetable.
+        target: Option<String>,
+        /// Seconds per target.
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+    },
+    /// Set up, build, and run every test: unit tests, the root integration tests, and a
+    /// short run of every fuzz target.
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -70,6 +80,8 @@ const APT_PACKAGES: &[&str] = &[
     "gdb",
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+/// Seconds each fuzz target runs in `cargo xtask test`.
+const FUZZ_SECONDS_IN_TEST: u64 = 15;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -78,6 +90,17 @@ fn main() -> ExitCode {
         Task::Build => setup().and_then(|_| build()),
         Task::Run { args } => setup().and_then(|_| build()).and_then(|_| run(&args)),
         Task::Test { args } => setup().and_then(|_| build()).and_then(|_| test(&args)),
+        Task::Fuzz { target, seconds } => setup().and_then(|_| {
+            let all: Vec<&str> = match &target {
+                Some(t) => vec![t.as_str()],
+                None => fuzz::TARGETS.to_vec(),
+            };
+            Ok(if fuzz::run(&all, seconds)? {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }),
         Task::Bench { quick } => setup()
             .and_then(|_| build())
             .and_then(|_| bench::bench(&root(), quick).map(|_| ExitCode::SUCCESS)),
@@ -209,6 +232,8 @@ fn setup() -> Result<ExitCode> {
                 .env("LLVM_SYS_221_PREFIX", LLVM_PREFIX),
         )?;
     }
+    // cargo-fuzz, for the fuzz targets (a short run is part of the tests).
+    fuzz::install()?;
     // 4. PyTorch, for the DataLoader-worker crash test: in a venv outside the checkout so
     //    that fresh clones share it (it is about 5 GB).
     let venv = torch_venv();
@@ -318,8 +343,14 @@ fn test(args: &[String]) -> Result<ExitCode> {
         }
     }
     let st = child.wait()?;
-    println!("tests: {passed} passed, {failed} failed");
-    Ok(if st.success() && failed == 0 {
+    // A short run of every fuzz target: the seeds and a little beyond them.
+    let fuzz_clean = fuzz::run(&fuzz::TARGETS, FUZZ_SECONDS_IN_TEST)?;
+    println!(
+        "tests: {passed} passed, {failed} failed; fuzz: {} targets {} for {FUZZ_SECONDS_IN_TEST} s each",
+        fuzz::TARGETS.len(),
+        if fuzz_clean { "clean" } else { "NOT clean" }
+    );
+    Ok(if st.success() && failed == 0 && fuzz_clean {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
