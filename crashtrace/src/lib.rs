@@ -9,6 +9,16 @@
 //! [`analyze`] takes one crash through symbolize → python → report; [`monitor`] is the
 //! event loop that drives it all. [`sys`] and [`model`] are below every stage.
 
+/// A status line on stderr that never panics: when stderr is closed or full
+/// (`crashtrace 2>&1 | head -1`, a full disk) the line is lost, not crashtrace.
+#[macro_export]
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
 pub mod analyze;
 pub mod assemble;
 pub mod capture;

@@ -1,10 +1,10 @@
 use clap::Parser as _;
-use crashtrace::{cli::Args, monitor};
+use crashtrace::{cli::Args, monitor, say};
 
 fn main() {
     let args = Args::parse();
     if let Err(e) = args.validate() {
-        eprintln!("crashtrace: {e}");
+        say!("crashtrace: {e}");
         std::process::exit(2);
     }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(
@@ -22,7 +22,7 @@ fn main() {
     match rt.block_on(monitor::run(args)) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("crashtrace: {e:#}");
+            say!("crashtrace: {e:#}");
             std::process::exit(1);
         }
     }

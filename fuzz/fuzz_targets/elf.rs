@@ -61,7 +61,7 @@ fuzz_target!(|data: &[u8]| {
         ..Default::default()
     };
     let _ = unwind(&c, &loaded);
-    let blaze = Blaze::new(&[]);
+    let mut blaze = Blaze::new(&[]);
     let _ = blaze.symbolize_file(&module.path, &[seg.file_offset, seg.file_offset + 1]);
     let _ = blaze.symbolize_svmas(&module.path, &[seg.svma]);
 });

@@ -93,7 +93,17 @@ impl Crashtrace {
         Self::start_mode(args, true, env)
     }
 
+    /// Like `start`, and then closes the reading end of crashtrace's stderr (as `2>&1 |
+    /// head -1` does once head has its line).
+    pub fn start_then_close_stderr(args: &[&str]) -> Self {
+        Self::start_full(args, true, &[], true)
+    }
+
     fn start_mode(args: &[&str], json: bool, env: &[(&str, &str)]) -> Self {
+        Self::start_full(args, json, env, false)
+    }
+
+    fn start_full(args: &[&str], json: bool, env: &[(&str, &str)], close_stderr: bool) -> Self {
         require_root();
         let serial = serial();
         let mut cmd = Command::new(crashtrace_bin());
@@ -138,9 +148,13 @@ impl Crashtrace {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 eprintln!("[crashtrace] {line}");
+                let attached = line.contains("attached");
                 let (lock, cv) = &*o;
                 lock.lock().unwrap().stderr.push(line);
                 cv.notify_all();
+                if close_stderr && attached {
+                    break;
+                }
             }
             let (lock, cv) = &*o;
             lock.lock().unwrap().stderr_closed = true;
@@ -319,6 +333,12 @@ pub fn as_nobody(program: &str) -> Command {
 impl Crashtrace {
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Stops crashtrace (SIGINT) and returns how it exited.
+    pub fn stop_status(mut self) -> std::process::ExitStatus {
+        self.shutdown();
+        self.child.wait().expect("reaping crashtrace")
     }
 
     /// Whether crashtrace is still running.

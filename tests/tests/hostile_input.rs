@@ -135,3 +135,20 @@ fn a_flood_of_handled_faults_neither_fills_the_ring_nor_hides_other_crashes() {
         "{kernel}"
     );
 }
+
+#[test]
+fn a_closed_stderr_loses_status_lines_not_crashtrace() {
+    // `crashtrace 2>&1 | head -1`: after the first line nobody reads stderr.
+    let mut ct = Crashtrace::start_then_close_stderr(&["--comm", "=crash_nofp"]);
+    for _ in 0..2 {
+        crash_and_report(
+            &ct,
+            Command::new(crashtrace_tests::victim("crash_nofp")).arg("segv"),
+            libc::SIGSEGV,
+        );
+    }
+    assert!(ct.is_running());
+    // Its closing lines go nowhere; it still exits as asked, not by a panic.
+    let st = ct.stop_status();
+    assert_eq!(st.code(), Some(0), "{st:?}");
+}

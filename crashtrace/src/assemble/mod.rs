@@ -22,6 +22,8 @@ pub const HANDLED_WAIT_NS: u64 = 10_000_000_000;
 /// How long a crash waits for its process's exit (a core dump delays it) before it is
 /// reported without the outcome.
 pub const EXIT_WAIT_NS: u64 = 10_000_000_000;
+/// Captures under a handler held at most (each is a whole stack copy).
+const MAX_HANDLED: usize = 1024;
 /// How often the side tables (fault maps, OOM, Python, handled captures) are pruned.
 const HOUSEKEEPING_NS: u64 = 200_000_000;
 /// Side records older than this belong to no crash that can still come.
@@ -176,7 +178,11 @@ impl Assembler {
     fn on_signal(&mut self, c: Capture, now_ns: u64) {
         if !c.default_action {
             // A handler will run: maybe it recovers, maybe it re-raises. Keep the
-            // original fault's context until we know.
+            // original fault's context until we know. Bounded: the kernel side lets few
+            // through per process, but many processes may handle faults at once.
+            if self.handled.len() >= MAX_HANDLED && !self.handled.contains_key(&c.tid) {
+                return;
+            }
             self.handled.insert(c.tid, c);
             return;
         }

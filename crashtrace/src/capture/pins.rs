@@ -13,6 +13,9 @@ pub fn key_of(m: &Mapping) -> FileKey {
 
 /// Most files held open at once; the oldest are let go beyond this.
 const MAX_PINNED: usize = 4096;
+/// Most files of one owner held: a user who maps thousands of their own files lets go
+/// of their own oldest pins, not of other users' or the system's.
+const MAX_PINNED_PER_OWNER: usize = 1024;
 
 /// Open descriptors on every file mapped executable, taken while the process that maps
 /// it still exists, through /proc/PID/map_files: that reaches the very file that was
@@ -34,6 +37,8 @@ pub struct Pinned {
     pub file: Arc<File>,
     pub pid: u32,
     pub path: Arc<str>,
+    /// The file's owner (uid).
+    pub owner: u32,
 }
 
 impl FilePins {
@@ -58,29 +63,47 @@ impl FilePins {
         match File::open(&link) {
             Ok(f) => {
                 // The file behind the link is the mapped one; check it is what the kernel
-                // reported, in case the range was remapped meanwhile.
-                if f.metadata().is_ok_and(|md| md.ino() == m.inode) {
+                // reported (device and inode), in case the range was remapped meanwhile.
+                let Ok(md) = f.metadata() else { return };
+                let dev = (libc::major(md.dev()), libc::minor(md.dev()));
+                if md.ino() == m.inode && dev == (m.dev_major, m.dev_minor) {
                     log::info!("pinned {} for pid {pid}", m.path);
+                    let owner = md.uid();
                     let pinned = Pinned {
                         file: Arc::new(f),
                         pid,
                         path: m.path.clone(),
+                        owner,
                     };
                     self.files.insert(key_of(m), pinned);
                     self.order.push_back(key_of(m));
                     if let Some(id) = m.build_id {
                         self.by_build_id.insert(id, key_of(m));
                     }
+                    let owned = self.files.values().filter(|p| p.owner == owner).count();
+                    if owned > MAX_PINNED_PER_OWNER
+                        && let Some(i) = self
+                            .order
+                            .iter()
+                            .position(|k| self.files.get(k).is_some_and(|p| p.owner == owner))
+                        && let Some(old) = self.order.remove(i)
+                    {
+                        self.unpin(old);
+                    }
                     while self.order.len() > MAX_PINNED {
                         if let Some(old) = self.order.pop_front() {
-                            self.files.remove(&old);
-                            self.by_build_id.retain(|_, k| *k != old);
+                            self.unpin(old);
                         }
                     }
                 }
             }
             Err(e) => log::debug!("cannot pin {} of pid {pid}: {e}", m.path),
         }
+    }
+
+    fn unpin(&mut self, key: FileKey) {
+        self.files.remove(&key);
+        self.by_build_id.retain(|_, k| *k != key);
     }
 
     pub fn get(&self, m: &Mapping) -> Option<Arc<File>> {

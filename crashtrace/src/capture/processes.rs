@@ -17,7 +17,9 @@ use crate::sys::{
 
 #[derive(Clone, Debug, Default)]
 struct Process {
-    maps: BTreeMap<u64, Mapping>,
+    /// Shared with the processes forked from it until one of them maps something: a fork
+    /// costs no copy.
+    maps: Arc<BTreeMap<u64, Mapping>>,
     /// The executable's path: the first file mapped after exec (the kernel maps the
     /// program before its interpreter), or /proc/PID/exe for processes seen at start.
     exe: Option<Arc<str>>,
@@ -27,6 +29,10 @@ struct Process {
     parent: Option<u32>,
     exited_ns: Option<u64>,
 }
+
+/// Executable mappings kept per process at most: beyond it the table is reread from
+/// /proc (a JIT that maps and unmaps code would otherwise grow it without end).
+const MAX_MAPS_PER_PROCESS: usize = 16384;
 
 /// How long an exited process's mappings are kept for reports still in flight.
 const KEEP_EXITED_NS: u64 = 30_000_000_000;
@@ -60,10 +66,23 @@ impl ProcessTable {
             .take_while(|(_, old)| old.end > m.start)
             .map(|(k, _)| *k)
             .collect();
+        let maps = Arc::make_mut(&mut p.maps);
         for k in overlapping {
-            p.maps.remove(&k);
+            maps.remove(&k);
         }
-        p.maps.insert(m.start, m);
+        maps.insert(m.start, m);
+        if maps.len() > MAX_MAPS_PER_PROCESS {
+            // Unmapped regions (munmap is not reported) piled up: what the process maps
+            // now is in /proc; if it cannot be read, the lowest ones go.
+            match procfs::read_maps(pid) {
+                Some(now) => *maps = now.into_iter().map(|m| (m.start, m)).collect(),
+                None => {
+                    while maps.len() > MAX_MAPS_PER_PROCESS {
+                        maps.pop_first();
+                    }
+                }
+            }
+        }
     }
 
     /// A new process (not a new thread) forked from `parent`: it starts with a copy of
@@ -89,7 +108,11 @@ impl ProcessTable {
     /// The build ID the kernel gave for the mapping of `pid` that starts at `start`; the
     /// mapping, updated, if it is known.
     pub fn set_build_id(&mut self, pid: u32, start: u64, id: BuildId) -> Option<Mapping> {
-        let m = self.live.get_mut(&pid)?.maps.get_mut(&start)?;
+        let p = self.live.get_mut(&pid)?;
+        if !p.maps.contains_key(&start) {
+            return None;
+        }
+        let m = Arc::make_mut(&mut p.maps).get_mut(&start)?;
         m.build_id = Some(id);
         Some(m.clone())
     }
@@ -114,7 +137,7 @@ impl ProcessTable {
         self.replace(
             pid,
             Process {
-                maps: BTreeMap::new(),
+                maps: Default::default(),
                 exe: None,
                 since_ns: time_ns,
                 parent,

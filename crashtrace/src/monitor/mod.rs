@@ -29,7 +29,9 @@ use crate::{
     sys::{cgroups::CgroupNames, wait},
 };
 use runmode::{spawn_command, summarize};
-use setup::{build_config, make_symbolizer, raise_fd_limit};
+use setup::{
+    build_config, install_stop_handlers, make_symbolizer, raise_fd_limit, take_stop_request,
+};
 use workers::{Analysis, Job, Registrar, Registration};
 
 /// Exec wakeups drained between two ticks at most (see the loop).
@@ -93,22 +95,22 @@ impl Pipeline {
                     self.on_assembled(a);
                 }
             }
-            Err(e) => eprintln!("crashtrace: dropped an undecodable record: {e:#}"),
+            Err(e) => say!("crashtrace: dropped an undecodable record: {e:#}"),
         }
     }
 
     fn on_assembled(&mut self, a: Assembled) {
         match a {
             Assembled::Crash(crash) => self.report(*crash),
-            Assembled::CaptureLost(e) => eprintln!(
+            Assembled::CaptureLost(e) => say!(
                 "crashtrace: process {} {} but its capture was lost (ring buffer full; \
                  raise --ring-buffer-size)",
                 e.header.pid,
                 wait::decode(e.exit_code as i32).words
             ),
-            Assembled::OrphanThread { pid, tid } => eprintln!(
-                "crashtrace: thread {tid} of process {pid} captured without its crash record"
-            ),
+            Assembled::OrphanThread { pid, tid } => {
+                say!("crashtrace: thread {tid} of process {pid} captured without its crash record")
+            }
             Assembled::Recovered { pid, tid, signo } => {
                 log::debug!("{pid}/{tid}: the handler of signal {signo} recovered")
             }
@@ -259,7 +261,10 @@ pub async fn run(args: Args) -> Result<i32> {
     for (pid, m) in running {
         pipeline.register_mapping(pid, m);
     }
-    eprintln!(
+    // Listening for the stop before saying "attached": a SIGINT or SIGTERM that comes
+    // right after that line must stop crashtrace.
+    install_stop_handlers()?;
+    say!(
         "crashtrace: attached; watching {} for {} ({} processes known). Ctrl-C to stop.",
         describe_filters(&args),
         args.signals.names().join(" "),
@@ -283,10 +288,6 @@ pub async fn run(args: Args) -> Result<i32> {
     let mut tick = tokio::time::interval(Duration::from_millis(5));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stats_tick = tokio::time::interval(Duration::from_secs(1));
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    // One listener for the whole run: a new ctrl_c() future per loop turn costs a
-    // registration each time, and the loop turns once per exec on the machine.
-    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut lost_reported = (0u64, 0u64);
     let mut wake_budget = WAKES_PER_TICK;
     loop {
@@ -312,7 +313,28 @@ pub async fn run(args: Args) -> Result<i32> {
             }
             _ = tick.tick() => {
                 wake_budget = WAKES_PER_TICK;
+                // Also read here what the ring holds: a readiness event lost (one raised
+                // while crashtrace was stopped, say) must not leave records unread.
+                {
+                    let rb = ring.get_mut();
+                    while let Some(item) = rb.next() {
+                        pipeline.on_record(&item);
+                    }
+                }
                 pipeline.tick();
+                // In run mode Ctrl-C reaches the command too: wait for it to end.
+                if take_stop_request(libc::SIGINT) && done_rx.is_none() {
+                    break;
+                }
+                if take_stop_request(libc::SIGTERM) {
+                    match pipeline.scope {
+                        // SAFETY: signalling our own child.
+                        Some(pid) if finished.is_none() => unsafe {
+                            libc::kill(pid as i32, libc::SIGTERM);
+                        },
+                        _ => break,
+                    }
+                }
                 if let Some(deadline) = drain_deadline
                     && (!pipeline.pending_in_scope() || tokio::time::Instant::now() >= deadline)
                 {
@@ -330,7 +352,7 @@ pub async fn run(args: Args) -> Result<i32> {
             _ = stats_tick.tick() => {
                 let ring_full = probes.stat(Stat::RingFull);
                 if ring_full > lost_reported.0 {
-                    eprintln!(
+                    say!(
                         "crashtrace: {} captures lost because the ring buffer was full \
                          ({} in total; raise --ring-buffer-size)",
                         ring_full - lost_reported.0, ring_full
@@ -338,24 +360,13 @@ pub async fn run(args: Args) -> Result<i32> {
                 }
                 let maps_lost = pipeline.stream.lost;
                 if maps_lost > lost_reported.1 {
-                    eprintln!(
+                    say!(
                         "crashtrace: {} mapping records lost ({} in total): frames of processes \
                          started then may be unnamed",
                         maps_lost - lost_reported.1, maps_lost
                     );
                 }
                 lost_reported = (ring_full, maps_lost);
-            }
-            // In run mode Ctrl-C reaches the command too: wait for it to end.
-            _ = sigint.recv(), if done_rx.is_none() => break,
-            _ = sigterm.recv() => {
-                match pipeline.scope {
-                    // SAFETY: signalling our own child.
-                    Some(pid) if finished.is_none() => unsafe {
-                        libc::kill(pid as i32, libc::SIGTERM);
-                    },
-                    _ => break,
-                }
             }
         }
     }
@@ -379,7 +390,7 @@ pub async fn run(args: Args) -> Result<i32> {
     }
     let flush_by = std::time::Instant::now() + STOP_FLUSH;
     if !pipeline.analysis.finish(flush_by) {
-        eprintln!(
+        say!(
             "crashtrace: analysis did not finish within {} s of the stop: the crashes still \
              queued are not reported",
             STOP_FLUSH.as_secs()
@@ -387,12 +398,12 @@ pub async fn run(args: Args) -> Result<i32> {
     }
     pipeline.registrar.finish(flush_by);
     if pipeline.analysis.lost() > 0 {
-        eprintln!(
+        say!(
             "crashtrace: {} crashes not analysed (the analysis queue was full)",
             pipeline.analysis.lost()
         );
     }
-    eprintln!(
+    say!(
         "crashtrace: detached; {} signals matched, {} captured, {} other threads captured, \
          {} lost (ring buffer full), {} reports dropped (outputs too slow)",
         probes.stat(Stat::Matched),
@@ -410,7 +421,7 @@ pub async fn run(args: Args) -> Result<i32> {
         probes.stat(Stat::HandledLimited),
     );
     if args.verbose > 0 || regs + exits + state + limited > 0 {
-        eprintln!(
+        say!(
             "crashtrace: kernel side: {regs} captures without registers, {exits} exit records \
              lost, {state} crashes not followed to their exit (state map full), {ooms} OOM \
              victims, {limited} handled signals not captured (over {} a second per process)",
@@ -424,7 +435,7 @@ pub async fn run(args: Args) -> Result<i32> {
             } else {
                 0.0
             };
-            eprintln!(
+            say!(
                 "crashtrace: program {name}: {runs} runs, {} ns in all, {mean:.0} ns per run",
                 time.as_nanos()
             );
@@ -433,7 +444,7 @@ pub async fn run(args: Args) -> Result<i32> {
     Ok(match finished {
         Some(f) => {
             let (text, code) = summarize(&args.command, &f);
-            eprintln!("{text}");
+            say!("{text}");
             code
         }
         None => 0,

@@ -28,7 +28,7 @@ pub fn make_symbolizer(args: &Args) -> Symbolizer {
             Duration::from_secs_f64(args.debuginfod_timeout.max(0.0)),
         );
         if d.is_none() {
-            eprintln!("crashtrace: --debuginfod given but no server URL (DEBUGINFOD_URLS)");
+            say!("crashtrace: --debuginfod given but no server URL (DEBUGINFOD_URLS)");
         }
         d
     } else {
@@ -69,4 +69,35 @@ pub fn build_config(args: &Args) -> Result<Config> {
     }
     cfg.offsets = btf::kernel_offsets(&btf)?;
     Ok(cfg)
+}
+
+/// The stop signals seen and not yet acted on: a bit per signal number.
+static STOP_REQUESTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+extern "C" fn on_stop_signal(sig: libc::c_int) {
+    // Async-signal-safe: one atomic operation.
+    STOP_REQUESTS.fetch_or(1 << sig, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// SIGINT and SIGTERM set a flag the loop reads at every tick: a signal that comes while
+/// crashtrace is stopped or busy is never lost with a readiness event.
+pub fn install_stop_handlers() -> Result<()> {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: sigaction with a handler that only does an atomic store.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_stop_signal as *const () as usize;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {
+                return Err(std::io::Error::last_os_error().into());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether `sig` came since the last call for it.
+pub fn take_stop_request(sig: libc::c_int) -> bool {
+    STOP_REQUESTS.fetch_and(!(1 << sig), std::sync::atomic::Ordering::SeqCst) & (1 << sig) != 0
 }

@@ -146,7 +146,7 @@ impl Analysis {
     pub fn send(&self, job: Job) {
         let pid = job.crash.subject.pid;
         if !self.worker.send(job) {
-            eprintln!(
+            say!(
                 "crashtrace: crash of process {pid} not analysed: {QUEUE_CRASHES} crashes are \
                  waiting for analysis ({} not analysed in all)",
                 self.lost()
@@ -208,7 +208,7 @@ impl Registrar {
 
     pub fn send(&self, r: Registration) {
         if !self.worker.send(r) && self.lost().is_power_of_two() {
-            eprintln!(
+            say!(
                 "crashtrace: {} Python registrations lost (the registration queue was full): \
                  Python frames of processes started then may be missing",
                 self.lost()

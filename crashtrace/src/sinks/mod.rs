@@ -56,10 +56,11 @@ impl Sinks {
             Ok(()) => {}
             Err(TrySendError::Full(r)) => {
                 let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                eprintln!(
+                say!(
                     "crashtrace: report for process {} dropped: the outputs are {} reports \
                      behind ({n} dropped in all)",
-                    r.pid, QUEUE_REPORTS
+                    r.pid,
+                    QUEUE_REPORTS
                 );
             }
             Err(TrySendError::Disconnected(_)) => {
@@ -97,7 +98,7 @@ fn write_all(mut sinks: Vec<Box<dyn Sink>>, rx: Receiver<Arc<CrashReport>>) {
     for report in rx {
         for s in &mut sinks {
             if let Err(e) = s.write(&report) {
-                eprintln!(
+                say!(
                     "crashtrace: cannot write the report for process {} to {}: {e}",
                     report.pid,
                     s.name()

@@ -1,7 +1,10 @@
 //! The adapter to blazesym: file offsets (or a debug file's own addresses) in, names,
 //! lines and inlined functions out. Which file to ask is the caller's policy.
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::HashSet,
+    path::{Path, PathBuf},
+};
 
 use crate::model::Location;
 
@@ -26,24 +29,37 @@ pub struct SymInfo {
 /// blazesym, set up once: code info, inlined functions, demangling.
 pub struct Blaze {
     inner: BlazeSymbolizer,
+    debug_dirs: Vec<PathBuf>,
+    /// Files blazesym has opened (and keeps open and mapped) since it was made.
+    files: HashSet<PathBuf>,
+}
+
+/// Files blazesym may hold at once: it never lets one go, so past this it is made anew.
+const MAX_FILES: usize = 512;
+
+fn make(debug_dirs: &[PathBuf]) -> BlazeSymbolizer {
+    BlazeSymbolizer::builder()
+        .enable_code_info(true)
+        .enable_inlined_fns(true)
+        .enable_demangling(true)
+        .set_debug_dirs(Some(debug_dirs.to_vec()))
+        .build()
 }
 
 impl Blaze {
-    /// `debug_dirs`: where blazesym follows `.gnu_debuglink`s.
+    /// `debug_dirs`: where blazesym follows `.gnu_debuglink`s (of files read in place).
     pub fn new(debug_dirs: &[PathBuf]) -> Self {
-        let inner = BlazeSymbolizer::builder()
-            .enable_code_info(true)
-            .enable_inlined_fns(true)
-            .enable_demangling(true)
-            .set_debug_dirs(Some(debug_dirs.to_vec()))
-            .build();
-        Self { inner }
+        Self {
+            inner: make(debug_dirs),
+            debug_dirs: debug_dirs.to_vec(),
+            files: HashSet::new(),
+        }
     }
 
     /// Symbolizes file offsets within one ELF file. One result per offset; `None` where
     /// the file has no symbol covering it (never a guessed nearby name).
     pub fn symbolize_file(
-        &self,
+        &mut self,
         path: &Path,
         offsets: &[u64],
     ) -> Result<Vec<Option<SymInfo>>, String> {
@@ -53,7 +69,7 @@ impl Blaze {
     /// Symbolizes addresses as the ELF file states them (SVMAs): for separate debug files,
     /// whose file layout is not the module's.
     pub fn symbolize_svmas(
-        &self,
+        &mut self,
         path: &Path,
         svmas: &[u64],
     ) -> Result<Vec<Option<SymInfo>>, String> {
@@ -61,10 +77,17 @@ impl Blaze {
     }
 
     fn symbolize_input(
-        &self,
+        &mut self,
         path: &Path,
         input: Input<&[u64]>,
     ) -> Result<Vec<Option<SymInfo>>, String> {
+        if !self.files.contains(path) {
+            if self.files.len() >= MAX_FILES {
+                self.inner = make(&self.debug_dirs);
+                self.files.clear();
+            }
+            self.files.insert(path.to_path_buf());
+        }
         let src = Source::Elf(Elf::new(path));
         let syms = self
             .inner

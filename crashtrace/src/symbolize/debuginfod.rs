@@ -88,18 +88,10 @@ impl Debuginfod {
                 .into();
             match agent.get(format!("{url}/buildid/{hex}/{kind}")).call() {
                 Ok(mut resp) => {
-                    let body = resp.body_mut().with_config().limit(2 << 30).read_to_vec();
-                    match body {
-                        Ok(bytes) => {
-                            let tmp = dest.with_extension("part");
-                            let written = std::fs::create_dir_all(dest.parent().unwrap())
-                                .and_then(|_| std::fs::write(&tmp, &bytes))
-                                .and_then(|_| std::fs::rename(&tmp, &dest));
-                            return match written {
-                                Ok(()) => Ok(dest),
-                                Err(e) => Err(format!("debuginfod: cannot store the file: {e}")),
-                            };
-                        }
+                    // Streamed to the file, never held in memory; at most MAX_BODY bytes.
+                    let mut body = resp.body_mut().with_config().limit(MAX_BODY).reader();
+                    match store(&dest, &mut body) {
+                        Ok(()) => return Ok(dest),
                         Err(e) => last = format!("debuginfod {url}: {e}"),
                     }
                 }
@@ -108,8 +100,37 @@ impl Debuginfod {
         }
         // Timeouts may be the server's bad moment: only remember definite misses.
         if !last.contains("imeout") && !last.contains("out of time") {
+            if self.failed.len() >= MAX_FAILED {
+                self.failed.clear();
+            }
             self.failed.insert((build_id.to_vec(), what));
         }
         Err(last)
     }
+}
+
+/// Largest file accepted from a server.
+const MAX_BODY: u64 = 2 << 30;
+/// Definite misses remembered at most; past it they are asked again.
+const MAX_FAILED: usize = 4096;
+
+/// Writes a download to `<dest>.part` (created new: nothing that is there, a symlink
+/// included, is followed or overwritten) and renames it into place.
+fn store(dest: &Path, body: &mut impl std::io::Read) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::create_dir_all(dest.parent().unwrap_or(Path::new("/")))?;
+    let tmp = dest.with_extension("part");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o644)
+        .open(&tmp)?;
+    let r = std::io::copy(body, &mut f).and_then(|_| f.sync_data());
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+        return r;
+    }
+    std::fs::rename(&tmp, dest)
 }

@@ -3,6 +3,9 @@
 
 use std::{collections::HashMap, os::unix::fs::MetadataExt as _, path::Path};
 
+/// Cgroup names remembered at most; past it the cache starts over.
+const MAX_CACHED: usize = 4096;
+
 #[derive(Default)]
 pub struct CgroupNames {
     mount: Option<String>,
@@ -44,6 +47,9 @@ impl CgroupNames {
                 format!("/{rel}")
             }
         });
+        if self.cache.len() >= MAX_CACHED {
+            self.cache.clear();
+        }
         self.cache.insert(id, found.clone());
         found
     }
@@ -120,7 +126,7 @@ mod tests {
     fn finds_this_process_cgroup() {
         let mut names = CgroupNames::new();
         let Some(mount) = names.mount.clone() else {
-            eprintln!("skipped: no cgroup2 mount on this machine");
+            say!("skipped: no cgroup2 mount on this machine");
             return;
         };
         let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
