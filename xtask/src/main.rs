@@ -39,6 +39,13 @@ enum Task {
         /// A shorter run (under 5 minutes on 2 cores).
         #[arg(long)]
         quick: bool,
+        /// Instead: the soak run, hostile churn while RSS, descriptors and CPU are
+        /// printed over time.
+        #[arg(long)]
+        soak: bool,
+        /// Length of the soak run.
+        #[arg(long, default_value_t = 600)]
+        soak_seconds: u64,
     },
     /// Run the fuzz targets (all, or one) from their seed corpora.
     Fuzz {
@@ -101,9 +108,20 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             })
         }),
-        Task::Bench { quick } => setup()
-            .and_then(|_| build())
-            .and_then(|_| bench::bench(&root(), quick).map(|_| ExitCode::SUCCESS)),
+        Task::Bench {
+            quick,
+            soak,
+            soak_seconds,
+        } => setup().and_then(|_| build()).and_then(|_| {
+            if soak {
+                let out = root().join("target/bench");
+                std::fs::create_dir_all(&out)?;
+                bench::soak::soak(&root(), &out, soak_seconds)
+            } else {
+                bench::bench(&root(), quick)
+            }
+            .map(|_| ExitCode::SUCCESS)
+        }),
     };
     match r {
         Ok(code) => code,

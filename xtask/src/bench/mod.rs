@@ -11,6 +11,7 @@ use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
 
 mod measure;
+pub mod soak;
 
 use measure::{Tracer, machine, median, percentile, proc_usage, prog_stats, run_large, run_timed};
 
