@@ -101,16 +101,12 @@ impl<T: Send + 'static> Worker<T> {
 pub struct Analysis {
     worker: Worker<Job>,
     sinks_dropped: Arc<AtomicU64>,
-    /// Reports finished (sent to the sinks).
-    done: Arc<AtomicU64>,
 }
 
 impl Analysis {
     /// `symbolizer` makes the symbolizer on the thread (blazesym's is not Send).
     pub fn start(symbolizer: impl FnOnce() -> Symbolizer + Send + 'static, sinks: Sinks) -> Self {
         let sinks_dropped = sinks.dropped_counter();
-        let done = Arc::new(AtomicU64::new(0));
-        let d = done.clone();
         let worker = Worker::start(
             "crashtrace-analysis",
             QUEUE_CRASHES,
@@ -130,7 +126,6 @@ impl Analysis {
                         analyze(&mut symbolizer, &job.crash, view, SystemTime::now(), 0.0);
                     report.latency_ms = monotonic_ns().saturating_sub(started) as f64 / 1e6;
                     sinks.send(report);
-                    d.fetch_add(1, Ordering::Relaxed);
                 }
                 // Every report made is written before the thread ends.
                 sinks.close();
@@ -139,7 +134,6 @@ impl Analysis {
         Self {
             worker,
             sinks_dropped,
-            done,
         }
     }
 
@@ -162,10 +156,6 @@ impl Analysis {
     /// Reports dropped because the outputs were too slow.
     pub fn sinks_dropped(&self) -> u64 {
         self.sinks_dropped.load(Ordering::Relaxed)
-    }
-
-    pub fn done(&self) -> u64 {
-        self.done.load(Ordering::Relaxed)
     }
 
     /// Finishes every queued crash and writes its report, until `deadline`.

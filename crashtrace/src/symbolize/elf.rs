@@ -251,14 +251,6 @@ impl ModuleCache {
         }
         r
     }
-
-    pub fn len(&self) -> usize {
-        self.modules.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.modules.is_empty()
-    }
 }
 
 fn own_vdso() -> Result<ElfModule> {
