@@ -209,6 +209,10 @@ pub const STAT_COUNT: u32 = 9;
 /// one process cannot fill the ring buffer that everyone's crashes go through.
 pub const HANDLED_PER_WINDOW: u32 = 8;
 pub const HANDLED_WINDOW_NS: u64 = 1_000_000_000;
+/// A handler that ends its process another way than re-raising (Go's runtime exits with
+/// status 2, a crash reporter calls `_exit` or `abort`) does so this soon after the fault;
+/// a later exit or signal is the process's own business, not the fault's outcome.
+pub const HANDLED_END_NS: u64 = 3_000_000_000;
 
 /// The rate state of one process's handled signals.
 #[repr(C)]
@@ -217,4 +221,6 @@ pub struct HandledRate {
     pub window_start_ns: u64,
     pub count: u32,
     pub _pad: u32,
+    /// When the last handled signal was captured.
+    pub last_ns: u64,
 }

@@ -236,6 +236,10 @@ pub struct CrashState {
     pub _pad: u32,
 }
 
+/// `ProcessExit::flags`: no fatal signal was seen; the process ended soon after a signal
+/// it handled (a handler's `_exit(2)`), seen at its main thread's exit.
+pub const EXIT_AFTER_HANDLER: u32 = 1 << 0;
+
 /// The exit of a crashing process (its last thread, at `sched_process_exit`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -246,6 +250,9 @@ pub struct ProcessExit {
     pub threads_captured: u32,
     pub threads_skipped: u32,
     pub threads_lost: u32,
+    /// `EXIT_AFTER_HANDLER`, or 0.
+    pub flags: u32,
+    pub _pad: u32,
     /// The thread-group leader's start (CLOCK_MONOTONIC ns).
     pub start_ns: u64,
     /// Peak resident set size, in kilobytes.

@@ -1,11 +1,15 @@
 //! Following a crashing process to its exit: status and resource use, like wait4().
 
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns};
-use crashtrace_common::{CrashState, ProcessExit, RecordHeader, RecordKind, Stat};
+use crashtrace_common::{
+    CrashState, EXIT_AFTER_HANDLER, HANDLED_END_NS, ProcessExit, RecordHeader, RecordKind, Stat,
+    Usage,
+};
 
 use crate::{
     helpers::{atomic_add64, count, read_kernel, reserve},
     maps::{CRASHED, HANDLED, PYPROCS, config},
+    task::usage_of_signal,
 };
 
 /// `sched_process_exit` runs in each exiting thread. For threads of a crashing process:
@@ -17,7 +21,15 @@ pub fn on_process_exit(task: u64) {
         // The main thread: the process is ending (its other threads do not run Python
         // without it). One delete per process exit, a miss for most.
         let _ = PYPROCS.remove(pid);
-        let _ = HANDLED.remove(pid);
+        // A miss for every process that never handled a crash signal.
+        if let Some(r) = HANDLED.get_ptr(pid) {
+            // SAFETY: map value pointer from a successful lookup.
+            let last = unsafe { (*r).last_ns };
+            let _ = HANDLED.remove(pid);
+            if CRASHED.get_ptr(pid).is_none() {
+                exit_after_handler(task, pid, last);
+            }
+        }
     }
     let Some(state) = CRASHED.get_ptr_mut(pid) else {
         return;
@@ -43,26 +55,63 @@ pub fn on_process_exit(task: u64) {
     // SAFETY: as above; this is the last thread, nothing else writes the state now.
     let st: CrashState = unsafe { *state };
     let _ = CRASHED.remove(pid);
+    let exit_code = read_kernel::<u32>(task + config!(offsets.task_exit_code) as u64).unwrap_or(0);
+    submit_exit(task, pid_tgid as u32, exit_code, &st, 0);
+}
+
+/// A process that handled a crash signal ends: if it ended badly and soon after (a
+/// handler's `_exit(2)`), the fault's capture is the report and this is its outcome.
+/// Seen at the main thread's exit; a main thread that left by `pthread_exit` has status 0.
+fn exit_after_handler(task: u64, pid: u32, last_ns: u64) {
+    let exit_code = read_kernel::<u32>(task + config!(offsets.task_exit_code) as u64).unwrap_or(0);
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if exit_code == 0 || now.saturating_sub(last_ns) >= HANDLED_END_NS {
+        return;
+    }
+    let f = |off: u32| read_kernel::<u64>(task + off as u64).unwrap_or(0);
+    // The group's usage so far and this thread's own; threads still exiting are missed.
+    let g = usage_of_signal(task);
+    let st = CrashState {
+        usage: Usage {
+            utime_ns: g.utime_ns + f(config!(offsets.task_utime)),
+            stime_ns: g.stime_ns + f(config!(offsets.task_stime)),
+            runtime_ns: g.runtime_ns + f(config!(offsets.task_runtime)),
+            min_flt: g.min_flt + f(config!(offsets.task_min_flt)),
+            maj_flt: g.maj_flt + f(config!(offsets.task_maj_flt)),
+            nvcsw: g.nvcsw + f(config!(offsets.task_nvcsw)),
+            nivcsw: g.nivcsw + f(config!(offsets.task_nivcsw)),
+        },
+        ..CrashState::default()
+    };
+    submit_exit(task, pid, exit_code, &st, EXIT_AFTER_HANDLER);
+}
+
+fn submit_exit(task: u64, tid: u32, exit_code: u32, st: &CrashState, flags: u32) {
     let Some(mut entry) = reserve::<ProcessExit>() else {
         count(Stat::ExitsLost);
         return;
     };
+    let signal = read_kernel::<u64>(task + config!(offsets.task_signal) as u64).unwrap_or(0);
     let leader =
         read_kernel::<u64>(task + config!(offsets.task_group_leader) as u64).unwrap_or(task);
+    let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let rec = ProcessExit {
         header: RecordHeader::of::<ProcessExit>(
             RecordKind::ProcessExit,
             // SAFETY: helper without arguments.
             unsafe { bpf_ktime_get_ns() },
             pid,
-            pid_tgid as u32,
+            tid,
         ),
-        exit_code: read_kernel::<u32>(task + config!(offsets.task_exit_code) as u64).unwrap_or(0),
+        exit_code,
         threads_captured: st
             .threads_captured
             .min(crashtrace_common::MAX_THREADS_PER_CRASH),
         threads_skipped: st.threads_skipped,
         threads_lost: st.threads_lost,
+        flags,
+        _pad: 0,
         start_ns: read_kernel::<u64>(leader + config!(offsets.task_start_time) as u64).unwrap_or(0),
         // signal->maxrss is in pages.
         maxrss_kb: read_kernel::<u64>(signal + config!(offsets.signal_maxrss) as u64).unwrap_or(0)

@@ -33,7 +33,7 @@ pub struct CrashReport {
     pub signal: SignalReport,
     /// The OOM killer chose this process: its memory then, and the limit that applied.
     pub oom: Option<OomReport>,
-    /// A handler was installed and re-raised the signal: the stack is the original fault's.
+    /// A handler ran and the process then died or exited: the stack is the original fault's.
     pub handler: Option<HandlerReport>,
     pub registers: Option<Registers>,
     /// The faulting instruction (AT&T syntax, as gdb's `x/i $pc`), where readable.
@@ -151,8 +151,22 @@ pub struct SignalReport {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct HandlerReport {
     pub address: u64,
-    /// How the signal came back once the handler had run (e.g. SI_TKILL from raise()).
+    /// The fatal signal once the handler had run (e.g. "SIGSEGV SI_TKILL" from raise()).
     pub reraised_with: Option<String>,
+    pub ended_by: HandlerEnd,
+}
+
+/// How a process ended after its handler of a crash signal ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HandlerEnd {
+    /// The same signal again with the default action (faulthandler, PyTorch's workers).
+    Reraise,
+    /// Another fatal signal from the faulting thread (a handler that calls abort()).
+    OtherSignal,
+    /// No fatal signal: the process exited with a failure status (Go's runtime exits
+    /// with 2; a crash reporter's `_exit`). The outcome says the status.
+    Exit,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

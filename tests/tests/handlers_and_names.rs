@@ -3,8 +3,10 @@
 
 use std::process::Command;
 
+use crashtrace::model::HandlerEnd;
 use crashtrace_tests::{
-    Crashtrace, Victim, assert_in_order, crash_and_report, function_names, source, victim,
+    CrashReport, Crashtrace, Victim, assert_in_order, crash_and_report, function_names, source,
+    victim,
 };
 
 const SIGSEGV: i32 = libc::SIGSEGV;
@@ -35,6 +37,49 @@ fn handler_that_reraises_is_reported_once_with_the_original_fault() {
     let pid = r.pid;
     sentinel(&ct);
     assert_eq!(ct.reports_for(pid).len(), 1, "reported more than once");
+}
+
+/// The original fault leads; the handler's way out is the outcome, said in words.
+fn handler_ends_the_process(mode: &str, signo: i32) -> CrashReport {
+    let ct = Crashtrace::start(&[]);
+    let mut v = Victim::spawn(Command::new(victim("handlers")).arg(mode));
+    let st = v.wait_exit();
+    let r = ct.report_for(v.pid());
+    let names = function_names(&r);
+    assert_eq!(names[0], "crash_segv", "{names:#?}");
+    assert_in_order(&names, &["crash_segv", "level2", "level1", "main"]);
+    assert_eq!(r.signal.code_name.as_deref(), Some("SEGV_MAPERR"));
+    assert_eq!(r.signal.fault_address, Some(0));
+    let h = r.handler.as_ref().expect("the handler");
+    assert!(h.address != 0, "{h:?}");
+    let o = r.outcome.as_ref().expect("the outcome");
+    assert_eq!(o.signal, (signo != 0).then_some(signo), "{o:?} ({st})");
+    let pid = r.pid;
+    sentinel(&ct);
+    assert_eq!(ct.reports_for(pid).len(), 1, "reported more than once");
+    r
+}
+
+#[test]
+fn handler_that_exits_with_status_2_is_reported_with_the_fault() {
+    let r = handler_ends_the_process("exit2", 0);
+    let h = r.handler.as_ref().unwrap();
+    assert_eq!(h.ended_by, HandlerEnd::Exit);
+    assert_eq!(r.outcome.as_ref().unwrap().exit_code, Some(2));
+    let text = crashtrace::report::text::render(&r);
+    assert!(
+        text.contains("SIGSEGV handled by the process")
+            && text.contains("which then exited with status 2"),
+        "{text}"
+    );
+}
+
+#[test]
+fn handler_that_aborts_is_reported_with_the_fault() {
+    let r = handler_ends_the_process("abort", libc::SIGABRT);
+    let h = r.handler.as_ref().unwrap();
+    assert_eq!(h.ended_by, HandlerEnd::OtherSignal);
+    assert_eq!(h.reraised_with.as_deref(), Some("SIGABRT SI_TKILL"));
 }
 
 #[test]

@@ -3,7 +3,10 @@
  *                             (what PyTorch workers, faulthandler and crash reporters do)
  *        handlers recover   - the handler siglongjmps out, three times, then exit(0)
  *                             (what JVMs and other runtimes with implicit null checks do)
- *        handlers storm N   - the same, N times: a flood of handled faults */
+ *        handlers storm N   - the same, N times: a flood of handled faults
+ *        handlers exit2     - the handler exits with status 2 (what Go's runtime does after
+ *                             a nil dereference, and crash reporters with _exit)
+ *        handlers abort     - the handler calls abort() (stack-overflow handlers do) */
 #include <setjmp.h>
 #include <signal.h>
 #include <stdio.h>
@@ -30,6 +33,18 @@ static void recover(int sig) {
     siglongjmp(env, 1);
 }
 
+static void exit2(int sig) {
+    (void)sig;
+    static const char msg[] = "panic: runtime error: invalid memory address\n";
+    (void)!write(2, msg, sizeof msg - 1);
+    _exit(2);
+}
+
+static void call_abort(int sig) {
+    (void)sig;
+    abort();
+}
+
 int main(int argc, char **argv) {
     const char *mode = argc > 1 ? argv[1] : "reraise";
     if (strcmp(mode, "recover") == 0 || strcmp(mode, "storm") == 0) {
@@ -40,7 +55,9 @@ int main(int argc, char **argv) {
                 level1(NULL);
         return 0;
     }
-    signal(SIGSEGV, reraise);
+    signal(SIGSEGV, strcmp(mode, "exit2") == 0   ? exit2
+                    : strcmp(mode, "abort") == 0 ? call_abort
+                                                 : reraise);
     level1(NULL);
     return 0;
 }

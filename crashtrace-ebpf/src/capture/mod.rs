@@ -91,19 +91,20 @@ fn handled_allowed(pid: u32) -> bool {
             if now.saturating_sub((*r).window_start_ns) >= HANDLED_WINDOW_NS {
                 (*r).window_start_ns = now;
                 (*r).count = 1;
-                true
             } else if (*r).count < HANDLED_PER_WINDOW {
                 (*r).count += 1;
-                true
             } else {
-                false
+                return false;
             }
+            (*r).last_ns = now;
+            true
         },
         None => {
             let r = HandledRate {
                 window_start_ns: now,
                 count: 1,
                 _pad: 0,
+                last_ns: now,
             };
             let _ = HANDLED.insert(pid, r, 0);
             true

@@ -10,9 +10,11 @@
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use crashtrace_common::{FaultMaps, OomVictim, ProcessExit, PyCode, PyThread};
+use crashtrace_common::{
+    EXIT_AFTER_HANDLER, FaultMaps, HANDLED_END_NS, OomVictim, ProcessExit, PyCode, PyThread,
+};
 
 use crate::capture::records::{Capture, Event};
 
@@ -34,7 +36,8 @@ const SIDE_RECORD_NS: u64 = HANDLED_WAIT_NS + EXIT_WAIT_NS;
 pub struct Crash {
     /// The capture whose stack leads the report (the original fault if a handler ran).
     pub subject: Capture,
-    /// The fatal re-raise, when `subject` went through a handler.
+    /// The fatal re-raise, when `subject` went through a handler (or another fatal signal
+    /// the handler raised soon after, such as `abort()`'s SIGABRT).
     pub reraise: Option<Capture>,
     /// The other threads, at the group exit (and any second thread that died of a fatal
     /// signal before it).
@@ -52,6 +55,11 @@ impl Crash {
     /// The capture of the signal that killed the process.
     pub fn fatal(&self) -> &Capture {
         self.reraise.as_ref().unwrap_or(&self.subject)
+    }
+
+    /// Whether a handler ran and the process then exited without a fatal signal.
+    pub fn exited_after_handler(&self) -> bool {
+        !self.subject.default_action && self.reraise.is_none()
     }
 }
 
@@ -152,10 +160,11 @@ impl Assembler {
                     tid: c.tid,
                 }),
             },
-            Event::Exit(e) => Some(match self.pending.remove(&e.header.pid) {
-                Some(p) => Assembled::Crash(Box::new(self.complete(p, Some(e)))),
-                None => Assembled::CaptureLost(e),
-            }),
+            Event::Exit(e) => match self.pending.remove(&e.header.pid) {
+                Some(p) => Some(Assembled::Crash(Box::new(self.complete(p, Some(e))))),
+                None if e.flags & EXIT_AFTER_HANDLER != 0 => self.exit_after_handler(e),
+                None => Some(Assembled::CaptureLost(e)),
+            },
             Event::Oom(o) => {
                 self.oom.insert(o.header.pid, o);
                 None
@@ -215,17 +224,50 @@ impl Assembler {
             .get(&fatal.tid)
             .is_some_and(|o| o.signo == fatal.signo && o.pid == fatal.pid);
         let key = if same_thread {
-            fatal.tid
+            Some(fatal.tid)
         } else {
             self.handled
                 .iter()
                 .filter(|(_, o)| o.pid == fatal.pid && o.signo == fatal.signo)
                 .min_by_key(|(_, o)| o.ktime_ns)
-                .map(|(k, _)| *k)?
+                .map(|(k, _)| *k)
         };
+        // Another signal from the same thread soon after: a handler that calls abort().
+        let key = key.or_else(|| {
+            self.handled
+                .get(&fatal.tid)
+                .is_some_and(|o| {
+                    o.pid == fatal.pid && fatal.ktime_ns.saturating_sub(o.ktime_ns) < HANDLED_END_NS
+                })
+                .then_some(fatal.tid)
+        })?;
         let o = self.handled.remove(&key)?;
         (fatal.si_code <= 0 && fatal.ktime_ns.saturating_sub(o.ktime_ns) < HANDLED_WAIT_NS)
             .then_some(o)
+    }
+
+    /// A process that handled a crash signal exited badly soon after, with no fatal
+    /// signal: its latest handled capture is the crash, the exit its outcome.
+    fn exit_after_handler(&mut self, e: ProcessExit) -> Option<Assembled> {
+        let pid = e.header.pid;
+        let latest = self
+            .handled
+            .iter()
+            .filter(|(_, c)| c.pid == pid && c.ktime_ns <= e.header.ktime_ns)
+            .max_by_key(|(_, c)| c.ktime_ns)
+            .map(|(tid, _)| *tid);
+        let subject = self.handled.remove(&latest?)?;
+        self.handled.retain(|_, c| c.pid != pid);
+        if e.header.ktime_ns - subject.ktime_ns >= HANDLED_END_NS {
+            return None;
+        }
+        let p = Pending {
+            subject,
+            reraise: None,
+            threads: Vec::new(),
+            deadline_ns: 0,
+        };
+        Some(Assembled::Crash(Box::new(self.complete(p, Some(e)))))
     }
 
     fn complete(&mut self, p: Pending, exit: Option<ProcessExit>) -> Crash {
@@ -248,6 +290,12 @@ impl Assembler {
             fault_maps,
             oom,
         }
+    }
+
+    /// Processes with a crash pending or a capture waiting under a handler.
+    pub fn awaited_pids(&self) -> HashSet<u32> {
+        let handled = self.handled.values().map(|c| c.pid);
+        self.pending.keys().copied().chain(handled).collect()
     }
 
     /// Whether a crash is waiting for its process's exit.

@@ -66,6 +66,16 @@ fn exit(pid: u32, t: u64) -> Event {
     })
 }
 
+/// The main thread's exit, with a failure status, soon after a handled signal.
+fn exit_after_handler(pid: u32, t: u64) -> Event {
+    Event::Exit(ProcessExit {
+        header: header(RecordKind::ProcessExit, pid, pid, t),
+        exit_code: 2 << 8,
+        flags: EXIT_AFTER_HANDLER,
+        ..Default::default()
+    })
+}
+
 fn fault_maps(pid: u32, tid: u32, t: u64) -> Event {
     Event::FaultMaps(FaultMaps {
         header: header(RecordKind::FaultMaps, pid, tid, t),
@@ -184,13 +194,55 @@ fn assembles_record_sequences() {
             vec!["crash 10 tid 11 sig 11/1 reraise 11/0 tid 10 exit"],
         ),
         (
-            "a re-raise of another signal is not the handled one's",
+            "a handler that calls abort(): the fault is the subject, SIGABRT its end",
             vec![
                 Rec(1, sig(10, 11, SEGV, MAPERR, true, 1)),
                 Rec(2, sig(10, 11, ABRT, TKILL, false, 2)),
                 Rec(3, exit(10, 3)),
             ],
+            vec!["crash 10 tid 11 sig 11/1 reraise 6/-6 tid 11 exit"],
+        ),
+        (
+            "another signal from another thread is not the handled one's",
+            vec![
+                Rec(1, sig(10, 11, SEGV, MAPERR, true, 1)),
+                Rec(2, sig(10, 12, ABRT, TKILL, false, 2)),
+                Rec(3, exit(10, 3)),
+            ],
+            vec!["crash 10 tid 12 sig 6/-6 exit"],
+        ),
+        (
+            "another signal long after the handled one is the process's own",
+            vec![
+                Rec(1, sig(10, 11, SEGV, MAPERR, true, 1)),
+                Rec(2, sig(10, 11, ABRT, TKILL, false, HANDLED_END_NS + 2)),
+                Rec(3, exit(10, HANDLED_END_NS + 3)),
+            ],
             vec!["crash 10 tid 11 sig 6/-6 exit"],
+        ),
+        (
+            "a handler that exits with status 2 (Go): the latest handled fault, with the exit",
+            vec![
+                Rec(1, sig(10, 11, SEGV, MAPERR, true, 1)),
+                Rec(2, sig(10, 12, SEGV, MAPERR, true, 2)),
+                Rec(3, exit_after_handler(10, 3)),
+                Tick(HANDLED_WAIT_NS + 4),
+            ],
+            vec!["crash 10 tid 12 sig 11/1 exit"],
+        ),
+        (
+            "an exit long after the handled fault: it recovered, nothing reported",
+            vec![
+                Rec(1, sig(10, 11, SEGV, MAPERR, true, 1)),
+                Rec(2, exit_after_handler(10, HANDLED_END_NS + 2)),
+                Tick(HANDLED_WAIT_NS + 4),
+            ],
+            vec![],
+        ),
+        (
+            "an exit after a handler whose capture never came: nothing to say",
+            vec![Rec(1, exit_after_handler(10, 1))],
+            vec![],
         ),
         (
             "a second fault in the same thread (kernel si_code) is no re-raise",

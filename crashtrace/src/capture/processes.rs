@@ -36,6 +36,9 @@ const MAX_MAPS_PER_PROCESS: usize = 16384;
 
 /// How long an exited process's mappings are kept for reports still in flight.
 const KEEP_EXITED_NS: u64 = 30_000_000_000;
+/// Exited processes kept at most (a fork storm exits thousands a second); the oldest go
+/// first, except those a crash still waits on.
+const MAX_EXITED: usize = 4096;
 
 #[derive(Default)]
 pub struct ProcessTable {
@@ -210,12 +213,26 @@ impl ProcessTable {
             .collect()
     }
 
-    /// Forgets processes that exited (or were replaced) long enough ago.
-    pub fn expire(&mut self, now_ns: u64) {
+    /// Forgets processes that exited (or were replaced) long enough ago, and the oldest
+    /// exited ones beyond `MAX_EXITED` unless `wanted` (a crash of theirs is pending).
+    pub fn expire(&mut self, now_ns: u64, wanted: impl Fn(u32) -> bool) {
         self.live.retain(|_, p| match p.exited_ns {
             Some(t) => now_ns.saturating_sub(t) < KEEP_EXITED_NS,
             None => true,
         });
+        let mut exited: Vec<(u64, u32)> = self
+            .live
+            .iter()
+            .filter_map(|(pid, p)| p.exited_ns.map(|t| (t, *pid)))
+            .filter(|(_, pid)| !wanted(*pid))
+            .collect();
+        if exited.len() > MAX_EXITED {
+            let excess = exited.len() - MAX_EXITED;
+            exited.select_nth_unstable(excess - 1);
+            for (_, pid) in &exited[..excess] {
+                self.live.remove(pid);
+            }
+        }
         while let Some((_, p)) = self.replaced.front() {
             let done = p.exited_ns.unwrap_or(p.since_ns);
             if now_ns.saturating_sub(done) < KEEP_EXITED_NS && self.replaced.len() < 4096 {
@@ -283,8 +300,28 @@ mod tests {
         t.on_fork(2, 1, 400);
         assert_eq!(&*t.mappings_at(2, 250)[0].path, "/bin/child");
         assert_eq!(&*t.mappings_at(2, 450)[0].path, "/bin/parent");
-        t.expire(300 + KEEP_EXITED_NS + 1);
+        t.expire(300 + KEEP_EXITED_NS + 1, |_| false);
         assert_eq!(t.mappings_at(2, 250).len(), 0);
+    }
+
+    #[test]
+    fn exited_processes_are_bounded_oldest_first_except_wanted() {
+        let mut t = ProcessTable::new();
+        let n = MAX_EXITED as u32 + 10;
+        for pid in 1..=n {
+            t.on_mmap(pid, m(0x1000, 0x2000, "/bin/x"));
+            t.on_exit(pid, pid as u64);
+        }
+        t.on_mmap(n + 1, m(0x1000, 0x2000, "/bin/alive"));
+        // pid 3 has a crash waiting for its exit: kept although among the oldest, and
+        // not counted against the bound.
+        t.expire(n as u64 + 1, |pid| pid == 3);
+        assert_eq!(t.process_count(), MAX_EXITED + 2);
+        assert_eq!(t.mappings_at(3, 3).len(), 1);
+        assert_eq!(t.mappings_at(1, 1).len(), 0);
+        assert_eq!(t.mappings_at(10, 10).len(), 0);
+        assert_eq!(t.mappings_at(11, 11).len(), 1);
+        assert_eq!(t.mappings_at(n + 1, 0).len(), 1);
     }
 
     #[test]

@@ -196,7 +196,8 @@ impl Pipeline {
         // keep up with short-lived processes.
         if now.saturating_sub(self.housekept_ns) >= HOUSEKEEPING_NS {
             self.housekept_ns = now;
-            self.table.expire(now);
+            let awaited = self.assembler.awaited_pids();
+            self.table.expire(now, |pid| awaited.contains(&pid));
         }
     }
 }

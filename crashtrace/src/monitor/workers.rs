@@ -139,7 +139,8 @@ impl Analysis {
 
     pub fn send(&self, job: Job) {
         let pid = job.crash.subject.pid;
-        if !self.worker.send(job) {
+        // Said at the 1st, 2nd, 4th, ... loss: a storm must not flood stderr.
+        if !self.worker.send(job) && self.lost().is_power_of_two() {
             say!(
                 "crashtrace: crash of process {pid} not analysed: {QUEUE_CRASHES} crashes are \
                  waiting for analysis ({} not analysed in all)",

@@ -10,8 +10,8 @@ use std::time::SystemTime;
 use crate::{
     assemble::Crash,
     model::{
-        CrashReport, Frame, HandlerReport, PythonReport, Registers, SignalReport, ThreadReport,
-        UnwindReport,
+        CrashReport, Frame, HandlerEnd, HandlerReport, PythonReport, Registers, SignalReport,
+        ThreadReport, UnwindReport,
     },
     sys::{
         cgroups,
@@ -81,11 +81,23 @@ pub fn build(input: ReportInput<'_>) -> CrashReport {
         // An OOM kill comes from the kernel, whoever's allocation triggered it.
         external: (c.sender_pid != 0 && c.sender_pid != c.pid) || crash.oom.is_some(),
     };
-    let handler = crash.reraise.as_ref().map(|fatal| HandlerReport {
-        address: c.handler,
-        reraised_with: decode_si_code(fatal.signo, fatal.si_code)
-            .map(|d| format!("{} {}", signal_name(fatal.signo), d.name)),
-    });
+    let handler = match &crash.reraise {
+        Some(fatal) => Some(HandlerReport {
+            address: c.handler,
+            reraised_with: decode_si_code(fatal.signo, fatal.si_code)
+                .map(|d| format!("{} {}", signal_name(fatal.signo), d.name)),
+            ended_by: if fatal.signo == c.signo {
+                HandlerEnd::Reraise
+            } else {
+                HandlerEnd::OtherSignal
+            },
+        }),
+        None => crash.exited_after_handler().then_some(HandlerReport {
+            address: c.handler,
+            reraised_with: None,
+            ended_by: HandlerEnd::Exit,
+        }),
+    };
     let mut notes = Vec::new();
     if python.is_none()
         && let Some(v) = input.python_mapped
@@ -108,6 +120,13 @@ pub fn build(input: ReportInput<'_>) -> CrashReport {
         notes.push(
             "the process's exit was not seen in time: no outcome, and threads still \
              running then are missing"
+                .into(),
+        );
+    }
+    if crash.exited_after_handler() {
+        notes.push(
+            "the other threads were not captured: the process exited after its handler \
+             ran, without a fatal signal"
                 .into(),
         );
     }

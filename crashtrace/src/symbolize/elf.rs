@@ -5,7 +5,6 @@ use std::{
     collections::HashMap,
     fs::File,
     ops::{Deref, Range},
-    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -60,6 +59,9 @@ pub struct ElfModule {
     pub path: PathBuf,
     /// The file, or its sealed copy (see `guard`); kept open as long as the module.
     pub file: Arc<File>,
+    /// The file itself, held open while the module is cached: its inode cannot be
+    /// freed and reused by another file that the cache would mistake for it.
+    _source: Arc<File>,
     pub map: Arc<Mmap>,
     pub build_id: Option<Vec<u8>>,
     /// SVMA of the first loadable segment: the base that relative addresses count from.
@@ -86,7 +88,7 @@ impl ElfModule {
 
     /// Reads an ELF file from an open descriptor; `origin` names it in messages.
     pub fn from_file(file: Arc<File>, origin: &str) -> Result<Self> {
-        let ready = guard::ready(file, origin)?;
+        let ready = guard::ready(file.clone(), origin)?;
         // SAFETY: read-only private mapping of a file only root can change, or of a
         // sealed copy nobody can (see `guard`).
         let map =
@@ -127,6 +129,7 @@ impl ElfModule {
         Ok(Self {
             path: ready.path.clone(),
             file: ready.file.clone(),
+            _source: file,
             build_id: obj.build_id().ok().flatten().map(|b| b.to_vec()),
             base_svma: segments.iter().map(|s| s.svma).min().unwrap_or(0),
             text: section(".text"),
@@ -275,14 +278,23 @@ fn own_vdso() -> Result<ElfModule> {
 
 fn open_verified(m: &Mapping) -> Result<ElfModule> {
     let path = Path::new(m.path.strip_suffix(" (deleted)").unwrap_or(&m.path));
-    // Opened first, then checked: the descriptor is the file that is read.
-    let file = files::open_plain(path)
-        .with_context(|| format!("{} is gone and was not pinned in time", m.path))?;
-    let md = file.metadata()?;
-    let dev = (libc::major(md.dev()), libc::minor(md.dev()));
-    if m.inode != 0 && (md.ino() != m.inode || dev != (m.dev_major, m.dev_minor)) {
-        bail!("{} was replaced after it was mapped", m.path);
-    }
+    let opened = if m.inode == 0 {
+        // Nothing to check it against (no mapping record gave one).
+        files::open_plain(path)
+    } else {
+        files::open_identified(path, (m.dev_major, m.dev_minor), m.inode)
+    };
+    let file = match opened {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("{} is gone and was not pinned in time", m.path)
+        }
+        Err(_) => bail!(
+            "{} is not the file that was mapped (replaced since, or a path in another \
+             mount namespace) and was not pinned in time",
+            m.path
+        ),
+    };
     ElfModule::from_file(Arc::new(file), &m.path)
 }
 

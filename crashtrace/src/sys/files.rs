@@ -57,6 +57,26 @@ pub fn open_plain(path: &Path) -> io::Result<File> {
     reopen_regular(fd)
 }
 
+/// Opens the file at `path` only if it is the one with this device and inode (what the
+/// kernel reported for a mapping): checked on the handle, before anything is opened for
+/// reading, so a path that means another file here (a container's path read on the
+/// host, a file replaced since) is never opened.
+pub fn open_identified(path: &Path, dev: (u32, u32), ino: u64) -> io::Result<File> {
+    let c = c_path(path)?;
+    // SAFETY: plain syscall on a NUL-terminated path.
+    let fd = unsafe { libc::open(c.as_ptr(), PATH_FLAGS) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    let handle = unsafe { File::from_raw_fd(fd) };
+    let md = handle.metadata()?;
+    if md.ino() != ino || (libc::major(md.dev()), libc::minor(md.dev())) != dev {
+        return Err(io::Error::other("another file than the one mapped"));
+    }
+    reopen_regular(std::os::fd::IntoRawFd::into_raw_fd(handle))
+}
+
 /// Opens `rel` below the directory `dir` with no symlink anywhere on the way and no
 /// `..` out of it (openat2's RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH): a user who owns a
 /// directory below cannot point it elsewhere.
@@ -166,6 +186,14 @@ mod tests {
         assert!(open_beneath(&dir, Path::new("dirlink/f")).is_err());
         assert!(open_beneath(&dir.join("sub"), Path::new("../sub/f")).is_err());
         assert!(open_beneath(&dir, Path::new("/etc/passwd")).is_err());
+        let md = std::fs::metadata(dir.join("sub/f")).unwrap();
+        let dev = (libc::major(md.dev()), libc::minor(md.dev()));
+        assert!(open_identified(&dir.join("sub/f"), dev, md.ino()).is_ok());
+        // Another file under the same name (a container's path seen from the host).
+        assert!(open_identified(&dir.join("sub/f"), dev, md.ino() + 1).is_err());
+        assert!(open_identified(&dir.join("sub/f"), (dev.0 + 1, dev.1), md.ino()).is_err());
+        let fifo_md = std::fs::metadata(dir.join("fifo")).unwrap();
+        assert!(open_identified(&dir.join("fifo"), dev, fifo_md.ino()).is_err());
 
         let mut src = File::open(dir.join("sub/f")).unwrap();
         // Copied from the start whatever the position.

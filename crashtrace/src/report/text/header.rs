@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::model::CrashReport;
+use crate::model::{CrashReport, HandlerEnd};
 
 /// The title line, the process, the signal and fault, the sender, OOM, handler, time,
 /// registers and instruction.
@@ -124,9 +124,22 @@ pub fn fault(s: &mut String, r: &CrashReport) {
         }
     }
     if let Some(h) = &r.handler {
+        let then = match h.ended_by {
+            HandlerEnd::Reraise => "re-raised it".to_string(),
+            HandlerEnd::OtherSignal => "raised another signal".to_string(),
+            HandlerEnd::Exit => r.outcome.as_ref().map_or_else(
+                || "exited".to_string(),
+                |o| match o.exit_code {
+                    Some(_) => o.status.clone(),
+                    None => format!("was {}", o.status),
+                },
+            ),
+        };
         let _ = writeln!(
             s,
-            "handler:  0x{:x} ran and re-raised the signal{}; the stack below is the original fault's",
+            "handler:  {} handled by the process (handler at 0x{:x}), which then {then}{}; \
+             the stack below is the original fault's",
+            r.signal.name,
             h.address,
             h.reraised_with
                 .as_deref()
