@@ -177,7 +177,8 @@ mod tests {
         );
         assert_eq!(size_of::<OomVictim>(), 24 + 8 + 16 + 7 * 8 + 64);
         assert_eq!(size_of::<CrashState>(), 7 * 8 + 16);
-        assert_eq!(size_of::<ProcessExit>(), 24 + 16 + 16 + 7 * 8);
+        assert_eq!(size_of::<ProcessExit>(), 24 + 24 + 16 + 7 * 8);
+        assert_eq!(size_of::<HandledRate>(), 24);
         assert_eq!(size_of::<CommPattern>(), 24);
         assert_eq!(
             size_of::<Config>(),

@@ -23,6 +23,7 @@ pub mod analyze;
 pub mod assemble;
 pub mod capture;
 pub mod cli;
+pub mod metrics;
 pub mod model;
 pub mod monitor;
 pub mod python;

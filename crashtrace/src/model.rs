@@ -12,8 +12,13 @@ pub struct Location {
     pub column: Option<u16>,
 }
 
+/// The version of the report's JSON form (`docs/schema.json`): raised when a field
+/// changes meaning or goes away; new fields may come without it.
+pub const SCHEMA_VERSION: u32 = 1;
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CrashReport {
+    pub schema_version: u32,
     /// Wall-clock time of the report, RFC 3339.
     pub time: String,
     pub pid: u32,

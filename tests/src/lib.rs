@@ -60,6 +60,8 @@ pub fn require_root() {
 #[derive(Default)]
 struct Output {
     reports: Vec<CrashReport>,
+    /// Lines that were not valid reports, with why: any fails the test.
+    invalid: Vec<String>,
     /// The JSON lines as crashtrace wrote them, beside `reports`.
     json_lines: Vec<String>,
     text: String,
@@ -68,6 +70,57 @@ struct Output {
     exited: bool,
     /// stderr closed: every status line it wrote has been read.
     stderr_closed: bool,
+}
+
+/// Waits (bounded by `WAIT`) until `cond` holds, polling: for what crashtrace does
+/// outside its stdout and stderr (files it writes).
+#[track_caller]
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {WAIT:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The reports in a JSON-lines file, each checked as `check_report` does; a line that is
+/// not a whole valid report fails the test.
+#[track_caller]
+pub fn reports_in_file(path: &Path) -> Vec<CrashReport> {
+    let schema = report_schema();
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        text.is_empty() || text.ends_with('\n'),
+        "a partial line in {path:?}"
+    );
+    text.lines()
+        .map(|l| check_report(&schema, l).unwrap_or_else(|e| panic!("{path:?}: {e}")))
+        .collect()
+}
+
+/// docs/schema.json, compiled.
+pub fn report_schema() -> jsonschema::Validator {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/schema.json");
+    let text = std::fs::read_to_string(&path).expect("docs/schema.json");
+    let schema: serde_json::Value = serde_json::from_str(&text).expect("the schema is JSON");
+    jsonschema::draft202012::new(&schema).expect("the schema compiles")
+}
+
+/// One JSON line as a report: valid against the schema, and read as the typed report.
+pub fn check_report(schema: &jsonschema::Validator, line: &str) -> Result<CrashReport, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| format!("not JSON ({e}): {line:?}"))?;
+    let errors: Vec<String> = schema
+        .iter_errors(&value)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    if !errors.is_empty() {
+        return Err(format!("not valid against docs/schema.json: {errors:?}"));
+    }
+    serde_json::from_value(value).map_err(|e| format!("not a report ({e}): {line:?}"))
 }
 
 /// A running crashtrace. Dropping it stops it (SIGINT, then SIGKILL) and reaps it.
@@ -122,15 +175,16 @@ impl Crashtrace {
         let stdout = child.stdout.take().unwrap();
         let o = out.clone();
         std::thread::spawn(move || {
+            let schema = report_schema();
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 let (lock, cv) = &*o;
                 let mut g = lock.lock().unwrap();
                 if json {
-                    let v: CrashReport = serde_json::from_str(&line).unwrap_or_else(|e| {
-                        panic!("crashtrace printed a line that is not a report {line:?}: {e}")
-                    });
-                    g.reports.push(v);
+                    match check_report(&schema, &line) {
+                        Ok(v) => g.reports.push(v),
+                        Err(e) => g.invalid.push(e),
+                    }
                     g.json_lines.push(line);
                 } else {
                     g.text.push_str(&line);
@@ -183,7 +237,15 @@ impl Crashtrace {
         let (lock, cv) = &*self.out;
         let deadline = Instant::now() + WAIT;
         let mut g = lock.lock().unwrap();
-        while !done(&g) {
+        loop {
+            assert!(
+                g.invalid.is_empty(),
+                "crashtrace printed lines that are not valid reports: {:#?}",
+                g.invalid
+            );
+            if done(&g) {
+                break;
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             assert!(
                 !left.is_zero(),
@@ -215,9 +277,17 @@ impl Crashtrace {
         self.report_where(&format!("a report for pid {pid}"), |r| r.pid == pid)
     }
 
+    /// All reports seen so far.
+    pub fn reports(&self) -> Vec<CrashReport> {
+        let g = self.out.0.lock().unwrap();
+        assert!(g.invalid.is_empty(), "invalid reports: {:#?}", g.invalid);
+        g.reports.clone()
+    }
+
     /// All reports for `pid` seen so far.
     pub fn reports_for(&self, pid: u32) -> Vec<CrashReport> {
         let g = self.out.0.lock().unwrap();
+        assert!(g.invalid.is_empty(), "invalid reports: {:#?}", g.invalid);
         g.reports.iter().filter(|r| r.pid == pid).cloned().collect()
     }
 
@@ -252,8 +322,9 @@ impl Crashtrace {
     pub fn all_reports_when_stopped(self) -> (Vec<CrashReport>, Vec<String>) {
         let out = self.out.clone();
         let said = self.stop();
-        let reports = out.0.lock().unwrap().reports.clone();
-        (reports, said)
+        let g = out.0.lock().unwrap();
+        assert!(g.invalid.is_empty(), "invalid reports: {:#?}", g.invalid);
+        (g.reports.clone(), said)
     }
 
     /// crashtrace's stderr lines so far.

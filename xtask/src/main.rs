@@ -85,6 +85,8 @@ const APT_PACKAGES: &[&str] = &[
     "bpftrace",
     // The reference for inlined frames (the test runs the victim under it, not crashtrace).
     "gdb",
+    // The real server that scrapes crashtrace's metrics in the tests.
+    "prometheus",
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 /// Seconds each fuzz target runs in `cargo xtask test`.

@@ -8,7 +8,7 @@ pub mod runmode;
 pub mod setup;
 pub mod workers;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use anyhow::{Context as _, Result};
 use crashtrace_common::Stat;
@@ -24,8 +24,9 @@ use crate::{
         records::{Event, decode},
     },
     cli::Args,
+    metrics::{self, LoopState, Metrics},
     python::{registry::PythonRegistry, runtime::version_from_name},
-    sinks::{QUEUE_REPORTS, Sinks, stdout::Stdout},
+    sinks::{self, QUEUE_REPORTS, Sinks},
     sys::{cgroups::CgroupNames, wait},
 };
 use runmode::{spawn_command, summarize};
@@ -206,6 +207,17 @@ impl Pipeline {
 /// the sinks; status lines to stderr. Returns the exit code for crashtrace.
 pub async fn run(args: Args) -> Result<i32> {
     let config = build_config(&args)?;
+    let metrics = match args.outputs.metrics_address {
+        Some(addr) => {
+            let m = Arc::new(Metrics::new());
+            let bound = metrics::server::serve(addr, m.clone())
+                .map_err(|e| anyhow::anyhow!("serving metrics on {addr}: {e}"))?;
+            say!("crashtrace: metrics at http://{bound}/metrics");
+            Some(m)
+        }
+        None => None,
+    };
+    let outputs = sinks::from_options(&args.outputs, metrics.clone())?;
     // The mapping stream starts before the /proc scan so nothing falls between the two.
     let mut stream = MappingStream::open(MAPPING_RING_BYTES, args.pin_on_exec)
         .map_err(|e| explain(e, "opening the kernel's mapping records (perf_event_open)"))?;
@@ -246,7 +258,8 @@ pub async fn run(args: Args) -> Result<i32> {
                 let args = args.clone();
                 move || make_symbolizer(&args)
             },
-            Sinks::start(vec![Box::new(Stdout::new(args.json))], QUEUE_REPORTS),
+            Sinks::start(outputs, QUEUE_REPORTS),
+            metrics.clone(),
         ),
         registrar: Registrar::start(registry),
         scope: None,
@@ -327,6 +340,9 @@ pub async fn run(args: Args) -> Result<i32> {
                 if take_stop_request(libc::SIGINT) && done_rx.is_none() {
                     break;
                 }
+                if take_stop_request(libc::SIGHUP) {
+                    sinks::file::request_reopen();
+                }
                 if take_stop_request(libc::SIGTERM) {
                     match pipeline.scope {
                         // SAFETY: signalling our own child.
@@ -368,6 +384,17 @@ pub async fn run(args: Args) -> Result<i32> {
                     );
                 }
                 lost_reported = (ring_full, maps_lost);
+                if let Some(m) = &metrics {
+                    m.set_loop_state(&LoopState {
+                        captures_ring_full: ring_full,
+                        exits_lost: probes.stat(Stat::ExitsLost),
+                        analysis_queue_full: pipeline.analysis.lost(),
+                        handled_limited: probes.stat(Stat::HandledLimited),
+                        pinned_files: pipeline.pins.len() as u64,
+                        tracked_processes: pipeline.table.process_count() as u64,
+                    });
+                    m.set_output_losses(&pipeline.analysis.losses().get());
+                }
             }
         }
     }
@@ -406,12 +433,14 @@ pub async fn run(args: Args) -> Result<i32> {
     }
     say!(
         "crashtrace: detached; {} signals matched, {} captured, {} other threads captured, \
-         {} lost (ring buffer full), {} reports dropped (outputs too slow)",
+         {} lost (ring buffer full), {} reports dropped (outputs too slow), {} not written \
+         (output errors)",
         probes.stat(Stat::Matched),
         probes.stat(Stat::Captured),
         probes.stat(Stat::ThreadsCaptured),
         probes.stat(Stat::RingFull),
-        pipeline.analysis.sinks_dropped()
+        pipeline.analysis.losses().queue_full(),
+        pipeline.analysis.losses().write_failed()
     );
     // The kernel side's other counters: said when something went wrong, or at -v.
     let (regs, exits, state, ooms, limited) = (

@@ -79,10 +79,11 @@ extern "C" fn on_stop_signal(sig: libc::c_int) {
     STOP_REQUESTS.fetch_or(1 << sig, std::sync::atomic::Ordering::SeqCst);
 }
 
-/// SIGINT and SIGTERM set a flag the loop reads at every tick: a signal that comes while
-/// crashtrace is stopped or busy is never lost with a readiness event.
+/// SIGINT and SIGTERM (stop) and SIGHUP (reopen the output files) set a flag the loop
+/// reads at every tick: a signal that comes while crashtrace is stopped or busy is never
+/// lost with a readiness event.
 pub fn install_stop_handlers() -> Result<()> {
-    for sig in [libc::SIGINT, libc::SIGTERM] {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
         // SAFETY: sigaction with a handler that only does an atomic store.
         unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();

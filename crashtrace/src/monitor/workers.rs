@@ -22,8 +22,9 @@ use crate::{
     analyze::{ProcessView, analyze},
     assemble::Crash,
     capture::{perf::Lifecycle, pins::FilePins},
+    metrics::Metrics,
     python::registry::PythonRegistry,
-    sinks::Sinks,
+    sinks::{Losses, Sinks},
     symbolize::{Symbolizer, elf::ModuleCache},
     sys::procfs::Mapping,
 };
@@ -100,13 +101,17 @@ impl<T: Send + 'static> Worker<T> {
 /// The analysis thread: owns the symbolizer and the sinks.
 pub struct Analysis {
     worker: Worker<Job>,
-    sinks_dropped: Arc<AtomicU64>,
+    losses: Losses,
 }
 
 impl Analysis {
     /// `symbolizer` makes the symbolizer on the thread (blazesym's is not Send).
-    pub fn start(symbolizer: impl FnOnce() -> Symbolizer + Send + 'static, sinks: Sinks) -> Self {
-        let sinks_dropped = sinks.dropped_counter();
+    pub fn start(
+        symbolizer: impl FnOnce() -> Symbolizer + Send + 'static,
+        sinks: Sinks,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Self {
+        let losses = sinks.losses();
         let worker = Worker::start(
             "crashtrace-analysis",
             QUEUE_CRASHES,
@@ -122,8 +127,12 @@ impl Analysis {
                     };
                     // From the fatal signal reaching the thread to the report leaving the stages.
                     let started = job.crash.fatal().ktime_ns;
+                    let t = Instant::now();
                     let mut report =
                         analyze(&mut symbolizer, &job.crash, view, SystemTime::now(), 0.0);
+                    if let Some(m) = &metrics {
+                        m.observe_symbolization(t.elapsed().as_secs_f64());
+                    }
                     report.latency_ms = monotonic_ns().saturating_sub(started) as f64 / 1e6;
                     sinks.send(report);
                 }
@@ -131,10 +140,7 @@ impl Analysis {
                 sinks.close();
             },
         );
-        Self {
-            worker,
-            sinks_dropped,
-        }
+        Self { worker, losses }
     }
 
     pub fn send(&self, job: Job) {
@@ -154,9 +160,9 @@ impl Analysis {
         self.worker.lost.load(Ordering::Relaxed)
     }
 
-    /// Reports dropped because the outputs were too slow.
-    pub fn sinks_dropped(&self) -> u64 {
-        self.sinks_dropped.load(Ordering::Relaxed)
+    /// What the outputs lost (queues full, writes failed).
+    pub fn losses(&self) -> &Losses {
+        &self.losses
     }
 
     /// Finishes every queued crash and writes its report, until `deadline`.

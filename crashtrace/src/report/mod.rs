@@ -152,6 +152,7 @@ pub fn build(input: ReportInput<'_>) -> CrashReport {
         ));
     }
     CrashReport {
+        schema_version: crate::model::SCHEMA_VERSION,
         time: humantime::format_rfc3339_millis(input.time).to_string(),
         pid: c.pid,
         tid: c.tid,

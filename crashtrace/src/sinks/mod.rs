@@ -1,89 +1,168 @@
 //! Sinks: where finished reports go, at the end of the data path.
 //!
-//! Reports are handed to a writer thread through a bounded queue, so a slow output (a
-//! terminal scrolled back, a full pipe, a remote collector) never stops the draining of
-//! the ring and perf buffers. When the queue is full the report is dropped, counted and
-//! said, rather than waited for.
+//! Each output has a writer thread of its own behind a bounded queue, so a slow output
+//! (a terminal scrolled back, a full pipe, a remote collector) stops neither the
+//! draining of the ring and perf buffers nor the other outputs. When an output's queue
+//! is full the report is dropped for that output, counted and said, rather than waited
+//! for.
 
+pub mod file;
+pub mod metrics;
 pub mod stdout;
 
 use std::{
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
-        mpsc::{Receiver, SyncSender, TrySendError, sync_channel},
+        mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel},
     },
     thread::JoinHandle,
+    time::Duration,
 };
 
-use crate::model::CrashReport;
+use anyhow::Context as _;
 
-/// Reports waiting for the writer at most; a burst beyond this is dropped and counted.
+use crate::{
+    cli::Outputs,
+    metrics::{Metrics, OutputLosses},
+    model::CrashReport,
+};
+
+/// Reports waiting for one output at most; a burst beyond this is dropped and counted.
 pub const QUEUE_REPORTS: usize = 256;
+
+/// How often an idle writer gives its output a turn (to reopen a rotated file).
+const IDLE_TICK: Duration = Duration::from_secs(1);
 
 /// One output.
 pub trait Sink: Send {
-    /// A short name for messages (`stdout`, `json`).
+    /// A short name for messages (`stdout`, the file's path).
     fn name(&self) -> &str;
+    /// The kind of output, a metric label: `stdout`, `file`, `metrics`.
+    fn kind(&self) -> &'static str;
     fn write(&mut self, report: &CrashReport) -> std::io::Result<()>;
+    /// Called when no report came for a while.
+    fn idle(&mut self) {}
 }
 
-/// The outputs, behind their queue and writer thread.
+/// One output's queue and writer thread.
+struct Writer {
+    name: String,
+    tx: SyncSender<Arc<CrashReport>>,
+    worker: JoinHandle<()>,
+    counts: Arc<OutputCounts>,
+}
+
+/// What one output lost.
+#[derive(Default)]
+struct OutputCounts {
+    kind: &'static str,
+    queue_full: AtomicU64,
+    /// Reports it failed to write (or dropped as they could not be written whole).
+    write_failed: AtomicU64,
+}
+
+/// Every output's losses, readable from any thread.
+#[derive(Clone, Default)]
+pub struct Losses(Arc<Vec<Arc<OutputCounts>>>);
+
+impl Losses {
+    pub fn get(&self) -> Vec<OutputLosses> {
+        self.0
+            .iter()
+            .map(|c| OutputLosses {
+                output: c.kind,
+                queue_full: c.queue_full.load(Ordering::Relaxed),
+                write_failed: c.write_failed.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    /// Reports dropped because an output's queue was full (one per output and report).
+    pub fn queue_full(&self) -> u64 {
+        self.get().iter().map(|l| l.queue_full).sum()
+    }
+
+    /// Reports an output failed to write.
+    pub fn write_failed(&self) -> u64 {
+        self.get().iter().map(|l| l.write_failed).sum()
+    }
+}
+
+/// The outputs, each behind its queue and writer thread.
 pub struct Sinks {
-    tx: Option<SyncSender<Arc<CrashReport>>>,
-    dropped: Arc<AtomicU64>,
-    worker: Option<JoinHandle<()>>,
+    writers: Vec<Writer>,
+    losses: Losses,
 }
 
 impl Sinks {
     pub fn start(sinks: Vec<Box<dyn Sink>>, capacity: usize) -> Self {
-        let (tx, rx) = sync_channel(capacity);
-        let worker = std::thread::Builder::new()
-            .name("crashtrace-sinks".into())
-            .spawn(move || write_all(sinks, rx))
-            .expect("spawning the report writer");
-        Self {
-            tx: Some(tx),
-            dropped: Arc::new(AtomicU64::new(0)),
-            worker: Some(worker),
-        }
+        let writers: Vec<Writer> = sinks
+            .into_iter()
+            .map(|sink| {
+                let (tx, rx) = sync_channel(capacity);
+                let name = sink.name().to_string();
+                let counts = Arc::new(OutputCounts {
+                    kind: sink.kind(),
+                    ..Default::default()
+                });
+                let c = counts.clone();
+                let worker = std::thread::Builder::new()
+                    .name("crashtrace-sink".into())
+                    .spawn(move || write_all(sink, rx, &c))
+                    .expect("spawning a report writer");
+                Writer {
+                    name,
+                    tx,
+                    worker,
+                    counts,
+                }
+            })
+            .collect();
+        let losses = Losses(Arc::new(writers.iter().map(|w| w.counts.clone()).collect()));
+        Self { writers, losses }
     }
 
-    /// Queues a report for every sink; never blocks.
+    /// Queues a report for every output; never blocks.
     pub fn send(&self, report: CrashReport) {
-        let Some(tx) = &self.tx else { return };
-        match tx.try_send(Arc::new(report)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(r)) => {
-                let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                say!(
-                    "crashtrace: report for process {} dropped: the outputs are {} reports \
-                     behind ({n} dropped in all)",
-                    r.pid,
-                    QUEUE_REPORTS
-                );
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+        let report = Arc::new(report);
+        for w in &self.writers {
+            match w.tx.try_send(report.clone()) {
+                Ok(()) => {}
+                Err(TrySendError::Full(r)) => {
+                    let n = w.counts.queue_full.fetch_add(1, Ordering::Relaxed) + 1;
+                    if n.is_power_of_two() {
+                        say!(
+                            "crashtrace: report for process {} dropped for {}: it is {} \
+                             reports behind ({n} dropped there in all)",
+                            r.pid,
+                            w.name,
+                            QUEUE_REPORTS
+                        );
+                    }
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    w.counts.write_failed.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
     }
 
-    /// The count behind `dropped`, for a thread that does not own the sinks.
-    pub fn dropped_counter(&self) -> Arc<AtomicU64> {
-        self.dropped.clone()
+    /// The outputs' losses, for a thread that does not own the sinks.
+    pub fn losses(&self) -> Losses {
+        self.losses.clone()
     }
 
-    /// Reports dropped because the queue was full.
+    /// Reports dropped because a queue was full.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.losses.queue_full()
     }
 
     /// Waits until every queued report is written.
     pub fn close(&mut self) {
-        self.tx.take();
-        if let Some(w) = self.worker.take() {
-            let _ = w.join();
+        for w in self.writers.drain(..) {
+            drop(w.tx);
+            let _ = w.worker.join();
         }
     }
 }
@@ -94,14 +173,45 @@ impl Drop for Sinks {
     }
 }
 
-fn write_all(mut sinks: Vec<Box<dyn Sink>>, rx: Receiver<Arc<CrashReport>>) {
-    for report in rx {
-        for s in &mut sinks {
-            if let Err(e) = s.write(&report) {
+/// The outputs the options name; a file that cannot be opened is an error now.
+pub fn from_options(
+    o: &Outputs,
+    metrics: Option<Arc<Metrics>>,
+) -> anyhow::Result<Vec<Box<dyn Sink>>> {
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if o.to_stdout() {
+        sinks.push(Box::new(stdout::Stdout::new(o.json)));
+    }
+    if let Some(path) = &o.output {
+        let f = file::JsonFile::open(path.clone())
+            .with_context(|| format!("opening --output {}", path.display()))?;
+        sinks.push(Box::new(f));
+    }
+    if let Some(m) = metrics {
+        sinks.push(Box::new(metrics::Counting(m)));
+    }
+    Ok(sinks)
+}
+
+/// One writer thread: every report to its output, in order.
+fn write_all(mut sink: Box<dyn Sink>, rx: Receiver<Arc<CrashReport>>, counts: &OutputCounts) {
+    loop {
+        let report = match rx.recv_timeout(IDLE_TICK) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Timeout) => {
+                sink.idle();
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        if let Err(e) = sink.write(&report) {
+            let failed = counts.write_failed.fetch_add(1, Ordering::Relaxed) + 1;
+            if failed.is_power_of_two() {
                 say!(
-                    "crashtrace: cannot write the report for process {} to {}: {e}",
+                    "crashtrace: cannot write the report for process {} to {}: {e} ({failed} \
+                     not written there in all)",
                     report.pid,
-                    s.name()
+                    sink.name()
                 );
             }
         }
@@ -123,6 +233,9 @@ mod tests {
     impl Sink for Gate {
         fn name(&self) -> &str {
             "gate"
+        }
+        fn kind(&self) -> &'static str {
+            "stdout"
         }
         fn write(&mut self, r: &CrashReport) -> std::io::Result<()> {
             let _ = self.started.send(r.pid);

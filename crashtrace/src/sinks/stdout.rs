@@ -26,6 +26,10 @@ impl Sink for Stdout {
         if self.json { "stdout (JSON)" } else { "stdout" }
     }
 
+    fn kind(&self) -> &'static str {
+        "stdout"
+    }
+
     fn write(&mut self, report: &CrashReport) -> std::io::Result<()> {
         let mut text = if std::mem::take(&mut self.broken_line) {
             "\n".to_string()

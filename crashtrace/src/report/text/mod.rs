@@ -27,7 +27,7 @@ pub(crate) mod tests {
 
     /// A report as JSON, the way a sink writes it: the fields every report has.
     pub const MINIMAL: &str = r#"{
-        "time": "2026-12-01T10:00:00.000Z", "pid": 4242, "tid": 4243,
+        "schema_version": 1, "time": "2026-12-01T10:00:00.000Z", "pid": 4242, "tid": 4243,
         "process_name": "victim", "thread_name": "worker",
         "parent_pid": 1, "parent_name": "init",
         "signal": {"number": 11, "name": "SIGSEGV", "code": 1, "code_name": "SEGV_MAPERR",

@@ -63,6 +63,7 @@ fn frames(frames: &mut [Frame]) {
 pub fn neutral(r: &CrashReport) -> CrashReport {
     let mut r = r.clone();
     let CrashReport {
+        schema_version: _,
         time,
         pid: _,
         tid: _,

@@ -1,5 +1,9 @@
 //! Command-line interface.
 
+mod outputs;
+
+pub use outputs::Outputs;
+
 use std::path::PathBuf;
 
 use clap::Parser;
@@ -73,9 +77,8 @@ pub struct Args {
     )]
     pub kills: SignalSet,
 
-    /// Print each report as one JSON object per line.
-    #[arg(short = 'j', long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub outputs: Outputs,
 
     /// Wake on every exec on the machine to pin the new program's files at once, not at
     /// the next 5 ms drain: for a program that crashes within milliseconds of its start
@@ -305,7 +308,7 @@ mod tests {
     #[test]
     fn defaults() {
         let a = parse(&[]).unwrap();
-        assert!(a.pids.is_empty() && a.comms.is_empty() && !a.json);
+        assert!(a.pids.is_empty() && a.comms.is_empty() && !a.outputs.json);
         assert_eq!(a.signals, SignalSet::default_set());
         assert_eq!(
             a.signals.names(),
@@ -348,7 +351,7 @@ mod tests {
         let a = parse(&["--signals", "segv,6,SIGBUS", "--stack-size", "32K", "-j"]).unwrap();
         assert_eq!(a.signals.names(), ["SIGABRT", "SIGBUS", "SIGSEGV"]);
         assert_eq!(a.stack_size, 32 * 1024);
-        assert!(a.json);
+        assert!(a.outputs.json);
         assert_eq!(parse(&["--stack-size", "5000"]).unwrap().stack_size, 8192);
         assert!(parse(&["--stack-size", "1M"]).is_err());
         assert!(parse(&["--signals", "SEGV,NOPE"]).is_err());
@@ -369,7 +372,7 @@ mod tests {
     #[test]
     fn run_mode() {
         let a = parse(&["--json", "--", "python3", "-c", "print(1)", "--json"]).unwrap();
-        assert!(a.json);
+        assert!(a.outputs.json);
         assert_eq!(a.command, ["python3", "-c", "print(1)", "--json"]);
         assert!(parse(&[]).unwrap().command.is_empty());
     }

@@ -1,0 +1,36 @@
+//! Where reports go: the options for the outputs (sinks).
+
+use std::path::PathBuf;
+
+use clap::Args as ClapArgs;
+
+#[derive(ClapArgs, Debug, Clone, Default)]
+pub struct Outputs {
+    /// Print each report as one JSON object per line.
+    #[arg(short = 'j', long)]
+    pub json: bool,
+
+    /// Append each report to FILE as one JSON object per line (created mode 0600);
+    /// reopened on SIGHUP, for logrotate. A record that cannot be written whole (a full
+    /// disk) is dropped, counted and said. Reports then go to stdout only with --stdout.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Serve Prometheus/OpenMetrics metrics at http://ADDR:PORT/metrics (crashes by
+    /// signal and kind, losses, latency, crashtrace's own CPU and memory). Port 0 picks
+    /// a free port, said at start.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_address: Option<std::net::SocketAddr>,
+
+    /// Also print reports on stdout (text, or JSON with --json) when another output is
+    /// given.
+    #[arg(long)]
+    pub stdout: bool,
+}
+
+impl Outputs {
+    /// Whether reports go to stdout: by default, and with --stdout beside other outputs.
+    pub fn to_stdout(&self) -> bool {
+        self.stdout || self.output.is_none()
+    }
+}
