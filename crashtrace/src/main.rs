@@ -1,11 +1,28 @@
 use clap::Parser as _;
-use crashtrace::{cli::Args, monitor, say};
+use crashtrace::{
+    cli::{Args, args_with_config},
+    monitor, say,
+};
 
 fn main() {
-    let args = Args::parse();
+    let argv = args_with_config(std::env::args_os().collect()).unwrap_or_else(|e| {
+        say!("crashtrace: configuration: {e}");
+        std::process::exit(2);
+    });
+    let args = Args::parse_from(&argv);
     if let Err(e) = args.validate() {
         say!("crashtrace: {e}");
         std::process::exit(2);
+    }
+    if args.check_config {
+        // The effective options, file first: what a run would use.
+        let shown: Vec<String> = argv
+            .iter()
+            .skip(1)
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        println!("crashtrace: configuration is valid: {}", shown.join(" "));
+        std::process::exit(0);
     }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(
         match args.verbose {

@@ -87,6 +87,8 @@ const APT_PACKAGES: &[&str] = &[
     "gdb",
     // The real server that scrapes crashtrace's metrics in the tests.
     "prometheus",
+    // The deployment test reads the DaemonSet with a real YAML parser.
+    "python3-yaml",
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 /// Seconds each fuzz target runs in `cargo xtask test`.

@@ -1,6 +1,9 @@
 //! Command-line interface.
 
+mod config;
 mod outputs;
+
+pub use config::args_with_config;
 
 pub use outputs::Outputs;
 
@@ -43,7 +46,7 @@ Needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN) and a kernel with BTF.";
 /// the signal, the fault and the crashing thread's stack, unwound with DWARF CFI and
 /// symbolized after the process is gone. Nothing is attached to the processes themselves.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "crashtrace", version, after_help = EXAMPLES)]
+#[command(name = "crashtrace", version, after_help = EXAMPLES, args_override_self = true)]
 pub struct Args {
     /// Only this process (by process id; repeatable, up to 8).
     #[arg(short = 'p', long = "pid", value_name = "PID")]
@@ -120,6 +123,24 @@ pub struct Args {
     /// crashtrace stops: what each event costs in the kernel.
     #[arg(long)]
     pub bpf_stats: bool,
+
+    /// Set crashtrace's own OOM score adjustment (-1000 to 1000) at start: a service
+    /// must outlive the out-of-memory kills it reports (-900 in the deployment files).
+    #[arg(long, value_name = "N", allow_hyphen_values = true,
+          value_parser = clap::value_parser!(i32).range(-1000..=1000))]
+    pub oom_score_adj: Option<i32>,
+
+    /// Read options from this TOML file first (also $CRASHTRACE_CONFIG): keys are the
+    /// long option names (`output = "/var/log/crashtrace/crashes.jsonl"`, `journal =
+    /// true`, `comm = ["python", "java"]`). The command line overrides it, as does the
+    /// environment for options read from one; lists from both add up.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Check the configuration (file, environment, options), print it and exit: 0 if
+    /// valid, 2 if not.
+    #[arg(long)]
+    pub check_config: bool,
 
     /// More diagnostics on stderr (repeat for more).
     #[arg(short, long, action = clap::ArgAction::Count)]

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args as ClapArgs;
 
-#[derive(ClapArgs, Debug, Clone, Default)]
+#[derive(ClapArgs, Debug, Clone)]
 pub struct Outputs {
     /// Print each report as one JSON object per line.
     #[arg(short = 'j', long)]
@@ -15,6 +15,18 @@ pub struct Outputs {
     /// disk) is dropped, counted and said. Reports then go to stdout only with --stdout.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
+
+    /// Send each report to the journal (journald's native protocol): MESSAGE_ID
+    /// c4e113546e8c4e9380917d2dedf3ba26, priority crit, CRASHTRACE_* fields (pid,
+    /// signal, executable, cgroup, function, ...), the text and JSON report in
+    /// CRASHTRACE_REPORT and CRASHTRACE_JSON.
+    #[arg(long)]
+    pub journal: bool,
+
+    /// journald's socket, for a journal namespace
+    /// (/run/systemd/journal.NAMESPACE/socket).
+    #[arg(long, value_name = "PATH", default_value = crate::sinks::journal::DEFAULT_SOCKET)]
+    pub journal_socket: PathBuf,
 
     /// Serve Prometheus/OpenMetrics metrics at http://ADDR:PORT/metrics (crashes by
     /// signal and kind, losses, latency, crashtrace's own CPU and memory). Port 0 picks
@@ -31,6 +43,6 @@ pub struct Outputs {
 impl Outputs {
     /// Whether reports go to stdout: by default, and with --stdout beside other outputs.
     pub fn to_stdout(&self) -> bool {
-        self.stdout || self.output.is_none()
+        self.stdout || (self.output.is_none() && !self.journal)
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod runmode;
 pub mod setup;
+mod summary;
 pub mod workers;
 
 use std::{sync::Arc, time::Duration};
@@ -27,7 +28,7 @@ use crate::{
     metrics::{self, LoopState, Metrics},
     python::{registry::PythonRegistry, runtime::version_from_name},
     sinks::{self, QUEUE_REPORTS, Sinks},
-    sys::{cgroups::CgroupNames, wait},
+    sys::{cgroups::CgroupNames, notify::Notifier, wait},
 };
 use runmode::{spawn_command, summarize};
 use setup::{
@@ -218,6 +219,10 @@ pub async fn run(args: Args) -> Result<i32> {
         None => None,
     };
     let outputs = sinks::from_options(&args.outputs, metrics.clone())?;
+    if let Some(adj) = args.oom_score_adj {
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+            .with_context(|| format!("setting --oom-score-adj {adj}"))?;
+    }
     // The mapping stream starts before the /proc scan so nothing falls between the two.
     let mut stream = MappingStream::open(MAPPING_RING_BYTES, args.pin_on_exec)
         .map_err(|e| explain(e, "opening the kernel's mapping records (perf_event_open)"))?;
@@ -280,10 +285,14 @@ pub async fn run(args: Args) -> Result<i32> {
     install_stop_handlers()?;
     say!(
         "crashtrace: attached; watching {} for {} ({} processes known). Ctrl-C to stop.",
-        describe_filters(&args),
+        summary::describe_filters(&args),
         args.signals.names().join(" "),
         pipeline.table.process_count()
     );
+    let notifier = Notifier::from_env();
+    if let Some(n) = &notifier {
+        n.send("READY=1");
+    }
 
     // Run mode: the command starts only once everything is attached.
     let mut finished = None;
@@ -384,6 +393,11 @@ pub async fn run(args: Args) -> Result<i32> {
                     );
                 }
                 lost_reported = (ring_full, maps_lost);
+                // The loop is alive: systemd's watchdog (every second, well within any
+                // period it sets).
+                if let Some(n) = notifier.as_ref().filter(|n| n.watchdog_every.is_some()) {
+                    n.send("WATCHDOG=1");
+                }
                 if let Some(m) = &metrics {
                     m.set_loop_state(&LoopState {
                         captures_ring_full: ring_full,
@@ -401,6 +415,9 @@ pub async fn run(args: Args) -> Result<i32> {
     // A stop flushes: what the ring buffer still holds is read, crashes waiting for their
     // process's exit get a bounded while for it, then every crash is analysed and its
     // report written, within a bound, before the closing line.
+    if let Some(n) = &notifier {
+        n.send("STOPPING=1");
+    }
     let exits_by = tokio::time::Instant::now() + STOP_EXIT_WAIT;
     loop {
         let rb = ring.get_mut();
@@ -425,52 +442,7 @@ pub async fn run(args: Args) -> Result<i32> {
         );
     }
     pipeline.registrar.finish(flush_by);
-    if pipeline.analysis.lost() > 0 {
-        say!(
-            "crashtrace: {} crashes not analysed (the analysis queue was full)",
-            pipeline.analysis.lost()
-        );
-    }
-    say!(
-        "crashtrace: detached; {} signals matched, {} captured, {} other threads captured, \
-         {} lost (ring buffer full), {} reports dropped (outputs too slow), {} not written \
-         (output errors)",
-        probes.stat(Stat::Matched),
-        probes.stat(Stat::Captured),
-        probes.stat(Stat::ThreadsCaptured),
-        probes.stat(Stat::RingFull),
-        pipeline.analysis.losses().queue_full(),
-        pipeline.analysis.losses().write_failed()
-    );
-    // The kernel side's other counters: said when something went wrong, or at -v.
-    let (regs, exits, state, ooms, limited) = (
-        probes.stat(Stat::RegsFailed),
-        probes.stat(Stat::ExitsLost),
-        probes.stat(Stat::StateFull),
-        probes.stat(Stat::OomVictims),
-        probes.stat(Stat::HandledLimited),
-    );
-    if args.verbose > 0 || regs + exits + state + limited > 0 {
-        say!(
-            "crashtrace: kernel side: {regs} captures without registers, {exits} exit records \
-             lost, {state} crashes not followed to their exit (state map full), {ooms} OOM \
-             victims, {limited} handled signals not captured (over {} a second per process)",
-            crashtrace_common::HANDLED_PER_WINDOW
-        );
-    }
-    if args.bpf_stats {
-        for (name, runs, time) in probes.program_stats() {
-            let mean = if runs > 0 {
-                time.as_nanos() as f64 / runs as f64
-            } else {
-                0.0
-            };
-            say!(
-                "crashtrace: program {name}: {runs} runs, {} ns in all, {mean:.0} ns per run",
-                time.as_nanos()
-            );
-        }
-    }
+    summary::closing(&probes, &pipeline.analysis, &args);
     Ok(match finished {
         Some(f) => {
             let (text, code) = summarize(&args.command, &f);
@@ -479,31 +451,4 @@ pub async fn run(args: Args) -> Result<i32> {
         }
         None => 0,
     })
-}
-
-fn describe_filters(args: &Args) -> String {
-    let mut parts = Vec::new();
-    if !args.pids.is_empty() {
-        let pids: Vec<String> = args.pids.iter().map(|p| p.to_string()).collect();
-        parts.push(format!("pid {}", pids.join(",")));
-    }
-    if !args.comms.is_empty() {
-        let names: Vec<String> = args
-            .comms
-            .iter()
-            .map(|c| {
-                if c.exact {
-                    format!("={}", c.name)
-                } else {
-                    format!("{}*", c.name)
-                }
-            })
-            .collect();
-        parts.push(format!("processes named {}", names.join(",")));
-    }
-    if parts.is_empty() {
-        "all processes".into()
-    } else {
-        parts.join(" and ")
-    }
 }

@@ -7,6 +7,7 @@
 //! for.
 
 pub mod file;
+pub mod journal;
 pub mod metrics;
 pub mod stdout;
 
@@ -186,6 +187,11 @@ pub fn from_options(
         let f = file::JsonFile::open(path.clone())
             .with_context(|| format!("opening --output {}", path.display()))?;
         sinks.push(Box::new(f));
+    }
+    if o.journal {
+        let j = journal::Journal::new(&o.journal_socket)
+            .with_context(|| "--journal (is systemd-journald running?)".to_string())?;
+        sinks.push(Box::new(j));
     }
     if let Some(m) = metrics {
         sinks.push(Box::new(metrics::Counting(m)));

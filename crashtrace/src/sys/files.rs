@@ -109,6 +109,35 @@ pub fn root_only(md: &std::fs::Metadata) -> bool {
     md.uid() == 0 && md.mode() & 0o022 == 0
 }
 
+/// A sealed memory file holding `bytes` (a journal entry too big for a datagram).
+pub fn sealed_bytes(bytes: &[u8]) -> io::Result<File> {
+    let mut f = memfd("crashtrace-entry")?;
+    io::Write::write_all(&mut f, bytes)?;
+    seal(&f)?;
+    Ok(f)
+}
+
+fn memfd(name: &str) -> io::Result<File> {
+    let name = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: plain syscall; the name is NUL-terminated.
+    let fd =
+        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+fn seal(f: &File) -> io::Result<()> {
+    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
+    // SAFETY: fcntl on our own descriptor, with no writable mapping of it left.
+    if unsafe { libc::fcntl(f.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// A private, sealed copy of `src` (at most `limit` bytes), with `patch` applied before
 /// sealing: nobody, root included, can change, grow or shrink it afterwards, so a
 /// mapping of it never faults and never changes under a parser.
@@ -119,18 +148,7 @@ pub fn sealed_copy(src: &File, limit: u64, patch: impl FnOnce(&mut [u8])) -> io:
             "{size} bytes, more than the {limit} crashtrace copies"
         )));
     }
-    // SAFETY: plain syscall; the name is NUL-terminated.
-    let fd = unsafe {
-        libc::memfd_create(
-            c"crashtrace-copy".as_ptr(),
-            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh descriptor we own.
-    let mut copy = unsafe { File::from_raw_fd(fd) };
+    let mut copy = memfd("crashtrace-copy")?;
     // Read by offset, from the start whatever the descriptor's position. The source may
     // shrink or grow while it is copied: take what is there, up to the size seen.
     let mut buf = vec![0; 1 << 20];
@@ -153,11 +171,8 @@ pub fn sealed_copy(src: &File, limit: u64, patch: impl FnOnce(&mut [u8])) -> io:
             patch(&mut map[..n]);
         }
     }
-    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
-    // SAFETY: fcntl on our descriptor; the writable mapping above is gone.
-    if unsafe { libc::fcntl(copy.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    // The writable mapping above is gone.
+    seal(&copy)?;
     Ok(copy)
 }
 

@@ -8,6 +8,8 @@ mod outcome;
 mod python;
 mod stacks;
 
+pub use neutral::neutral;
+
 use crate::model::CrashReport;
 
 pub fn render(r: &CrashReport) -> String {
