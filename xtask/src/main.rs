@@ -46,6 +46,16 @@ enum Task {
         /// Length of the soak run.
         #[arg(long, default_value_t = 600)]
         soak_seconds: u64,
+        /// Instead: a crash storm delivered to every output at once (file, journal,
+        /// OTLP with a slow collector, metrics).
+        #[arg(long)]
+        fleet: bool,
+        /// Crashes in the fleet run.
+        #[arg(long, default_value_t = 1000)]
+        fleet_crashes: usize,
+        /// Over how many seconds.
+        #[arg(long, default_value_t = 10)]
+        fleet_seconds: u64,
     },
     /// Run the fuzz targets (all, or one) from their seed corpora.
     Fuzz {
@@ -116,8 +126,15 @@ fn main() -> ExitCode {
             quick,
             soak,
             soak_seconds,
+            fleet,
+            fleet_crashes,
+            fleet_seconds,
         } => setup().and_then(|_| build()).and_then(|_| {
-            if soak {
+            if fleet {
+                let out = root().join("target/bench");
+                std::fs::create_dir_all(&out)?;
+                bench::fleet::fleet(&root(), &out, fleet_crashes, fleet_seconds)
+            } else if soak {
                 let out = root().join("target/bench");
                 std::fs::create_dir_all(&out)?;
                 bench::soak::soak(&root(), &out, soak_seconds)
@@ -271,6 +288,24 @@ fn setup() -> Result<ExitCode> {
         status(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
         status(Command::new(&py).args(["-m", "pip", "install", "--quiet", "torch"]))?;
     }
+    // 5. The OTLP receiver of the tests decodes with the official schema: the
+    //    opentelemetry-proto package, in a venv of its own beside PyTorch's.
+    let venv = otel_venv();
+    let py = venv.join("bin/python");
+    if Command::new(&py)
+        .args([
+            "-c",
+            "import opentelemetry.proto.collector.logs.v1.logs_service_pb2",
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        step("opentelemetry-proto (test venv)", "present");
+    } else {
+        step("opentelemetry-proto (test venv)", "installing");
+        status(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+        status(Command::new(&py).args(["-m", "pip", "install", "--quiet", "opentelemetry-proto"]))?;
+    }
     // bpftrace's tracepoints need tracefs.
     if std::path::Path::new("/sys/kernel/tracing/events").exists() {
         step("tracefs", "mounted");
@@ -291,6 +326,15 @@ fn torch_venv() -> PathBuf {
     }
     let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
     PathBuf::from(home).join(".cache/crashtrace/torch-venv")
+}
+
+/// The venv with opentelemetry-proto (CRASHTRACE_OTEL_VENV overrides the place).
+fn otel_venv() -> PathBuf {
+    if let Some(p) = std::env::var_os("CRASHTRACE_OTEL_VENV") {
+        return p.into();
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    PathBuf::from(home).join(".cache/crashtrace/otel-venv")
 }
 
 fn dpkg_installed(pkg: &str) -> bool {
@@ -351,6 +395,7 @@ fn test(args: &[String]) -> Result<ExitCode> {
         .args(args)
         .env("CRASHTRACE_BIN", binary())
         .env("CRASHTRACE_TORCH_PYTHON", torch_venv().join("bin/python"))
+        .env("CRASHTRACE_OTEL_PYTHON", otel_venv().join("bin/python"))
         .stdout(Stdio::piped())
         .spawn()
         .context("running cargo test")?;

@@ -28,6 +28,23 @@ pub struct Outputs {
     #[arg(long, value_name = "PATH", default_value = crate::sinks::journal::DEFAULT_SOCKET)]
     pub journal_socket: PathBuf,
 
+    /// Send each report to an OpenTelemetry Collector as an OTLP/HTTP (protobuf) log
+    /// record (the `app.crash` event; the report as its body). A URL without a path
+    /// gets /v1/logs. Honours OTEL_EXPORTER_OTLP_HEADERS, OTEL_RESOURCE_ATTRIBUTES,
+    /// OTEL_SERVICE_NAME and OTEL_EXPORTER_OTLP_TIMEOUT (and their LOGS_ forms).
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+
+    /// Send OTLP to the endpoint the environment names (OTEL_EXPORTER_OTLP_LOGS_ENDPOINT,
+    /// OTEL_EXPORTER_OTLP_ENDPOINT, else http://localhost:4318).
+    #[arg(long)]
+    pub otlp: bool,
+
+    /// Records held for the collector while it is unreachable or slow (at most 64 MiB
+    /// in all); beyond it they are dropped, counted and said.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub otlp_buffer: usize,
+
     /// Serve Prometheus/OpenMetrics metrics at http://ADDR:PORT/metrics (crashes by
     /// signal and kind, losses, latency, crashtrace's own CPU and memory). Port 0 picks
     /// a free port, said at start.
@@ -43,6 +60,10 @@ pub struct Outputs {
 impl Outputs {
     /// Whether reports go to stdout: by default, and with --stdout beside other outputs.
     pub fn to_stdout(&self) -> bool {
-        self.stdout || (self.output.is_none() && !self.journal)
+        self.stdout || (self.output.is_none() && !self.journal && !self.otlp_enabled())
+    }
+
+    pub fn otlp_enabled(&self) -> bool {
+        self.otlp || self.otlp_endpoint.is_some()
     }
 }

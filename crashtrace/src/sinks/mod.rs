@@ -9,6 +9,7 @@
 pub mod file;
 pub mod journal;
 pub mod metrics;
+pub mod otlp;
 pub mod stdout;
 
 use std::{
@@ -32,8 +33,8 @@ use crate::{
 /// Reports waiting for one output at most; a burst beyond this is dropped and counted.
 pub const QUEUE_REPORTS: usize = 256;
 
-/// How often an idle writer gives its output a turn (to reopen a rotated file).
-const IDLE_TICK: Duration = Duration::from_secs(1);
+/// How often an idle writer gives its output a turn (a retry, a rotated file).
+const IDLE_TICK: Duration = Duration::from_millis(250);
 
 /// One output.
 pub trait Sink: Send {
@@ -42,8 +43,15 @@ pub trait Sink: Send {
     /// The kind of output, a metric label: `stdout`, `file`, `metrics`.
     fn kind(&self) -> &'static str;
     fn write(&mut self, report: &CrashReport) -> std::io::Result<()>;
-    /// Called when no report came for a while.
+    /// Called whenever the queue is empty: after a burst of reports, and every
+    /// `IDLE_TICK` without any (to send a batch, to reopen a rotated file).
     fn idle(&mut self) {}
+    /// Reports the output accepted and lost later (a buffer that overflowed).
+    fn lost(&self) -> u64 {
+        0
+    }
+    /// At the stop, after the last report: a bounded last chance for what is held.
+    fn finish(&mut self) {}
 }
 
 /// One output's queue and writer thread.
@@ -193,6 +201,22 @@ pub fn from_options(
             .with_context(|| "--journal (is systemd-journald running?)".to_string())?;
         sinks.push(Box::new(j));
     }
+    if o.otlp_enabled() {
+        let config = otlp::config::OtlpConfig::resolve(o.otlp_endpoint.as_deref(), |k| {
+            std::env::var(k).ok()
+        });
+        if !config.url.starts_with("http://") && !config.url.starts_with("https://") {
+            anyhow::bail!(
+                "OTLP endpoint {}: not an http:// or https:// URL",
+                config.url
+            );
+        }
+        let limits = otlp::BufferLimits {
+            records: o.otlp_buffer.max(1),
+            bytes: 64 << 20,
+        };
+        sinks.push(Box::new(otlp::Otlp::new(config, limits)));
+    }
     if let Some(m) = metrics {
         sinks.push(Box::new(metrics::Counting(m)));
     }
@@ -201,27 +225,43 @@ pub fn from_options(
 
 /// One writer thread: every report to its output, in order.
 fn write_all(mut sink: Box<dyn Sink>, rx: Receiver<Arc<CrashReport>>, counts: &OutputCounts) {
-    loop {
-        let report = match rx.recv_timeout(IDLE_TICK) {
-            Ok(r) => r,
-            Err(RecvTimeoutError::Timeout) => {
-                sink.idle();
-                continue;
-            }
-            Err(RecvTimeoutError::Disconnected) => break,
-        };
-        if let Err(e) = sink.write(&report) {
-            let failed = counts.write_failed.fetch_add(1, Ordering::Relaxed) + 1;
-            if failed.is_power_of_two() {
+    let mut errors = 0u64;
+    let mut write = |sink: &mut Box<dyn Sink>, report: &CrashReport| {
+        if let Err(e) = sink.write(report) {
+            errors += 1;
+            if errors.is_power_of_two() {
                 say!(
-                    "crashtrace: cannot write the report for process {} to {}: {e} ({failed} \
+                    "crashtrace: cannot write the report for process {} to {}: {e} ({errors} \
                      not written there in all)",
                     report.pid,
                     sink.name()
                 );
             }
         }
+        errors
+    };
+    let mut errors_now = 0;
+    loop {
+        match rx.recv_timeout(IDLE_TICK) {
+            Ok(report) => {
+                errors_now = write(&mut sink, &report);
+                // The rest of a burst first, then one turn for the output (one batch).
+                while let Ok(r) = rx.try_recv() {
+                    errors_now = write(&mut sink, &r);
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        sink.idle();
+        counts
+            .write_failed
+            .store(errors_now + sink.lost(), Ordering::Relaxed);
     }
+    sink.finish();
+    counts
+        .write_failed
+        .store(errors_now + sink.lost(), Ordering::Relaxed);
 }
 
 #[cfg(test)]
