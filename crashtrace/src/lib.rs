@@ -10,12 +10,12 @@
 //! event loop that drives it all. [`sys`] and [`model`] are below every stage.
 
 /// A status line on stderr that never panics: when stderr is closed or full
-/// (`crashtrace 2>&1 | head -1`, a full disk) the line is lost, not crashtrace.
+/// (`crashtrace 2>&1 | head -1`, a full disk) the line is lost, not crashtrace. Plain,
+/// or JSON with `--log-format json` (see [`status`]).
 #[macro_export]
 macro_rules! say {
     ($($t:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($t)*);
+        $crate::status::line(&format!($($t)*));
     }};
 }
 
@@ -29,5 +29,6 @@ pub mod monitor;
 pub mod python;
 pub mod report;
 pub mod sinks;
+pub mod status;
 pub mod symbolize;
 pub mod sys;

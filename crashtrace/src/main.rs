@@ -10,6 +10,7 @@ fn main() {
         std::process::exit(2);
     });
     let args = Args::parse_from(&argv);
+    crashtrace::status::set_json(args.log_format == "json");
     if let Err(e) = args.validate() {
         say!("crashtrace: {e}");
         std::process::exit(2);

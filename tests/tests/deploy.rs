@@ -5,7 +5,7 @@
 
 use std::{path::Path, process::Command};
 
-use crashtrace_tests::{Crashtrace, Shared, WAIT, crashtrace_bin};
+use crashtrace_tests::{Crashtrace, Shared, WAIT, crash_and_report, crashtrace_bin, victim};
 
 fn deploy(name: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -207,4 +207,36 @@ fn check_config_reads_the_file_and_says_what_is_wrong() {
         err.contains("unknown key `outptu`") && err.contains("bad.toml"),
         "{err}"
     );
+}
+
+#[test]
+fn status_lines_are_json_objects_with_log_format_json() {
+    let ct = Crashtrace::start(&["--log-format", "json"]);
+    let said = ct.stop();
+    assert!(
+        said.iter().any(|l| l.contains("attached")) && said.len() >= 2,
+        "{said:?}"
+    );
+    for l in &said {
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(v["time"].is_string() && v["msg"].is_string(), "{l}");
+    }
+}
+
+#[test]
+fn over_its_budgets_crashtrace_sheds_caches_and_delays_reports_but_drops_none() {
+    let ct = Crashtrace::start(&["--memory-budget", "1M", "--cpu-budget", "5"]);
+    ct.stderr_line("the memory budget said", |l| {
+        l.contains("over its memory budget of 1.0 MiB")
+    });
+    let crash = || crash_and_report(&ct, &mut Command::new(victim("crash_nofp")), libc::SIGSEGV);
+    let first = crash();
+    ct.stderr_line("the CPU budget said", |l| {
+        l.contains("held to its CPU budget (5% of a CPU)")
+    });
+    // Caches dropped and rebuilt, analysis paused: the next crash is still reported whole.
+    let second = crash();
+    assert_eq!(first.frames.len(), second.frames.len());
+    assert_eq!(second.frames[0].function, first.frames[0].function);
 }

@@ -124,6 +124,16 @@ pub struct Args {
     #[arg(long)]
     pub bpf_stats: bool,
 
+    /// Memory crashtrace allows itself (with K/M/G suffix): past it, its symbolization
+    /// caches are dropped (and rebuilt as needed), and that is said.
+    #[arg(long, value_name = "BYTES", value_parser = parse_budget)]
+    pub memory_budget: Option<u64>,
+
+    /// Share of one CPU, in percent (1-100), that the analysis of crashes may use:
+    /// reports wait, none is dropped, and the capture is never slowed.
+    #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub cpu_budget: Option<u8>,
+
     /// Set crashtrace's own OOM score adjustment (-1000 to 1000) at start: a service
     /// must outlive the out-of-memory kills it reports (-900 in the deployment files).
     #[arg(long, value_name = "N", allow_hyphen_values = true,
@@ -141,6 +151,12 @@ pub struct Args {
     /// valid, 2 if not.
     #[arg(long)]
     pub check_config: bool,
+
+    /// crashtrace's own status lines on stderr: `text`, or `json` (one object per
+    /// line: time, msg) for a log collector.
+    #[arg(long, value_name = "FORMAT", default_value = "text",
+          value_parser = ["text", "json"])]
+    pub log_format: String,
 
     /// More diagnostics on stderr (repeat for more).
     #[arg(short, long, action = clap::ArgAction::Count)]
@@ -283,6 +299,7 @@ fn parse_size(s: &str) -> Result<u64, String> {
             let mult = match t[i..].to_ascii_uppercase().as_str() {
                 "K" | "KB" | "KIB" => 1024,
                 "M" | "MB" | "MIB" => 1024 * 1024,
+                "G" | "GB" | "GIB" => 1024 * 1024 * 1024,
                 other => return Err(format!("unknown size suffix `{other}`")),
             };
             (&t[..i], mult)
@@ -291,6 +308,14 @@ fn parse_size(s: &str) -> Result<u64, String> {
     let n: u64 = num.parse().map_err(|_| format!("not a size: `{s}`"))?;
     n.checked_mul(mult)
         .ok_or_else(|| format!("size too large: `{s}`"))
+}
+
+fn parse_budget(s: &str) -> Result<u64, String> {
+    parse_size(s).and_then(|n| {
+        (n >= 1 << 20)
+            .then_some(n)
+            .ok_or_else(|| "a memory budget is at least 1M".to_string())
+    })
 }
 
 fn parse_stack_size(s: &str) -> Result<u32, String> {

@@ -4,6 +4,7 @@
 //! which takes it down the data path (`analyze`) and to the sinks. The loop itself never
 //! parses a file or waits for output: the buffers are drained whatever the workers do.
 
+mod budget;
 pub mod runmode;
 pub mod setup;
 mod summary;
@@ -218,7 +219,9 @@ pub async fn run(args: Args) -> Result<i32> {
         }
         None => None,
     };
-    let outputs = sinks::from_options(&args.outputs, metrics.clone())?;
+    let outputs = setup::outputs(&args.outputs, metrics.clone())?;
+    let shed = Arc::new(budget::Shed::new());
+    let mut shed_at: Option<std::time::Instant> = None;
     if let Some(adj) = args.oom_score_adj {
         std::fs::write("/proc/self/oom_score_adj", adj.to_string())
             .with_context(|| format!("setting --oom-score-adj {adj}"))?;
@@ -265,8 +268,10 @@ pub async fn run(args: Args) -> Result<i32> {
             },
             Sinks::start(outputs, QUEUE_REPORTS),
             metrics.clone(),
+            shed.clone(),
+            args.cpu_budget.map(|p| f64::from(p) / 100.0),
         ),
-        registrar: Registrar::start(registry),
+        registrar: Registrar::start(registry, shed.clone()),
         scope: None,
         housekept_ns: 0,
     };
@@ -393,6 +398,9 @@ pub async fn run(args: Args) -> Result<i32> {
                     );
                 }
                 lost_reported = (ring_full, maps_lost);
+                if let Some(limit) = args.memory_budget {
+                    budget::check_memory(limit, &shed, &mut shed_at);
+                }
                 // The loop is alive: systemd's watchdog (every second, well within any
                 // period it sets).
                 if let Some(n) = notifier.as_ref().filter(|n| n.watchdog_every.is_some()) {

@@ -1,16 +1,57 @@
 //! What the loop needs before it starts: the kernel-side configuration from the
-//! arguments and BTF, the symbolizer as configured, the descriptor limit for pins.
+//! arguments and BTF, the symbolizer and the outputs as configured, the descriptor
+//! limit for pins.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use crashtrace_common::Config;
 
 use crate::{
     capture::btf,
-    cli::Args,
+    cli::{Args, Outputs},
+    metrics::Metrics,
+    sinks::{self, Sink},
     symbolize::{Symbolizer, debuginfod::Debuginfod},
 };
+
+/// The outputs the options name; a file that cannot be opened is an error now.
+pub fn outputs(o: &Outputs, metrics: Option<Arc<Metrics>>) -> anyhow::Result<Vec<Box<dyn Sink>>> {
+    let mut out: Vec<Box<dyn Sink>> = Vec::new();
+    if o.to_stdout() {
+        out.push(Box::new(sinks::stdout::Stdout::new(o.json)));
+    }
+    if let Some(path) = &o.output {
+        let f = sinks::file::JsonFile::open(path.clone())
+            .with_context(|| format!("opening --output {}", path.display()))?;
+        out.push(Box::new(f));
+    }
+    if o.journal {
+        let j = sinks::journal::Journal::new(&o.journal_socket)
+            .with_context(|| "--journal (is systemd-journald running?)".to_string())?;
+        out.push(Box::new(j));
+    }
+    if o.otlp_enabled() {
+        let config = sinks::otlp::config::OtlpConfig::resolve(o.otlp_endpoint.as_deref(), |k| {
+            std::env::var(k).ok()
+        });
+        if !config.url.starts_with("http://") && !config.url.starts_with("https://") {
+            anyhow::bail!(
+                "OTLP endpoint {}: not an http:// or https:// URL",
+                config.url
+            );
+        }
+        let limits = sinks::otlp::BufferLimits {
+            records: o.otlp_buffer.max(1),
+            bytes: 64 << 20,
+        };
+        out.push(Box::new(sinks::otlp::Otlp::new(config, limits)));
+    }
+    if let Some(m) = metrics {
+        out.push(Box::new(sinks::metrics::Counting(m)));
+    }
+    Ok(out)
+}
 
 /// The symbolizer, with debuginfod when asked for: its cache is one more debug directory.
 pub fn make_symbolizer(args: &Args) -> Symbolizer {

@@ -11,8 +11,8 @@ use std::{
     fs::File,
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
-        mpsc::{Receiver, SyncSender, TrySendError, sync_channel},
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel},
     },
     thread::JoinHandle,
     time::{Duration, Instant, SystemTime},
@@ -29,7 +29,10 @@ use crate::{
     sys::procfs::Mapping,
 };
 
-use super::monotonic_ns;
+use super::{
+    budget::{Shed, pause_for, thread_cpu},
+    monotonic_ns,
+};
 
 /// Crashes waiting for analysis at most (more than the ring buffer holds at the default
 /// stack size, so a storm the ring took is analysed whole); beyond it, counted.
@@ -102,23 +105,42 @@ impl<T: Send + 'static> Worker<T> {
 pub struct Analysis {
     worker: Worker<Job>,
     losses: Losses,
+    /// Set at the stop: the CPU budget no longer delays what is left.
+    stopping: Arc<AtomicBool>,
 }
 
 impl Analysis {
-    /// `symbolizer` makes the symbolizer on the thread (blazesym's is not Send).
+    /// `make_symbolizer` makes the symbolizer on the thread (blazesym's is not Send), again
+    /// when `shed` asks for its caches to go; `cpu_share` holds the thread to that share
+    /// of one CPU.
     pub fn start(
-        symbolizer: impl FnOnce() -> Symbolizer + Send + 'static,
+        make_symbolizer: impl Fn() -> Symbolizer + Send + 'static,
         sinks: Sinks,
         metrics: Option<Arc<Metrics>>,
+        shed: Arc<Shed>,
+        cpu_share: Option<f64>,
     ) -> Self {
         let losses = sinks.losses();
+        let stopping = Arc::new(AtomicBool::new(false));
+        let stop = stopping.clone();
         let worker = Worker::start(
             "crashtrace-analysis",
             QUEUE_CRASHES,
             move |rx: Receiver<Job>| {
                 let mut sinks = sinks;
-                let mut symbolizer = symbolizer();
-                for job in rx {
+                let mut symbolizer = make_symbolizer();
+                let mut said_throttled = false;
+                loop {
+                    let job = match rx.recv_timeout(Duration::from_millis(500)) {
+                        Ok(job) => Some(job),
+                        Err(RecvTimeoutError::Timeout) => None,
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    };
+                    if shed.take_analysis() {
+                        symbolizer = make_symbolizer();
+                    }
+                    let Some(job) = job else { continue };
+                    let cpu = thread_cpu();
                     let view = ProcessView {
                         mappings: &job.mappings,
                         executable: job.executable.as_deref(),
@@ -135,12 +157,29 @@ impl Analysis {
                     }
                     report.latency_ms = monotonic_ns().saturating_sub(started) as f64 / 1e6;
                     sinks.send(report);
+                    let pause = cpu_share
+                        .filter(|_| !stop.load(Ordering::Relaxed))
+                        .map_or(Duration::ZERO, |s| pause_for(thread_cpu() - cpu, s));
+                    if !pause.is_zero() {
+                        if !std::mem::replace(&mut said_throttled, true) {
+                            say!(
+                                "crashtrace: analysis held to its CPU budget ({:.0}% of a CPU): \
+                                 reports may come later, none is dropped",
+                                cpu_share.unwrap_or(1.0) * 100.0
+                            );
+                        }
+                        std::thread::sleep(pause);
+                    }
                 }
                 // Every report made is written before the thread ends.
                 sinks.close();
             },
         );
-        Self { worker, losses }
+        Self {
+            worker,
+            losses,
+            stopping,
+        }
     }
 
     pub fn send(&self, job: Job) {
@@ -167,6 +206,7 @@ impl Analysis {
 
     /// Finishes every queued crash and writes its report, until `deadline`.
     pub fn finish(&mut self, deadline: Instant) -> bool {
+        self.stopping.store(true, Ordering::Relaxed);
         self.worker.finish(deadline)
     }
 }
@@ -184,13 +224,16 @@ pub struct Registrar {
 
 impl Registrar {
     /// `registry` has registered the installed interpreters already (before attaching).
-    pub fn start(mut registry: PythonRegistry) -> Self {
+    pub fn start(mut registry: PythonRegistry, shed: Arc<Shed>) -> Self {
         let worker = Worker::start(
             "crashtrace-python",
             QUEUE_REGISTRATIONS,
             move |rx: Receiver<Registration>| {
                 let mut modules = ModuleCache::new();
                 for msg in rx {
+                    if shed.take_registration() {
+                        modules = ModuleCache::new();
+                    }
                     match msg {
                         Registration::Lifecycle(e) => registry.on_lifecycle(&e),
                         Registration::Mapping(pid, m, pinned) => {

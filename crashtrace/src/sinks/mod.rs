@@ -22,13 +22,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::Context as _;
-
-use crate::{
-    cli::Outputs,
-    metrics::{Metrics, OutputLosses},
-    model::CrashReport,
-};
+use crate::{metrics::OutputLosses, model::CrashReport};
 
 /// Reports waiting for one output at most; a burst beyond this is dropped and counted.
 pub const QUEUE_REPORTS: usize = 256;
@@ -180,47 +174,6 @@ impl Drop for Sinks {
     fn drop(&mut self) {
         self.close();
     }
-}
-
-/// The outputs the options name; a file that cannot be opened is an error now.
-pub fn from_options(
-    o: &Outputs,
-    metrics: Option<Arc<Metrics>>,
-) -> anyhow::Result<Vec<Box<dyn Sink>>> {
-    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
-    if o.to_stdout() {
-        sinks.push(Box::new(stdout::Stdout::new(o.json)));
-    }
-    if let Some(path) = &o.output {
-        let f = file::JsonFile::open(path.clone())
-            .with_context(|| format!("opening --output {}", path.display()))?;
-        sinks.push(Box::new(f));
-    }
-    if o.journal {
-        let j = journal::Journal::new(&o.journal_socket)
-            .with_context(|| "--journal (is systemd-journald running?)".to_string())?;
-        sinks.push(Box::new(j));
-    }
-    if o.otlp_enabled() {
-        let config = otlp::config::OtlpConfig::resolve(o.otlp_endpoint.as_deref(), |k| {
-            std::env::var(k).ok()
-        });
-        if !config.url.starts_with("http://") && !config.url.starts_with("https://") {
-            anyhow::bail!(
-                "OTLP endpoint {}: not an http:// or https:// URL",
-                config.url
-            );
-        }
-        let limits = otlp::BufferLimits {
-            records: o.otlp_buffer.max(1),
-            bytes: 64 << 20,
-        };
-        sinks.push(Box::new(otlp::Otlp::new(config, limits)));
-    }
-    if let Some(m) = metrics {
-        sinks.push(Box::new(metrics::Counting(m)));
-    }
-    Ok(sinks)
 }
 
 /// One writer thread: every report to its output, in order.
