@@ -28,6 +28,23 @@ impl Drop for Helper {
     }
 }
 
+unsafe extern "C" {
+    fn prctl(option: i32, arg2: u64, arg3: u64, arg4: u64, arg5: u64) -> i32;
+}
+
+/// `cmd`, to be killed (SIGTERM) if the bench itself dies first.
+fn with_parent(mut cmd: Command) -> Command {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe, as pre_exec requires.
+    unsafe {
+        cmd.pre_exec(|| {
+            prctl(1, 15, 0, 0, 0);
+            Ok(())
+        });
+    }
+    cmd
+}
+
 fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -85,7 +102,7 @@ pub fn fleet(root: &Path, out_dir: &Path, crashes: usize, seconds: u64) -> Resul
     let machine = std::fs::read_to_string("/etc/machine-id").unwrap_or_default();
     let machine = machine.trim();
     let _journald = Helper(
-        Command::new("/lib/systemd/systemd-journald")
+        with_parent(Command::new("/lib/systemd/systemd-journald"))
             .arg(&ns)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -108,7 +125,7 @@ pub fn fleet(root: &Path, out_dir: &Path, crashes: usize, seconds: u64) -> Resul
     let port_file = dir.join("otlp-port");
     let received = dir.join("otlp.jsonl");
     let _receiver = Helper(
-        Command::new(&py)
+        with_parent(Command::new(&py))
             .arg(root.join("tests/victims/otlp_receiver.py"))
             .arg(&port_file)
             .arg(&received)
