@@ -267,6 +267,23 @@ pub struct UnwindReport {
 }
 
 impl CrashReport {
+    /// `fault` (a crash signal), `kill` (a fatal signal another process sent) or `oom`:
+    /// the kind the outputs group crashes by.
+    pub fn kind(&self) -> &'static str {
+        if self.oom.is_some() {
+            "oom"
+        } else if self.signal.external {
+            "kill"
+        } else {
+            "fault"
+        }
+    }
+
+    /// The innermost named function of the crashing thread.
+    pub fn top_function(&self) -> Option<&str> {
+        self.frames.iter().find_map(|f| f.function.as_deref())
+    }
+
     /// One JSON object, with every character a terminal or a log viewer would act on
     /// escaped (serde_json leaves C1 controls and bidi overrides raw).
     pub fn to_json_line(&self) -> String {

@@ -157,13 +157,7 @@ impl Metrics {
 
     /// One finished report.
     pub fn observe_report(&self, r: &CrashReport) {
-        let kind = if r.oom.is_some() {
-            "oom"
-        } else if r.signal.external {
-            "kill"
-        } else {
-            "fault"
-        };
+        let kind = r.kind();
         // The kernel's name for a signal number: a fixed set of about 64 values.
         let labels = CrashLabels {
             signal: crate::sys::signals::signal_name(r.signal.number),

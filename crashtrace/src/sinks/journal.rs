@@ -57,14 +57,8 @@ fn field(buf: &mut Vec<u8>, name: &str, value: &str) {
 pub fn entry(report: &CrashReport) -> Vec<u8> {
     let r = text::neutral(report);
     let mut b = Vec::with_capacity(16 * 1024);
-    let kind = if r.oom.is_some() {
-        "oom"
-    } else if r.signal.external {
-        "kill"
-    } else {
-        "fault"
-    };
-    let top = r.frames.iter().find_map(|f| f.function.clone());
+    let kind = r.kind();
+    let top = r.top_function().map(str::to_string);
     let message = format!(
         "Process {} ({}) crashed: {}{}",
         r.pid,

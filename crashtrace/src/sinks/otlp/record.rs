@@ -101,13 +101,7 @@ pub fn log_record(report: &CrashReport, host: &Host, observed_ns: u64) -> LogRec
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(observed_ns, |d| d.as_nanos() as u64);
-    let kind = if r.oom.is_some() {
-        "oom"
-    } else if r.signal.external {
-        "kill"
-    } else {
-        "fault"
-    };
+    let kind = r.kind();
     let mut message = r.signal.name.clone();
     if let Some(c) = &r.signal.code_name {
         message += &format!(" ({c}");
@@ -119,7 +113,7 @@ pub fn log_record(report: &CrashReport, host: &Host, observed_ns: u64) -> LogRec
     if let Some(a) = r.signal.fault_address {
         message += &format!(" at 0x{a:x}");
     }
-    if let Some(f) = r.frames.iter().find_map(|f| f.function.as_deref()) {
+    if let Some(f) = r.top_function() {
         message += &format!(" in {f}");
     }
     let mut a = vec![
