@@ -66,6 +66,11 @@ fn main() {
         o("threads"),
     );
     gcc(
+        &["-O2", "-g", "-fomit-frame-pointer", "-pthread"],
+        s("why.c"),
+        o("why"),
+    );
+    gcc(
         &["-O2", "-g", "-fomit-frame-pointer", "-fPIC", "-shared"],
         s("shlib.c"),
         o("libvictim.so"),

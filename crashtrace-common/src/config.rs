@@ -43,6 +43,9 @@ pub struct KernelOffsets {
     pub signal_nvcsw: u32,
     pub signal_nivcsw: u32,
     pub mm_exe_file: u32,
+    /// `mm_struct.env_start` and `.env_end`: the environment block on the initial stack.
+    pub mm_env_start: u32,
+    pub mm_env_end: u32,
     /// `file.f_path.dentry`
     pub file_dentry: u32,
     /// `dentry.d_name.name`
@@ -145,6 +148,8 @@ impl Config {
                 signal_nvcsw: 0,
                 signal_nivcsw: 0,
                 mm_exe_file: 0,
+                mm_env_start: 0,
+                mm_env_end: 0,
                 file_dentry: 0,
                 dentry_name: 0,
                 task_cred: 0,

@@ -83,6 +83,9 @@ pub enum RecordKind {
     PyThread = 6,
     /// A code object those frames refer to: names, first line, line table.
     PyCode = 7,
+    /// What the crashing process's own memory says about it: its environment block and
+    /// glibc's last fatal message, right after its SignalCapture.
+    CrashMemory = 8,
 }
 
 impl RecordKind {
@@ -95,6 +98,7 @@ impl RecordKind {
             5 => Some(Self::OomVictim),
             6 => Some(Self::PyThread),
             7 => Some(Self::PyCode),
+            8 => Some(Self::CrashMemory),
             _ => None,
         }
     }
@@ -144,6 +148,8 @@ mod pod {
     unsafe impl aya::Pod for super::PyProc {}
     // SAFETY: plain #[repr(C)] data without padding or invalid bit patterns.
     unsafe impl aya::Pod for super::PyOffsets {}
+    // SAFETY: plain #[repr(C)] data without padding or invalid bit patterns.
+    unsafe impl aya::Pod for super::LibcFile {}
 }
 
 #[cfg(test)]
@@ -179,6 +185,11 @@ mod tests {
         assert_eq!(size_of::<CrashState>(), 7 * 8 + 16);
         assert_eq!(size_of::<ProcessExit>(), 24 + 24 + 16 + 7 * 8);
         assert_eq!(size_of::<HandledRate>(), 24);
+        assert_eq!(size_of::<LibcFile>(), 16);
+        assert_eq!(
+            size_of::<CrashMemory>(),
+            24 + 32 + 16 + ENV_PAGES * STACK_CHUNK + ABORT_MSG_BYTES
+        );
         assert_eq!(size_of::<CommPattern>(), 24);
         assert_eq!(
             size_of::<Config>(),

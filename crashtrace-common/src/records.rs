@@ -259,3 +259,57 @@ pub struct ProcessExit {
     pub maxrss_kb: u64,
     pub usage: Usage,
 }
+
+/// Pages of the environment block a crash record holds: the block's first pages and,
+/// when it is longer, its last ones (launchers such as torchrun append their variables).
+pub const ENV_PAGES: usize = 8;
+/// Bytes kept of glibc's last fatal message (`__abort_msg`).
+pub const ABORT_MSG_BYTES: usize = 256;
+
+/// A glibc file crashtrace has read, for the kernel side (`LIBC_FILES`, by inode).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LibcFile {
+    /// `__abort_msg`'s address minus the load address of file offset 0: the variable is
+    /// at `vm_start - vm_pgoff * 4096 + abort_msg_offset` for any mapping of the file.
+    pub abort_msg_offset: u64,
+    /// The file's size, checked against the mapped inode's (inode numbers repeat across
+    /// file systems).
+    pub file_size: u64,
+}
+
+/// `CrashMemory::flags`: a page of the environment block could not be read (paged out).
+pub const MEMORY_ENV_UNREADABLE: u32 = 1 << 0;
+
+/// Read from the crashing process's memory in its own context, right after the capture.
+/// crashtrace keeps only the allowlisted variables of `env` and drops the rest at once.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CrashMemory {
+    pub header: RecordHeader,
+    /// `mm->env_start` and `mm->env_end`: the whole block, in the process's addresses.
+    pub env_start: u64,
+    pub env_end: u64,
+    /// User addresses of the page-aligned runs copied into `env`: `head_pages` pages
+    /// from `head_addr` into its start, then `tail_pages` pages from `tail_addr`.
+    pub head_addr: u64,
+    pub tail_addr: u64,
+    pub head_pages: u32,
+    pub tail_pages: u32,
+    /// Bytes of `abort_msg` read, its NUL included (0: no message was set).
+    pub abort_len: u32,
+    pub flags: u32,
+    pub env: [[u8; STACK_CHUNK]; ENV_PAGES],
+    pub abort_msg: [u8; ABORT_MSG_BYTES],
+}
+
+// By hand, and without the bytes: the environment holds secrets no log may show.
+impl core::fmt::Debug for CrashMemory {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("CrashMemory")
+            .field("header", &self.header)
+            .field("env_bytes", &(self.env_end.saturating_sub(self.env_start)))
+            .field("abort_len", &self.abort_len)
+            .finish_non_exhaustive()
+    }
+}

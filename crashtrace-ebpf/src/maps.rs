@@ -4,7 +4,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use crashtrace_common::{Config, CrashState, HandledRate, PyProc, STAT_COUNT, Sender};
+use crashtrace_common::{Config, CrashState, HandledRate, LibcFile, PyProc, STAT_COUNT, Sender};
 
 /// Load-time configuration; the loader overwrites it with `EbpfLoader::set_global`.
 #[unsafe(no_mangle)]
@@ -36,6 +36,11 @@ pub static OOMED: LruHashMap<u32, u64> = LruHashMap::with_max_entries(1024, 0);
 /// so entries registered for a process that had already exited cannot fill it.
 #[map]
 pub static PYPROCS: LruHashMap<u32, PyProc> = LruHashMap::with_max_entries(16384, 0);
+
+/// glibc files by inode: where `__abort_msg` is in each. Written by crashtrace for the
+/// installed libc at start and for each other one (a container's) when it is mapped.
+#[map]
+pub static LIBC_FILES: HashMap<u64, LibcFile> = HashMap::with_max_entries(256, 0);
 
 /// Handled-signal captures per process in the current window (see HANDLED_PER_WINDOW).
 #[map]

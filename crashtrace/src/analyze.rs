@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use crate::{
     assemble::Crash,
     capture::pins::FilePins,
-    model::{CrashReport, ThreadReport},
+    model::{CrashReport, EarlierFailure, ThreadReport},
     python::{Tracebacks, layouts, merge_all, runtime::version_from_name},
     report::{ReportInput, build},
     symbolize::Symbolizer,
@@ -20,6 +20,8 @@ pub struct ProcessView<'a> {
     pub cgroup: Option<String>,
     /// Descriptors on the files mapped, taken while the process existed.
     pub pins: &'a FilePins,
+    /// For a kill: the failure of the same job that came before it.
+    pub earlier_failure: Option<EarlierFailure>,
 }
 
 pub fn analyze(
@@ -40,6 +42,7 @@ pub fn analyze(
             ThreadReport {
                 tid: t.tid,
                 name: t.thread_name.clone(),
+                role: None,
                 frames,
                 unwind,
             }
@@ -64,6 +67,7 @@ pub fn analyze(
         cgroup: view.cgroup,
         python_mapped,
         python_layout_known: python_mapped.is_some_and(|v| layouts::offsets(v).is_some()),
+        earlier_failure: view.earlier_failure,
         time,
         latency_ms,
     });

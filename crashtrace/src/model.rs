@@ -31,6 +31,21 @@ pub struct CrashReport {
     /// Its cgroup (v2 path) and the container id found in it.
     pub cgroup: Option<String>,
     pub container_id: Option<String>,
+    /// What ran the container (`containerd`, `cri-o`, `docker`, `podman`), from its
+    /// cgroup's name; and the Kubernetes pod it belongs to.
+    #[serde(default)]
+    pub container_runtime: Option<String>,
+    #[serde(default)]
+    pub pod_uid: Option<String>,
+    /// Which job and rank the process was (its allowlisted environment and cgroup).
+    #[serde(default)]
+    pub job: Option<JobReport>,
+    /// glibc's last fatal message (`assert`, `malloc` checks), read at the abort.
+    #[serde(default)]
+    pub abort_message: Option<String>,
+    /// What the crashing thread is to the runtime (`nccl-watchdog`, `autograd`, ...).
+    #[serde(default)]
+    pub thread_role: Option<String>,
     /// The executable's path where known, else its base name from the kernel.
     pub executable: Option<String>,
     pub parent_pid: u32,
@@ -113,8 +128,45 @@ pub struct PyFrameReport {
 pub struct ThreadReport {
     pub tid: u32,
     pub name: String,
+    /// What the thread is to the runtime, from its name (`main`, `autograd`, ...).
+    #[serde(default)]
+    pub role: Option<String>,
     pub frames: Vec<Frame>,
     pub unwind: UnwindReport,
+}
+
+/// Who the process was in a distributed job: torchrun's and Slurm's variables, and the
+/// job's first failure when this process was killed after it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobReport {
+    pub rank: Option<u32>,
+    pub local_rank: Option<u32>,
+    pub world_size: Option<u32>,
+    pub group_rank: Option<u32>,
+    /// `TORCHELASTIC_RUN_ID`, else the Slurm job id: what groups the ranks of one run.
+    pub run_id: Option<String>,
+    pub role_name: Option<String>,
+    pub slurm_job_id: Option<String>,
+    pub slurm_step_id: Option<String>,
+    /// `CUDA_VISIBLE_DEVICES` (else `NVIDIA_VISIBLE_DEVICES`).
+    pub visible_devices: Option<String>,
+    /// Every allowlisted variable found, by name.
+    pub environment: std::collections::BTreeMap<String, String>,
+    /// Bytes of the environment block that could not be read (0: all of it was).
+    pub environment_unread_bytes: u64,
+    /// For a process killed by another: the job's earlier fault, which the kill followed.
+    pub after_failure_of: Option<EarlierFailure>,
+}
+
+/// Another process of the same job that failed first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EarlierFailure {
+    pub pid: u32,
+    pub rank: Option<u32>,
+    /// The signal it died of, `SIGSEGV`.
+    pub signal: String,
+    /// How long before this process's fatal signal it failed, in milliseconds.
+    pub before_ms: f64,
 }
 
 /// What `/usr/bin/time -v` would print for the process.
@@ -277,6 +329,35 @@ impl CrashReport {
         } else {
             "fault"
         }
+    }
+
+    /// Who crashed, as name and value pairs every structured output carries under its
+    /// own prefix (OTLP `crashtrace.*`, journald `CRASHTRACE_*`).
+    pub fn attribution(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        let mut put = |k: &'static str, v: Option<String>| {
+            if let Some(v) = v {
+                out.push((k, v));
+            }
+        };
+        if let Some(j) = &self.job {
+            put("rank", j.rank.map(|r| r.to_string()));
+            put("local_rank", j.local_rank.map(|r| r.to_string()));
+            put("world_size", j.world_size.map(|r| r.to_string()));
+            put("run_id", j.run_id.clone());
+            put("slurm_job_id", j.slurm_job_id.clone());
+            put("slurm_step_id", j.slurm_step_id.clone());
+            put("visible_devices", j.visible_devices.clone());
+            put(
+                "first_failure_pid",
+                j.after_failure_of.as_ref().map(|e| e.pid.to_string()),
+            );
+        }
+        put("pod_uid", self.pod_uid.clone());
+        put("container_runtime", self.container_runtime.clone());
+        put("thread_role", self.thread_role.clone());
+        put("abort_message", self.abort_message.clone());
+        out
     }
 
     /// The innermost named function of the crashing thread.

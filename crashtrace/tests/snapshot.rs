@@ -107,12 +107,14 @@ fn names(s: &Snapshot, stack_limit: Option<usize>) -> (Vec<String>, String) {
         fault_maps: None,
         oom: None,
         python: None,
+        memory: None,
     };
     let view = ProcessView {
         mappings: &maps,
         executable: None,
         cgroup: None,
         pins: &FilePins::new(),
+        earlier_failure: None,
     };
     let r = analyze(
         &mut Symbolizer::new(&[], None),

@@ -680,9 +680,12 @@ impl Drop for MemoryCgroup {
     }
 }
 
-/// A cgroup v2 group under this process's own, removed on drop; None without cgroup2.
+/// A cgroup v2 group under this process's own (`name` may be a nested path, as container
+/// runtimes lay theirs out), removed on drop with every level made for it; None without
+/// cgroup2.
 pub struct Cgroup2 {
     pub path: PathBuf,
+    made: Vec<PathBuf>,
 }
 
 impl Cgroup2 {
@@ -696,19 +699,28 @@ impl Cgroup2 {
             .to_string();
         let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
         let rel = own.lines().find_map(|l| l.strip_prefix("0::"))?.to_string();
-        let path = Path::new(&mnt).join(rel.trim_start_matches('/')).join(name);
-        std::fs::create_dir_all(&path).ok()?;
-        Some(Self { path })
+        let mut path = Path::new(&mnt).join(rel.trim_start_matches('/'));
+        let mut made = Vec::new();
+        for part in name.split('/') {
+            path.push(part);
+            if !path.exists() {
+                std::fs::create_dir(&path).ok()?;
+                made.push(path.clone());
+            }
+        }
+        Some(Self { path, made })
     }
 }
 
 impl Drop for Cgroup2 {
     fn drop(&mut self) {
-        for _ in 0..50 {
-            if std::fs::remove_dir(&self.path).is_ok() {
-                return;
+        for dir in self.made.iter().rev() {
+            for _ in 0..50 {
+                if std::fs::remove_dir(dir).is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }

@@ -2,6 +2,7 @@
 //! lands (`signal_deliver`): one ring-buffer record per thread, filled in place.
 
 mod faultmaps;
+mod memory;
 mod python;
 mod record;
 
@@ -257,13 +258,14 @@ pub fn on_signal_deliver<const CHUNKS: usize>(ctx: &BtfTracePointContext) {
         }
     }
     // SAFETY: the record is still ours until submit.
-    let (addr, si_code, has_info, overflow) = unsafe {
+    let (addr, si_code, has_info, overflow, rip) = unsafe {
         let h = &raw const (*rec).head;
         (
             (*h).si_addr,
             (*h).si_code,
             (*h).flags & CAPTURE_HAS_SIGINFO != 0,
             (*h).top_len != 0,
+            (*h).regs.rip,
         )
     };
     entry.submit(0);
@@ -273,6 +275,7 @@ pub fn on_signal_deliver<const CHUNKS: usize>(ctx: &BtfTracePointContext) {
         let _ = SENDERS.remove(pid);
     }
     python::capture(task, pid, tid);
+    memory::emit(task, pid, tid, sig, rip);
     // Fault signals carry an address in si_addr: say what it hit. (After an overflow the
     // one mapping lookup an event allows went to the stack.)
     // Only a fault the kernel raised has an address: a handler's re-raise (SI_TKILL, si_code

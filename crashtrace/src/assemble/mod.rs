@@ -7,6 +7,7 @@
 //! thread id and time, and hands on a [`Crash`] once the exit is in (or at a deadline
 //! without it). It does no I/O and reads no clock: the time comes with each call.
 
+mod memory;
 #[cfg(test)]
 mod tests;
 
@@ -17,6 +18,7 @@ use crashtrace_common::{
 };
 
 use crate::capture::records::{Capture, Event};
+pub use memory::{DEFAULT_ENV_ALLOW, EnvAllow, ProcessMemory};
 
 /// Captures taken while a handler was installed wait this long for the process to die
 /// of the same signal; if it does not, the handler recovered and nothing is reported.
@@ -49,6 +51,8 @@ pub struct Crash {
     /// Set when the OOM killer chose the process before this SIGKILL.
     pub oom: Option<OomVictim>,
     pub python: Option<PyRecords>,
+    /// The allowlisted environment and the abort message, from the subject's capture.
+    pub memory: Option<ProcessMemory>,
 }
 
 impl Crash {
@@ -130,12 +134,24 @@ pub struct Assembler {
     /// OOM killer victims, by process id.
     oom: HashMap<u32, OomVictim>,
     python: HashMap<u32, PyRecords>,
+    /// What each capture's process memory said, by thread id (reduced on arrival).
+    memory: HashMap<u32, ProcessMemory>,
+    env_allow: EnvAllow,
     housekept_ns: u64,
 }
 
 impl Assembler {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An assembler that keeps the variables `allow` names of a crashing process's
+    /// environment.
+    pub fn with_env_allow(allow: EnvAllow) -> Self {
+        Self {
+            env_allow: allow,
+            ..Self::default()
+        }
     }
 
     /// Process ids of the crashes still waiting for their exit.
@@ -179,6 +195,11 @@ impl Assembler {
             }
             Event::PyCode(c) => {
                 self.python.entry(c.header.pid).or_default().add_code(*c);
+                None
+            }
+            Event::Memory(m) => {
+                let m = memory::reduce(&m, &self.env_allow);
+                self.memory.insert(m.tid, m);
                 None
             }
         }
@@ -281,7 +302,12 @@ impl Assembler {
             .oom
             .remove(&s.pid)
             .filter(|o| s.signo == libc::SIGKILL && o.header.ktime_ns <= s.ktime_ns);
+        let memory = self
+            .memory
+            .remove(&s.tid)
+            .filter(|m| m.pid == s.pid && m.ktime_ns >= s.ktime_ns);
         Crash {
+            memory,
             python: self.python.remove(&s.pid),
             subject: p.subject,
             reraise: p.reraise,
@@ -348,6 +374,8 @@ impl Assembler {
             .retain(|_, o| now_ns.saturating_sub(o.header.ktime_ns) < SIDE_RECORD_NS);
         self.fault_maps
             .retain(|_, m| now_ns.saturating_sub(m.header.ktime_ns) < SIDE_RECORD_NS);
+        self.memory
+            .retain(|_, m| now_ns.saturating_sub(m.ktime_ns) < SIDE_RECORD_NS);
         out
     }
 }

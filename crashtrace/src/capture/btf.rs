@@ -46,6 +46,8 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets> {
         signal_nvcsw: member_offset(btf, "signal_struct", "nvcsw")?,
         signal_nivcsw: member_offset(btf, "signal_struct", "nivcsw")?,
         mm_exe_file: member_offset(btf, "mm_struct", "exe_file")?,
+        mm_env_start: member_offset(btf, "mm_struct", "env_start")?,
+        mm_env_end: member_offset(btf, "mm_struct", "env_end")?,
         file_dentry: member_offset(btf, "file", "f_path.dentry")?,
         dentry_name: member_offset(btf, "dentry", "d_name.name")?,
         task_cred: member_offset(btf, "task_struct", "cred")?,

@@ -21,13 +21,21 @@ pub struct Probes {
 pub type PyProcs = aya::maps::HashMap<MapData, u32, crashtrace_common::PyProc>;
 /// Non-PIE interpreters by executable inode (the same layout in every process).
 pub type PyFiles = aya::maps::HashMap<MapData, u64, crashtrace_common::PyProc>;
+/// glibc files by inode: where their `__abort_msg` is.
+pub type LibcFiles = aya::maps::HashMap<MapData, u64, crashtrace_common::LibcFile>;
+
+/// The maps crashtrace writes or reads while the probes run.
+pub struct ProbeMaps {
+    pub events: RingBuf<MapData>,
+    pub pyprocs: PyProcs,
+    pub pyfiles: PyFiles,
+    pub libc_files: LibcFiles,
+}
 
 impl Probes {
-    /// Loads and attaches; returns the probes and the ring buffer their records arrive in.
-    pub fn load(
-        config: &Config,
-        ring_bytes: u32,
-    ) -> Result<(Self, RingBuf<MapData>, PyProcs, PyFiles)> {
+    /// Loads and attaches; returns the probes and the maps (the ring buffer their records
+    /// arrive in among them).
+    pub fn load(config: &Config, ring_bytes: u32) -> Result<(Self, ProbeMaps)> {
         let mut ebpf = EbpfLoader::new()
             .override_global("CONFIG", config, true)
             .map_max_entries("EVENTS", ring_bytes)
@@ -59,7 +67,17 @@ impl Probes {
         let stats = PerCpuArray::try_from(ebpf.take_map("STATS").context("STATS map missing")?)?;
         let pyprocs = PyProcs::try_from(ebpf.take_map("PYPROCS").context("PYPROCS map missing")?)?;
         let pyfiles = PyFiles::try_from(ebpf.take_map("PYFILES").context("PYFILES map missing")?)?;
-        Ok((Self { _ebpf: ebpf, stats }, events, pyprocs, pyfiles))
+        let libc_files = LibcFiles::try_from(
+            ebpf.take_map("LIBC_FILES")
+                .context("LIBC_FILES map missing")?,
+        )?;
+        let maps = ProbeMaps {
+            events,
+            pyprocs,
+            pyfiles,
+            libc_files,
+        };
+        Ok((Self { _ebpf: ebpf, stats }, maps))
     }
 
     /// Runs and run time of each program, counted while `--bpf-stats` holds stats on.

@@ -67,6 +67,8 @@ pub enum Event {
     /// A Python thread's frames at a crash, and the code objects they refer to.
     PyThread(Box<PyThread>),
     PyCode(Box<PyCode>),
+    /// The crashing process's environment block and abort message, after its capture.
+    Memory(Box<crashtrace_common::CrashMemory>),
 }
 
 pub fn decode(buf: &[u8]) -> Result<Event> {
@@ -114,6 +116,7 @@ pub fn decode(buf: &[u8]) -> Result<Event> {
         }
         Some(RecordKind::PyThread) => Ok(Event::PyThread(Box::new(pod(buf, "Python thread")?))),
         Some(RecordKind::PyCode) => Ok(Event::PyCode(Box::new(pod(buf, "Python code")?))),
+        Some(RecordKind::CrashMemory) => Ok(Event::Memory(Box::new(pod(buf, "crash memory")?))),
         None => bail!("unknown record kind {}", header.kind),
     }
 }

@@ -57,6 +57,12 @@ pub struct Args {
     #[arg(short = 'n', long = "comm", value_name = "NAME", value_parser = parse_comm)]
     pub comms: Vec<CommFilter>,
 
+    /// Also keep this variable of a crashing process's environment (repeatable; `NAME*`
+    /// for a prefix). Only allowlisted variables are ever kept: by default the job and
+    /// rank variables of torchrun and Slurm and the visible GPUs (see ATTRIBUTION).
+    #[arg(long = "env", value_name = "NAME", value_parser = parse_env_name)]
+    pub env: Vec<String>,
+
     /// Signals to report, by name or number, comma-separated.
     #[arg(
         short = 's',
@@ -200,6 +206,21 @@ impl CommFilter {
             exact: self.exact as u32,
         }
     }
+}
+
+/// An environment variable's name, or a prefix of at least two characters: never a
+/// pattern that keeps the whole environment.
+fn parse_env_name(s: &str) -> Result<String, String> {
+    let name = s.strip_suffix('*').unwrap_or(s);
+    if name.len() < 2 && s.ends_with('*') || name.is_empty() {
+        return Err(format!(
+            "`{s}`: a variable name, or a prefix of two characters or more followed by `*`"
+        ));
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(format!("`{s}`: a variable name is letters, digits and `_`"));
+    }
+    Ok(s.to_string())
 }
 
 fn parse_comm(s: &str) -> Result<CommFilter, String> {

@@ -17,7 +17,7 @@ use crashtrace_common::Stat;
 use tokio::io::unix::AsyncFd;
 
 use crate::{
-    assemble::{Assembled, Assembler, EXIT_WAIT_NS},
+    assemble::{Assembled, Assembler, EXIT_WAIT_NS, EnvAllow},
     capture::{
         loader::{Probes, explain},
         perf::MappingStream,
@@ -28,7 +28,9 @@ use crate::{
     cli::Args,
     metrics::{self, LoopState, Metrics},
     python::{registry::PythonRegistry, runtime::version_from_name},
+    report::attribution::FailureLedger,
     sinks::{self, QUEUE_REPORTS, Sinks},
+    symbolize::libc::{AbortMessages, is_glibc},
     sys::{cgroups::CgroupNames, notify::Notifier, wait},
 };
 use runmode::{spawn_command, summarize};
@@ -60,6 +62,9 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// glibc files registered at most (the kernel map's size).
+const MAX_LIBC_FILES: usize = 256;
+
 /// The state the loop keeps between events.
 struct Pipeline {
     table: ProcessTable,
@@ -73,6 +78,10 @@ struct Pipeline {
     scope: Option<u32>,
     /// When the process table was last pruned.
     housekept_ns: u64,
+    /// Recent failures by job: a rank killed after another's fault names it.
+    failures: FailureLedger,
+    /// glibc files already handed to the registration thread.
+    libc_inodes: std::collections::HashSet<crate::capture::pins::FileKey>,
 }
 
 impl Pipeline {
@@ -132,9 +141,14 @@ impl Pipeline {
         }
     }
 
-    /// Hands a mapping of a file named like an interpreter to the registration thread.
-    fn register_mapping(&self, pid: u32, m: crate::sys::procfs::Mapping) {
-        if version_from_name(&m.path).is_some() {
+    /// Hands a mapping of a file named like an interpreter or glibc to the registration
+    /// thread.
+    fn register_mapping(&mut self, pid: u32, m: crate::sys::procfs::Mapping) {
+        // Each glibc file once: every process maps one.
+        let new_libc = is_glibc(&m.path)
+            && self.libc_inodes.len() < MAX_LIBC_FILES
+            && self.libc_inodes.insert((m.dev_major, m.dev_minor, m.inode));
+        if version_from_name(&m.path).is_some() || new_libc {
             let pinned = self.pins.get(&m);
             self.registrar.send(Registration::Mapping(pid, m, pinned));
         }
@@ -180,7 +194,9 @@ impl Pipeline {
         }
         let maps = self.table.mappings_at(s.pid, s.ktime_ns);
         self.pin_through_others(s.pid, &maps);
+        let earlier_failure = self.failures.take(&crash);
         self.analysis.send(Job {
+            earlier_failure,
             pins: self.pins.subset(&maps),
             executable: self.table.exe_at(s.pid, s.ktime_ns),
             cgroup: self.cgroups.path(s.cgroup_id),
@@ -243,9 +259,10 @@ pub async fn run(args: Args) -> Result<i32> {
     } else {
         None
     };
-    let (probes, events, pyprocs, pyfiles) = Probes::load(&config, args.ring_buffer_size)?;
+    let (probes, maps) = Probes::load(&config, args.ring_buffer_size)?;
     // SAFETY: the ring buffer owns its fd and the AsyncFd owns the ring buffer until the end.
-    let mut ring = unsafe { AsyncFd::register(events) }.context("registering the ring buffer")?;
+    let mut ring =
+        unsafe { AsyncFd::register(maps.events) }.context("registering the ring buffer")?;
     let wakeup = stream
         .take_wakeup()
         .context("the mapping records' wakeup")?;
@@ -253,14 +270,16 @@ pub async fn run(args: Args) -> Result<i32> {
     let maps_ready =
         unsafe { AsyncFd::register(wakeup) }.context("registering the mapping records")?;
 
-    let mut registry = PythonRegistry::new(pyprocs, pyfiles);
+    let mut registry = PythonRegistry::new(maps.pyprocs, maps.pyfiles);
     registry.register_installed();
+    let mut abort_msgs = AbortMessages::new(maps.libc_files);
+    abort_msgs.register_installed();
     let mut pipeline = Pipeline {
         table,
         pins,
         cgroups: CgroupNames::new(),
         stream,
-        assembler: Assembler::new(),
+        assembler: Assembler::with_env_allow(EnvAllow::new(&args.env)),
         analysis: Analysis::start(
             {
                 let args = args.clone();
@@ -271,9 +290,11 @@ pub async fn run(args: Args) -> Result<i32> {
             shed.clone(),
             args.cpu_budget.map(|p| f64::from(p) / 100.0),
         ),
-        registrar: Registrar::start(registry, shed.clone()),
+        registrar: Registrar::start(registry, abort_msgs, shed.clone()),
         scope: None,
         housekept_ns: 0,
+        failures: FailureLedger::default(),
+        libc_inodes: Default::default(),
     };
     // Python processes that were running before crashtrace.
     let running: Vec<_> = pipeline

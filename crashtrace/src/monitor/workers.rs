@@ -23,9 +23,10 @@ use crate::{
     assemble::Crash,
     capture::{perf::Lifecycle, pins::FilePins},
     metrics::Metrics,
+    model::EarlierFailure,
     python::registry::PythonRegistry,
     sinks::{Losses, Sinks},
-    symbolize::{Symbolizer, elf::ModuleCache},
+    symbolize::{Symbolizer, elf::ModuleCache, libc::AbortMessages},
     sys::procfs::Mapping,
 };
 
@@ -48,6 +49,7 @@ pub struct Job {
     pub cgroup: Option<String>,
     /// The pins of its files (and of files with the same build IDs).
     pub pins: FilePins,
+    pub earlier_failure: Option<EarlierFailure>,
 }
 
 /// A thread fed by a bounded queue.
@@ -146,6 +148,7 @@ impl Analysis {
                         executable: job.executable.as_deref(),
                         cgroup: job.cgroup,
                         pins: &job.pins,
+                        earlier_failure: job.earlier_failure,
                     };
                     // From the fatal signal reaching the thread to the report leaving the stages.
                     let started = job.crash.fatal().ktime_ns;
@@ -213,7 +216,7 @@ impl Analysis {
 
 pub enum Registration {
     Lifecycle(Lifecycle),
-    /// A mapping of a file named like an interpreter, with its pin.
+    /// A mapping of a file named like an interpreter or glibc, with its pin.
     Mapping(u32, Mapping, Option<Arc<File>>),
 }
 
@@ -224,7 +227,11 @@ pub struct Registrar {
 
 impl Registrar {
     /// `registry` has registered the installed interpreters already (before attaching).
-    pub fn start(mut registry: PythonRegistry, shed: Arc<Shed>) -> Self {
+    pub fn start(
+        mut registry: PythonRegistry,
+        mut abort_msgs: AbortMessages,
+        shed: Arc<Shed>,
+    ) -> Self {
         let worker = Worker::start(
             "crashtrace-python",
             QUEUE_REGISTRATIONS,
@@ -235,9 +242,12 @@ impl Registrar {
                         modules = ModuleCache::new();
                     }
                     match msg {
-                        Registration::Lifecycle(e) => registry.on_lifecycle(&e),
+                        Registration::Lifecycle(e) => {
+                            registry.on_lifecycle(&e);
+                        }
                         Registration::Mapping(pid, m, pinned) => {
-                            registry.on_mapping(pid, &m, &mut modules, pinned)
+                            registry.on_mapping(pid, &m, &mut modules, pinned.clone());
+                            abort_msgs.on_mapping(&m, &mut modules, pinned);
                         }
                     }
                 }

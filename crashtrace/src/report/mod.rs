@@ -1,6 +1,7 @@
 //! The report stage: everything known about one crash, and its symbolized stacks, made
 //! into the report model. No I/O and no clock: the wall-clock time comes in.
 
+pub mod attribution;
 pub mod fault;
 pub mod outcome;
 pub mod text;
@@ -10,8 +11,8 @@ use std::time::SystemTime;
 use crate::{
     assemble::Crash,
     model::{
-        CrashReport, Frame, HandlerEnd, HandlerReport, PythonReport, Registers, SignalReport,
-        ThreadReport, UnwindReport,
+        CrashReport, EarlierFailure, Frame, HandlerEnd, HandlerReport, PythonReport, Registers,
+        SignalReport, ThreadReport, UnwindReport,
     },
     sys::{
         cgroups,
@@ -38,6 +39,8 @@ pub struct ReportInput<'a> {
     /// its layout (for the note when no Python frames came).
     pub python_mapped: Option<(u8, u8)>,
     pub python_layout_known: bool,
+    /// For a kill: the same job's failure before it (see `attribution::FailureLedger`).
+    pub earlier_failure: Option<EarlierFailure>,
     /// When the report is made (wall clock), and how long after the fatal signal.
     pub time: SystemTime,
     pub latency_ms: f64,
@@ -46,8 +49,28 @@ pub struct ReportInput<'a> {
 pub fn build(input: ReportInput<'_>) -> CrashReport {
     let crash = input.crash;
     let c = &crash.subject;
-    let (frames, unwind, threads, python) =
+    let (frames, unwind, mut threads, python) =
         (input.frames, input.unwind, input.threads, input.python);
+    for t in &mut threads {
+        t.role = attribution::thread_role(&t.name, t.tid == c.pid).map(str::to_string);
+    }
+    // The main thread and autograd workers first, then by thread id (a stable sort).
+    threads.sort_by_key(|t| attribution::thread_rank(t.role.as_deref()));
+    let thread_role = attribution::thread_role(&c.thread_name, c.tid == c.pid);
+    let cg = input
+        .cgroup
+        .as_deref()
+        .map(cgroups::describe)
+        .unwrap_or_default();
+    let mut job = attribution::job(crash.memory.as_ref(), &cg);
+    if let Some(j) = &mut job {
+        j.after_failure_of = input.earlier_failure;
+    }
+    let abort_message = crash
+        .memory
+        .as_ref()
+        .and_then(|m| m.abort_message.clone())
+        .filter(|_| crash.fatal().signo == libc::SIGABRT);
     let signal = SignalReport {
         number: c.signo,
         name: signal_name(c.signo),
@@ -160,7 +183,12 @@ pub fn build(input: ReportInput<'_>) -> CrashReport {
         thread_name: c.thread_name.clone(),
         namespace_pid: (c.ns_pid != 0 && c.ns_pid != c.pid).then_some(c.ns_pid),
         namespace_tid: (c.ns_tid != 0 && c.ns_tid != c.tid).then_some(c.ns_tid),
-        container_id: input.cgroup.as_deref().and_then(cgroups::container_id),
+        container_id: cg.container_id,
+        container_runtime: cg.runtime.map(str::to_string),
+        pod_uid: cg.pod_uid,
+        job,
+        abort_message,
+        thread_role: thread_role.map(str::to_string),
         cgroup: input.cgroup.clone(),
         executable: input
             .executable

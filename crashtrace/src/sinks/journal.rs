@@ -104,6 +104,9 @@ pub fn entry(report: &CrashReport) -> Vec<u8> {
     if let Some(o) = &r.outcome {
         f("CRASHTRACE_OUTCOME", o.status.clone());
     }
+    for (k, v) in r.attribution() {
+        f(&format!("CRASHTRACE_{}", k.to_ascii_uppercase()), v);
+    }
     if let Some(t) = top {
         f("CRASHTRACE_FUNCTION", t);
     }

@@ -9,6 +9,7 @@ pub mod blaze;
 pub mod debuginfod;
 pub mod elf;
 pub mod guard;
+pub mod libc;
 pub mod unwind;
 
 use std::{

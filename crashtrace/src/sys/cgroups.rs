@@ -77,6 +77,75 @@ fn find(dir: &Path, id: u64, depth: usize, budget: &mut usize) -> Option<std::pa
     None
 }
 
+/// What a cgroup path says about who runs the process in it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CgroupInfo {
+    pub container_id: Option<String>,
+    /// `containerd`, `cri-o`, `docker`, `podman`: from the scope's prefix (systemd driver).
+    pub runtime: Option<&'static str>,
+    /// The Kubernetes pod's UID, with its dashes (the systemd driver writes `_`).
+    pub pod_uid: Option<String>,
+    pub slurm_job: Option<String>,
+    pub slurm_step: Option<String>,
+}
+
+/// Reads a cgroup v2 path as the container runtimes and Slurm lay them out:
+/// `/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<uid>.slice/
+/// cri-containerd-<id>.scope` (systemd driver), `/kubepods/besteffort/pod<uid>/<id>`
+/// (cgroupfs driver), `/system.slice/docker-<id>.scope`, and Slurm's
+/// `/system.slice/slurmstepd.scope/job_<id>/step_<step>/...` (or `/slurm/uid_N/job_<id>/
+/// step_<step>` on older layouts).
+pub fn describe(path: &str) -> CgroupInfo {
+    let mut info = CgroupInfo {
+        container_id: container_id(path),
+        ..CgroupInfo::default()
+    };
+    for part in path.split('/') {
+        let unit = part
+            .strip_suffix(".scope")
+            .or_else(|| part.strip_suffix(".slice"))
+            .unwrap_or(part);
+        for (prefix, runtime) in [
+            ("cri-containerd-", "containerd"),
+            ("crio-", "cri-o"),
+            ("docker-", "docker"),
+            ("libpod-", "podman"),
+        ] {
+            if unit
+                .strip_prefix(prefix)
+                .is_some_and(|id| container_id(id).is_some())
+            {
+                info.runtime = Some(runtime);
+            }
+        }
+        // `kubepods-burstable-pod<uid>` (systemd) or `pod<uid>` (cgroupfs).
+        let pod = unit.rfind("-pod").map_or(unit, |i| &unit[i + 1..]);
+        if path.contains("kubepods")
+            && let Some(uid) = pod.strip_prefix("pod")
+            && uid.len() == 36
+            && uid
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b'-' || b == b'_')
+        {
+            info.pod_uid = Some(uid.replace('_', "-"));
+        }
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        if let Some(id) = part.strip_prefix("job_").filter(|id| digits(id)) {
+            info.slurm_job = Some(id.to_string());
+        }
+        if let Some(step) = part.strip_prefix("step_") {
+            // Numbered steps, and Slurm's named ones (`batch`, `extern`, `interactive`).
+            if digits(step) || matches!(step, "batch" | "extern" | "interactive") {
+                info.slurm_step = Some(step.to_string());
+            }
+        }
+    }
+    if info.slurm_job.is_none() {
+        info.slurm_step = None;
+    }
+    info
+}
+
 /// A container id in a cgroup path: the 64-hex-digit id Docker, containerd, CRI-O and
 /// Podman put in their cgroup names (`docker-<id>.scope`, `cri-containerd-<id>.scope`, ...).
 pub fn container_id(path: &str) -> Option<String> {
@@ -123,12 +192,104 @@ mod tests {
     }
 
     #[test]
+    fn pods_containers_and_slurm_jobs_from_cgroup_paths() {
+        let id = "3f2c1b0a".repeat(8);
+        let uid = "0c4d1c6e-7a1b-4c2d-9e3f-112233445566";
+        let sd_uid = uid.replace('-', "_");
+        let info = |p: String| describe(&p);
+        let k8s = |runtime: &'static str| CgroupInfo {
+            container_id: Some(id.clone()),
+            runtime: Some(runtime),
+            pod_uid: Some(uid.into()),
+            ..CgroupInfo::default()
+        };
+        let cases = [
+            (
+                format!(
+                    "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{sd_uid}.slice/cri-containerd-{id}.scope"
+                ),
+                k8s("containerd"),
+            ),
+            (
+                format!("/kubepods.slice/kubepods-pod{sd_uid}.slice/crio-{id}.scope"),
+                k8s("cri-o"),
+            ),
+            (
+                format!(
+                    "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{sd_uid}.slice/docker-{id}.scope"
+                ),
+                k8s("docker"),
+            ),
+            (
+                format!("/kubepods/besteffort/pod{uid}/{id}"),
+                CgroupInfo {
+                    container_id: Some(id.clone()),
+                    pod_uid: Some(uid.into()),
+                    ..CgroupInfo::default()
+                },
+            ),
+            (
+                format!("/system.slice/docker-{id}.scope"),
+                CgroupInfo {
+                    container_id: Some(id.clone()),
+                    runtime: Some("docker"),
+                    ..CgroupInfo::default()
+                },
+            ),
+            (
+                format!("/machine.slice/libpod-{id}.scope/container"),
+                CgroupInfo {
+                    container_id: Some(id.clone()),
+                    runtime: Some("podman"),
+                    ..CgroupInfo::default()
+                },
+            ),
+            (
+                "/system.slice/slurmstepd.scope/job_4242/step_0/user/task_1".into(),
+                CgroupInfo {
+                    slurm_job: Some("4242".into()),
+                    slurm_step: Some("0".into()),
+                    ..CgroupInfo::default()
+                },
+            ),
+            (
+                "/system.slice/node7_slurmstepd.scope/job_9/step_batch/user/task_0".into(),
+                CgroupInfo {
+                    slurm_job: Some("9".into()),
+                    slurm_step: Some("batch".into()),
+                    ..CgroupInfo::default()
+                },
+            ),
+            (
+                "/slurm/uid_1000/job_31/step_2".into(),
+                CgroupInfo {
+                    slurm_job: Some("31".into()),
+                    slurm_step: Some("2".into()),
+                    ..CgroupInfo::default()
+                },
+            ),
+            // A user's own names that look alike are not taken for what they are not.
+            (
+                "/user.slice/user-1000.slice/podman-pod123.scope/step_0".into(),
+                CgroupInfo::default(),
+            ),
+            (
+                "/user.slice/user-1000.slice/session-3.scope".into(),
+                CgroupInfo::default(),
+            ),
+        ];
+        for (path, want) in cases {
+            assert_eq!(info(path.clone()), want, "{path}");
+        }
+    }
+
+    #[test]
     fn finds_this_process_cgroup() {
         let mut names = CgroupNames::new();
-        let Some(mount) = names.mount.clone() else {
-            say!("skipped: no cgroup2 mount on this machine");
-            return;
-        };
+        let mount = names
+            .mount
+            .clone()
+            .expect("a cgroup2 mount: crashtrace names containers from it");
         let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
         let rel = own
             .lines()

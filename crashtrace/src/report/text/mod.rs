@@ -3,6 +3,7 @@
 //! One file per section.
 
 mod header;
+mod job;
 mod neutral;
 mod outcome;
 mod python;
@@ -17,6 +18,7 @@ pub fn render(r: &CrashReport) -> String {
     let r = &neutral::neutral(r);
     let mut s = String::new();
     header::fault(&mut s, r);
+    job::who_and_why(&mut s, r);
     stacks::threads(&mut s, r);
     python::tracebacks(&mut s, r);
     outcome::outcome(&mut s, r);

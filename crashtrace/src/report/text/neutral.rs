@@ -73,6 +73,11 @@ pub fn neutral(r: &CrashReport) -> CrashReport {
         namespace_tid: _,
         cgroup,
         container_id,
+        container_runtime,
+        pod_uid,
+        job,
+        abort_message,
+        thread_role,
         executable,
         parent_pid: _,
         parent_name,
@@ -99,8 +104,39 @@ pub fn neutral(r: &CrashReport) -> CrashReport {
     ] {
         one(s);
     }
-    for s in [cgroup, container_id, executable, instruction] {
+    for s in [
+        cgroup,
+        container_id,
+        container_runtime,
+        pod_uid,
+        abort_message,
+        thread_role,
+        executable,
+        instruction,
+    ] {
         opt(s);
+    }
+    if let Some(j) = job {
+        for s in [
+            &mut j.run_id,
+            &mut j.role_name,
+            &mut j.slurm_job_id,
+            &mut j.slurm_step_id,
+            &mut j.visible_devices,
+        ] {
+            opt(s);
+        }
+        j.environment = std::mem::take(&mut j.environment)
+            .into_iter()
+            .map(|(mut k, mut v)| {
+                one(&mut k);
+                one(&mut v);
+                (k, v)
+            })
+            .collect();
+        if let Some(e) = &mut j.after_failure_of {
+            one(&mut e.signal);
+        }
     }
     one(&mut signal.name);
     for s in [
@@ -121,12 +157,14 @@ pub fn neutral(r: &CrashReport) -> CrashReport {
     frames(fr);
     for ThreadReport {
         name,
+        role,
         frames: f,
         unwind,
         ..
     } in threads
     {
         one(name);
+        opt(role);
         frames(f);
         one(&mut unwind.stop_reason);
     }

@@ -8,9 +8,10 @@ use crate::model::{CrashReport, Frame, Location};
 pub fn threads(s: &mut String, r: &CrashReport) {
     let _ = writeln!(
         s,
-        "\nthread {} ({}) {} ({} frames; {} over {} bytes of stack{}):",
+        "\nthread {} ({}{}) {} ({} frames; {} over {} bytes of stack{}):",
         r.tid,
         r.thread_name,
+        role(&r.thread_role),
         if r.signal.external {
             "received it first"
         } else {
@@ -30,15 +31,21 @@ pub fn threads(s: &mut String, r: &CrashReport) {
     for t in &r.threads {
         let _ = writeln!(
             s,
-            "\nthread {} ({}) ({} frames; {} bytes of stack):",
+            "\nthread {} ({}{}) ({} frames; {} bytes of stack):",
             t.tid,
             t.name,
+            role(&t.role),
             t.frames.len(),
             t.unwind.stack_bytes
         );
         frames(s, &t.frames);
         let _ = writeln!(s, "unwinding: {}", t.unwind.stop_reason);
     }
+}
+
+/// A thread's role after its name, `, main`.
+fn role(r: &Option<String>) -> String {
+    r.as_deref().map(|r| format!(", {r}")).unwrap_or_default()
 }
 
 /// Runs of the same function longer than this (deep recursion) are shown collapsed.

@@ -148,6 +148,16 @@ pub fn log_record(report: &CrashReport, host: &Host, observed_ns: u64) -> LogRec
     if let Some(p) = r.signal.sender_pid {
         a.push(kv("crashtrace.sender.pid", int(p.into())));
     }
+    for (k, v) in r.attribution() {
+        // The semantic conventions' names where they have one.
+        let key = match k {
+            "pod_uid" => "k8s.pod.uid".to_string(),
+            "container_runtime" => "container.runtime".to_string(),
+            "thread_role" | "abort_message" => format!("crashtrace.{k}"),
+            _ => format!("crashtrace.job.{k}"),
+        };
+        a.push(kv(&key, string(v)));
+    }
     let body = serde_json::from_str::<serde_json::Value>(&report.to_json_line())
         .map(|v| any(&v))
         .unwrap_or_else(|_| string(report.to_json_line()));

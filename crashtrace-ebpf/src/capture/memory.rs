@@ -1,0 +1,193 @@
+//! What the crashing process's own memory says about it, read in its context while it
+//! still exists: the environment block (job, rank, devices) and glibc's last fatal
+//! message. Both are gone once the process is: /proc/PID/environ cannot be read later.
+
+use aya_ebpf::{
+    cty::c_void,
+    helpers::{
+        bpf_ktime_get_ns,
+        generated::{bpf_find_vma, bpf_probe_read_user, bpf_probe_read_user_str},
+    },
+};
+use crashtrace_common::{
+    ABORT_MSG_BYTES, CrashMemory, ENV_PAGES, MEMORY_ENV_UNREADABLE, RecordHeader, RecordKind,
+    STACK_CHUNK,
+};
+
+use crate::{
+    helpers::{read_kernel, reserve},
+    maps::{LIBC_FILES, config},
+};
+
+const SIGABRT: i32 = 6;
+const PAGE: u64 = STACK_CHUNK as u64;
+/// glibc's `struct abort_msg_s` is `{ unsigned int size; char msg[]; }`.
+const ABORT_MSG_TEXT: u64 = 4;
+
+/// Emits the CrashMemory record for the capture just sent.
+#[inline(never)]
+pub fn emit(task: u64, pid: u32, tid: u32, sig: i32, rip: u64) {
+    let Some(mut entry) = reserve::<CrashMemory>() else {
+        return;
+    };
+    let rec = entry.as_mut_ptr();
+    let mm = read_kernel::<u64>(task + config!(offsets.task_mm) as u64).unwrap_or(0);
+    let start = read_kernel::<u64>(mm + config!(offsets.mm_env_start) as u64).unwrap_or(0);
+    let end = read_kernel::<u64>(mm + config!(offsets.mm_env_end) as u64).unwrap_or(0);
+    // SAFETY: `rec` points at a reserved CrashMemory; every field the reader uses is
+    // written before submit.
+    unsafe {
+        (*rec).header =
+            RecordHeader::of::<CrashMemory>(RecordKind::CrashMemory, bpf_ktime_get_ns(), pid, tid);
+        (*rec).env_start = start;
+        (*rec).env_end = end;
+        (*rec).flags = 0;
+        (*rec).abort_len = 0;
+        let first = start & !(PAGE - 1);
+        let last = (end + PAGE - 1) & !(PAGE - 1);
+        let pages = if mm != 0 && start < end {
+            (last - first) / PAGE
+        } else {
+            0
+        };
+        // A short block is copied whole; a long one as its first and last pages.
+        let (head, tail) = if pages <= ENV_PAGES as u64 {
+            (pages as u32, 0u32)
+        } else {
+            ((ENV_PAGES / 2) as u32, (ENV_PAGES / 2) as u32)
+        };
+        (*rec).head_addr = first;
+        (*rec).tail_addr = last - tail as u64 * PAGE;
+        let area = (*rec).env.as_mut_ptr() as *mut u8;
+        let mut ok = 0u32;
+        for i in 0..ENV_PAGES {
+            let (from, wanted) = if (i as u32) < head {
+                (first + i as u64 * PAGE, true)
+            } else {
+                (
+                    (*rec).tail_addr + (i as u64 - head as u64) * PAGE,
+                    (i as u32) < head + tail,
+                )
+            };
+            if !wanted {
+                break;
+            }
+            // i < ENV_PAGES keeps the page inside the record.
+            let rc = bpf_probe_read_user(
+                area.add(i * STACK_CHUNK) as *mut c_void,
+                STACK_CHUNK as u32,
+                from as *const c_void,
+            );
+            if rc != 0 {
+                (*rec).flags |= MEMORY_ENV_UNREADABLE;
+                break;
+            }
+            ok = i as u32 + 1;
+        }
+        (*rec).head_pages = ok.min(head);
+        (*rec).tail_pages = ok.saturating_sub(head);
+        if sig == SIGABRT {
+            read_abort_msg(task, rip, rec);
+        }
+    }
+    entry.submit(0);
+}
+
+/// What the abort-message lookup needs of the mapping holding the abort's `rip`.
+#[repr(C)]
+struct LibcVma {
+    start: u64,
+    pgoff: u64,
+    ino: u64,
+    size: u64,
+}
+
+/// `bpf_find_vma` callback: the mapping's start, offset and file.
+#[inline(never)]
+extern "C" fn copy_libc_vma(_task: *mut c_void, vma: *mut c_void, ctx: *mut c_void) -> i64 {
+    let v = vma as u64;
+    let out = ctx as *mut LibcVma;
+    let field = |off: u32| read_kernel::<u64>(v + off as u64).unwrap_or(0);
+    let file = field(config!(offsets.vma_file));
+    let inode = if file != 0 {
+        read_kernel::<u64>(file + config!(offsets.file_inode) as u64).unwrap_or(0)
+    } else {
+        0
+    };
+    // SAFETY: ctx is the LibcVma on the caller's stack.
+    unsafe {
+        (*out).start = field(config!(offsets.vma_start));
+        (*out).pgoff = field(config!(offsets.vma_pgoff));
+        if inode != 0 {
+            (*out).ino = read_kernel::<u64>(inode + config!(offsets.inode_ino) as u64).unwrap_or(0);
+            (*out).size =
+                read_kernel::<u64>(inode + config!(offsets.inode_size) as u64).unwrap_or(0);
+        }
+    }
+    0
+}
+
+/// glibc's `__abort_msg`. abort() raises from inside libc, so `rip` is in libc's code:
+/// its mapping gives the load address, and crashtrace has told the kernel where the
+/// variable is in that file (by inode, checked by size).
+///
+/// # Safety
+/// `rec` must point at a reserved CrashMemory.
+#[inline(always)]
+unsafe fn read_abort_msg(task: u64, rip: u64, rec: *mut CrashMemory) {
+    let mut vma = LibcVma {
+        start: 0,
+        pgoff: 0,
+        ino: 0,
+        size: 0,
+    };
+    // SAFETY: the callback is a BPF subprogram; `vma` lives on this stack. (The one
+    // lookup an event allows: fault signals use theirs in faultmaps, SIGABRT is none.)
+    unsafe {
+        bpf_find_vma(
+            task as *mut _,
+            rip,
+            copy_libc_vma as *mut c_void,
+            &raw mut vma as *mut c_void,
+            0,
+        )
+    };
+    if vma.ino == 0 {
+        return;
+    }
+    let Some(at) = LIBC_FILES.get_ptr(vma.ino) else {
+        return;
+    };
+    // SAFETY: map value pointer from a successful lookup.
+    let (offset, size) = unsafe { ((*at).abort_msg_offset, (*at).file_size) };
+    if size != vma.size {
+        return;
+    }
+    let var = vma
+        .start
+        .wrapping_sub(vma.pgoff * PAGE)
+        .wrapping_add(offset);
+    let Some(msg) = read_user::<u64>(var) else {
+        return;
+    };
+    if msg == 0 {
+        return;
+    }
+    // SAFETY: bounded copy into the record; the helper NUL-terminates.
+    let n = unsafe {
+        bpf_probe_read_user_str(
+            (*rec).abort_msg.as_mut_ptr() as *mut c_void,
+            ABORT_MSG_BYTES as u32,
+            (msg + ABORT_MSG_TEXT) as *const c_void,
+        )
+    };
+    if n > 0 {
+        // SAFETY: as above.
+        unsafe { (*rec).abort_len = n as u32 };
+    }
+}
+
+fn read_user<T>(addr: u64) -> Option<T> {
+    // SAFETY: bpf_probe_read_user tolerates any address.
+    unsafe { aya_ebpf::helpers::bpf_probe_read_user(addr as *const T).ok() }
+}

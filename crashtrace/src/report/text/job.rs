@@ -1,0 +1,83 @@
+//! Who the process was (job, rank, pod) and why it died when its memory says (glibc's
+//! abort message, PyTorch's watchdog).
+
+use std::fmt::Write as _;
+
+use crate::model::CrashReport;
+
+pub fn who_and_why(s: &mut String, r: &CrashReport) {
+    if let Some(j) = &r.job {
+        let mut parts = Vec::new();
+        match (j.rank, j.world_size) {
+            (Some(rank), Some(n)) => parts.push(format!("rank {rank} of {n}")),
+            (Some(rank), None) => parts.push(format!("rank {rank}")),
+            _ => {}
+        }
+        if let Some(l) = j.local_rank {
+            parts.push(format!("local rank {l}"));
+        }
+        if let Some(id) = &j.run_id {
+            parts.push(format!("job {id}"));
+        }
+        if let Some(id) = j
+            .slurm_job_id
+            .as_ref()
+            .filter(|id| j.run_id.as_ref() != Some(*id))
+        {
+            parts.push(format!("Slurm job {id}"));
+        }
+        if let Some(step) = &j.slurm_step_id {
+            parts.push(format!("step {step}"));
+        }
+        if let Some(role) = &j.role_name {
+            parts.push(format!("role {role}"));
+        }
+        if let Some(d) = &j.visible_devices {
+            parts.push(format!("GPUs {d}"));
+        }
+        if parts.is_empty() {
+            parts.push("no job variables".into());
+        }
+        let _ = writeln!(s, "job:      {}", parts.join(", "));
+        if let Some(e) = &j.after_failure_of {
+            let rank = e.rank.map(|r| format!("rank {r} ")).unwrap_or_default();
+            let _ = writeln!(
+                s,
+                "first:    {rank}(pid {}) died of {} {:.0} ms before this kill: it failed first",
+                e.pid, e.signal, e.before_ms
+            );
+        }
+        let env: Vec<String> = j
+            .environment
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        if !env.is_empty() {
+            let _ = writeln!(s, "env:      {}", env.join(" "));
+        }
+    }
+    if r.pod_uid.is_some() || r.container_runtime.is_some() {
+        let _ = writeln!(
+            s,
+            "pod:      {}{}",
+            r.pod_uid
+                .as_deref()
+                .map(|p| format!("Kubernetes pod {p}"))
+                .unwrap_or_else(|| "no pod".into()),
+            r.container_runtime
+                .as_deref()
+                .map(|rt| format!(", container run by {rt}"))
+                .unwrap_or_default()
+        );
+    }
+    if let Some(m) = &r.abort_message {
+        let _ = writeln!(s, "abort:    {m}");
+    }
+    if r.thread_role.as_deref() == Some("nccl-watchdog") && r.signal.number == libc::SIGABRT {
+        let _ = writeln!(
+            s,
+            "abort:    raised by PyTorch's NCCL watchdog thread: a collective timed out or \
+             NCCL reported an error on this rank"
+        );
+    }
+}
