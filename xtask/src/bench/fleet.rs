@@ -168,8 +168,8 @@ pub fn fleet(root: &Path, out_dir: &Path, crashes: usize, seconds: u64) -> Resul
          and metrics; crashtrace pid {pid}"
     );
     println!(
-        "{:>6} {:>9} {:>5} {:>6} {:>6}",
-        "t (s)", "RSS (MiB)", "fds", "file", "otlp"
+        "{:>6} {:>9} {:>5} {:>5} {:>7} {:>6} {:>6}",
+        "t (s)", "RSS (MiB)", "fds", "pins", "tracked", "file", "otlp"
     );
     let start = Instant::now();
     let pace = Duration::from_secs_f64(seconds as f64 / crashes.max(1) as f64);
@@ -193,7 +193,7 @@ pub fn fleet(root: &Path, out_dir: &Path, crashes: usize, seconds: u64) -> Resul
         }
         if Instant::now() >= next_sample {
             next_sample += Duration::from_secs(10);
-            sample(start, pid, &file, &received);
+            sample(start, pid, metrics_port, &file, &received);
         }
     }
     kids.into_iter().for_each(|mut k| {
@@ -208,7 +208,7 @@ pub fn fleet(root: &Path, out_dir: &Path, crashes: usize, seconds: u64) -> Resul
         delivered + dropped >= crashes as f64
     };
     let _ = wait_for("every output", Duration::from_secs(180), settled);
-    sample(start, pid, &file, &received);
+    sample(start, pid, metrics_port, &file, &received);
     let (cpu1, hwm, _) = proc_usage(pid);
     let m = scrape(metrics_port);
     let journal = Command::new("journalctl")
@@ -247,14 +247,19 @@ pub fn fleet(root: &Path, out_dir: &Path, crashes: usize, seconds: u64) -> Resul
     Ok(())
 }
 
-fn sample(start: Instant, pid: u32, file: &Path, received: &Path) {
+/// One line of the run's table; pinned files and tracked processes come from the metrics,
+/// so descriptors held for other processes on the machine can be told from a leak.
+fn sample(start: Instant, pid: u32, metrics_port: u16, file: &Path, received: &Path) {
     let (_, _, rss) = proc_usage(pid);
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
+    let m = scrape(metrics_port);
     println!(
-        "{:>6} {:>9.1} {:>5} {:>6} {:>6}",
+        "{:>6} {:>9.1} {:>5} {:>5} {:>7} {:>6} {:>6}",
         start.elapsed().as_secs(),
         rss as f64 / 1024.0,
         fds,
+        metric(&m, "crashtrace_pinned_files "),
+        metric(&m, "crashtrace_tracked_processes "),
         lines(file),
         lines(received)
     );
