@@ -72,6 +72,22 @@ struct Output {
     stderr_closed: bool,
 }
 
+/// The venv python with PyTorch, which `cargo xtask setup` installs.
+pub fn torch_python() -> PathBuf {
+    let p = std::env::var_os("CRASHTRACE_TORCH_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+            PathBuf::from(home).join(".cache/crashtrace/torch-venv/bin/python")
+        });
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo xtask setup`",
+        p.display()
+    );
+    p
+}
+
 /// Waits (bounded by `WAIT`) until `cond` holds, polling: for what crashtrace does
 /// outside its stdout and stderr (files it writes).
 #[track_caller]

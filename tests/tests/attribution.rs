@@ -34,13 +34,19 @@ fn job_and_rank_come_from_the_environment_and_nothing_else_does() {
         "{text}"
     );
     assert!(text.contains("MY_TAG=blue"), "{text}");
-    assert!(!text.contains(SECRET) && !text.contains("MYSTERY"), "{text}");
+    assert!(
+        !text.contains(SECRET) && !text.contains("MYSTERY"),
+        "{text}"
+    );
     drop(ct);
 
     let ct = Crashtrace::start(&["--env", "MY_*", "--comm", "=crash_nofp"]);
     let r = crash_and_report(&ct, &mut cmd, SIGSEGV);
     let j = r.job.as_ref().expect("the job");
-    assert_eq!((j.rank, j.local_rank, j.world_size), (Some(1), Some(1), Some(2)));
+    assert_eq!(
+        (j.rank, j.local_rank, j.world_size),
+        (Some(1), Some(1), Some(2))
+    );
     assert_eq!(j.run_id.as_deref(), Some("run-7f3a"));
     assert_eq!(j.visible_devices.as_deref(), Some("1"));
     let names: Vec<&str> = j.environment.keys().map(String::as_str).collect();
@@ -101,7 +107,11 @@ fn abort_messages_of_assert_and_malloc_checks() {
     // A plain abort() sets no message.
     drop(ct);
     let ct = Crashtrace::start(&["--comm", "=crash_nofp"]);
-    let r = crash_and_report(&ct, Command::new(victim("crash_nofp")).arg("abort"), SIGABRT);
+    let r = crash_and_report(
+        &ct,
+        Command::new(victim("crash_nofp")).arg("abort"),
+        SIGABRT,
+    );
     assert_eq!(r.abort_message, None);
 }
 
@@ -129,10 +139,11 @@ fn crash_in_cgroup(name: &str) -> crashtrace_tests::CrashReport {
     let cg = Cgroup2::new(name).expect("a cgroup v2 group (is cgroup2 mounted?)");
     let ct = Crashtrace::start(&["--comm", "=crash_nofp"]);
     let enter = format!("echo $$ > {}/cgroup.procs && ", cg.path.display());
-    let mut v = Victim::spawn(Command::new("sh").arg("-c").arg(format!(
-        "{enter}exec {}",
-        victim("crash_nofp").display()
-    )));
+    let mut v = Victim::spawn(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("{enter}exec {}", victim("crash_nofp").display())),
+    );
     assert_eq!(v.wait_signal(), Some(SIGSEGV));
     ct.report_for(v.pid())
 }

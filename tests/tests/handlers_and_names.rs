@@ -6,7 +6,7 @@ use std::process::Command;
 use crashtrace::model::HandlerEnd;
 use crashtrace_tests::{
     CrashReport, Crashtrace, Victim, assert_in_order, crash_and_report, function_names, source,
-    victim,
+    torch_python, victim,
 };
 
 const SIGSEGV: i32 = libc::SIGSEGV;
@@ -190,22 +190,6 @@ fn multiprocessing_spawn_worker_names_its_parent() {
     multiprocessing_worker("spawn");
 }
 
-/// The venv python with PyTorch, which `cargo xtask setup` installs.
-fn torch_python() -> std::path::PathBuf {
-    let p = std::env::var_os("CRASHTRACE_TORCH_PYTHON")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-            std::path::PathBuf::from(home).join(".cache/crashtrace/torch-venv/bin/python")
-        });
-    assert!(
-        p.exists(),
-        "{} is missing: run `cargo xtask setup`",
-        p.display()
-    );
-    p
-}
-
 #[test]
 fn pytorch_dataloader_worker_segfault() {
     let ct = Crashtrace::start(&["--comm", "python"]);
@@ -215,6 +199,7 @@ fn pytorch_dataloader_worker_segfault() {
     let r = ct.report_for(worker);
     // PyTorch renames the worker; --comm python still catches it through its executable.
     assert_eq!(r.process_name, "pt_data_worker", "{r:?}");
+    assert_eq!(r.thread_role.as_deref(), Some("data-loader-worker"));
     assert_eq!(r.parent_pid, main.pid());
     // PyTorch's worker handler re-raised; the stack is the original fault's.
     assert_eq!(

@@ -113,9 +113,16 @@ fn crashes_reach_journald_with_crashtrace_fields() {
         socket.to_str().unwrap(),
         "--stdout",
     ]);
-    let r = crash_and_report(&ct, &mut Command::new(victim("crash_nofp")), libc::SIGSEGV);
+    let r = crash_and_report(
+        &ct,
+        Command::new(victim("crash_nofp")).envs([("RANK", "2"), ("SLURM_JOB_ID", "99")]),
+        libc::SIGSEGV,
+    );
     let e = entry_for(&j, r.pid);
     assert_eq!(text(&e["CRASHTRACE_SIGNAL_NAME"]), "SIGSEGV");
+    assert_eq!(text(&e["CRASHTRACE_RANK"]), "2");
+    assert_eq!(text(&e["CRASHTRACE_SLURM_JOB_ID"]), "99");
+    assert_eq!(text(&e["CRASHTRACE_RUN_ID"]), "99");
     assert_eq!(text(&e["CRASHTRACE_KIND"]), "fault");
     assert_eq!(text(&e["PRIORITY"]), "2");
     assert_eq!(text(&e["SYSLOG_IDENTIFIER"]), "crashtrace");

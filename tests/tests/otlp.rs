@@ -108,7 +108,11 @@ fn otlp_records_carry_the_crash_the_resource_and_the_headers() {
     );
     let r = crashtrace_tests::crash_and_report(
         &ct,
-        &mut Command::new(victim("crash_nofp")),
+        Command::new(victim("crash_nofp")).envs([
+            ("RANK", "3"),
+            ("WORLD_SIZE", "4"),
+            ("TORCHELASTIC_RUN_ID", "run-otlp"),
+        ]),
         libc::SIGSEGV,
     );
     wait_until("the record at the receiver", || {
@@ -137,6 +141,9 @@ fn otlp_records_carry_the_crash_the_resource_and_the_headers() {
         r.executable.clone().unwrap().as_str()
     );
     assert_eq!(a["crashtrace.kind"], "fault");
+    assert_eq!(a["crashtrace.job.rank"], "3");
+    assert_eq!(a["crashtrace.job.world_size"], "4");
+    assert_eq!(a["crashtrace.job.run_id"], "run-otlp");
     let res = &rec["resource"];
     assert_eq!(res["service.name"], "crash-watch");
     assert_eq!(res["deployment.environment"], "test");

@@ -81,3 +81,42 @@ pub fn who_and_why(s: &mut String, r: &CrashReport) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::{CrashReport, EarlierFailure, JobReport};
+
+    #[test]
+    fn job_lines_name_the_rank_and_the_rank_that_failed_first() {
+        let mut r: CrashReport = serde_json::from_str(super::super::tests::MINIMAL).unwrap();
+        r.signal.name = "SIGTERM".into();
+        r.signal.number = 15;
+        r.job = Some(JobReport {
+            rank: Some(0),
+            world_size: Some(2),
+            local_rank: Some(0),
+            run_id: Some("run-1".into()),
+            environment: [("RANK".to_string(), "0\x1b[2J".to_string())].into(),
+            after_failure_of: Some(EarlierFailure {
+                pid: 77,
+                rank: Some(1),
+                signal: "SIGSEGV".into(),
+                before_ms: 412.4,
+            }),
+            ..JobReport::default()
+        });
+        r.pod_uid = Some("8a1c".into());
+        r.container_runtime = Some("containerd".into());
+        r.abort_message = Some("free(): invalid pointer".into());
+        let text = super::super::render(&r);
+        for line in [
+            "job:      rank 0 of 2, local rank 0, job run-1\n",
+            "first:    rank 1 (pid 77) died of SIGSEGV 412 ms before this kill: it failed first\n",
+            "env:      RANK=0\\x1b[2J\n",
+            "pod:      Kubernetes pod 8a1c, container run by containerd\n",
+            "abort:    free(): invalid pointer\n",
+        ] {
+            assert!(text.contains(line), "{line:?} in\n{text}");
+        }
+    }
+}
