@@ -38,6 +38,14 @@ PROCESS AND THREAD NAMES:
     PR_SET_NAME). Matching happens in the kernel, before anything is copied. Only the
     first 15 bytes of a name are compared, as the kernel keeps process names.
 
+ATTRIBUTION:
+    A report names the job and rank from the crashing process's environment, read in its
+    own memory at the crash. Only allowlisted variables are kept: torchrun's (RANK,
+    LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, GROUP_RANK, ROLE_NAME, TORCHELASTIC_RUN_ID),
+    Slurm's (SLURM_JOB_ID, SLURM_STEP_ID, SLURM_PROCID, SLURM_LOCALID, SLURM_NTASKS,
+    SLURM_ARRAY_JOB_ID, SLURM_ARRAY_TASK_ID), the visible GPUs and CUDA's core dump
+    settings, and the names given with --env. The rest, where tokens live, is dropped.
+
 Needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN) and a kernel with BTF.";
 
 /// Symbolized native stacks of crashing processes, caught system-wide with eBPF.
@@ -460,6 +468,17 @@ mod tests {
             .render_long_help()
             .to_string();
         assert!(help.contains("PROCESS AND THREAD NAMES"));
+        assert!(help.contains("ATTRIBUTION"));
         assert!(help.contains("EXAMPLES"));
+    }
+
+    #[test]
+    fn env_names_never_match_the_whole_environment() {
+        let parse = |v: &str| Args::try_parse_from(["crashtrace", "--env", v]).map(|a| a.env);
+        assert_eq!(parse("MY_TAG").unwrap(), ["MY_TAG"]);
+        assert_eq!(parse("MY_*").unwrap(), ["MY_*"]);
+        for bad in ["*", "A*", "", "BAD-NAME", "A=B", "X Y"] {
+            assert!(parse(bad).is_err(), "{bad:?} accepted");
+        }
     }
 }
