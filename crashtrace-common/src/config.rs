@@ -85,6 +85,15 @@ pub struct KernelOffsets {
     pub inode_ino: u32,
     /// `inode.i_size`: a mapped file's size at a fault.
     pub inode_size: u32,
+    /// `inode.i_sb`, `super_block.s_magic` and `.s_fs_info`, and in tmpfs's
+    /// `shmem_sb_info` its `max_blocks` and `used_blocks.count` (pages): how full the
+    /// tmpfs (/dev/shm) behind a SIGBUS was. `shmem_known` is 0 where BTF lacks them.
+    pub inode_sb: u32,
+    pub sb_magic: u32,
+    pub sb_fs_info: u32,
+    pub shmem_max_blocks: u32,
+    pub shmem_used_blocks: u32,
+    pub shmem_known: u32,
 }
 
 /// Load-time configuration of the eBPF programs, set as one global.
@@ -179,6 +188,12 @@ impl Config {
                 file_inode: 0,
                 inode_ino: 0,
                 inode_size: 0,
+                inode_sb: 0,
+                sb_magic: 0,
+                sb_fs_info: 0,
+                shmem_max_blocks: 0,
+                shmem_used_blocks: 0,
+                shmem_known: 0,
             },
         }
     }

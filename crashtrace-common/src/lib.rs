@@ -104,6 +104,9 @@ impl RecordKind {
     }
 }
 
+/// `super_block.s_magic` of tmpfs (and /dev/shm): TMPFS_MAGIC.
+pub const TMPFS_MAGIC: u64 = 0x0102_1994;
+
 /// Common header of every ring-buffer record.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -172,8 +175,8 @@ mod tests {
         assert_eq!(size_of::<ThreadCapture>(), fixed + THREAD_STACK_BYTES);
         assert_eq!(size_of::<Usage>(), 7 * 8);
         assert_eq!(size_of::<Sender>(), 24 + TASK_COMM_LEN);
-        assert_eq!(size_of::<VmaInfo>(), 48 + VMA_NAME_LEN);
-        assert_eq!(size_of::<FaultMaps>(), 24 + 48 + VMA_NAME_LEN);
+        assert_eq!(size_of::<VmaInfo>(), 72 + VMA_NAME_LEN);
+        assert_eq!(size_of::<FaultMaps>(), 24 + 72 + VMA_NAME_LEN);
         assert_eq!(size_of::<PyOffsets>(), 22 * 4);
         assert_eq!(size_of::<PyProc>(), 16 + 22 * 4);
         assert_eq!(size_of::<PyThread>(), 24 + 24 + PY_MAX_FRAMES * 24);

@@ -122,6 +122,11 @@ pub struct VmaInfo {
     /// The file's size (`i_size`) when the fault was taken: a mapping can reach past the
     /// end of a file truncated under it.
     pub file_size: u64,
+    /// The file system's magic (`s_magic`); for tmpfs, its size and use in pages when
+    /// the fault was taken (0: unknown).
+    pub fs_magic: u64,
+    pub fs_blocks: u64,
+    pub fs_blocks_used: u64,
     /// Base name of the mapped file; empty for anonymous memory.
     pub name: [u8; VMA_NAME_LEN],
 }
@@ -136,6 +141,9 @@ impl VmaInfo {
         found: 0,
         has_file: 0,
         file_size: 0,
+        fs_magic: 0,
+        fs_blocks: 0,
+        fs_blocks_used: 0,
         name: [0; VMA_NAME_LEN],
     };
 }

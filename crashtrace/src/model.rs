@@ -201,6 +201,10 @@ pub struct SignalReport {
     pub sender_name: Option<String>,
     /// What the fault address hit: a mapping, nothing, NULL, the guard below a stack.
     pub fault_mapping: Option<String>,
+    /// Why a SIGBUS happened, in one line (a truncated file, a full /dev/shm, a hardware
+    /// memory error).
+    #[serde(default)]
+    pub cause: Option<String>,
     /// Sent by another process (a kill), as opposed to a fault or the process itself.
     pub external: bool,
 }

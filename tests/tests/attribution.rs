@@ -168,3 +168,49 @@ fn pods_containers_and_slurm_jobs_from_cgroup_layouts() {
     assert_eq!(j.slurm_step_id.as_deref(), Some("2"));
     assert_eq!(j.run_id.as_deref(), Some("31337"));
 }
+
+/// A tmpfs of `size`, mounted on a fresh directory and unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("crashtrace-shm-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mounting a tmpfs");
+        Self(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+fn sigbus_from_a_full_shared_memory_tmpfs_says_so() {
+    // /dev/shm in a container is a 64 MiB tmpfs; this one is 1 MiB.
+    let shm = Tmpfs::mount("1m");
+    let ct = Crashtrace::start(&["--comm", "=why"]);
+    let r = crash_and_report(
+        &ct,
+        Command::new(victim("why")).arg("shm").arg(&shm.0),
+        libc::SIGBUS,
+    );
+    assert_eq!(r.signal.code_name.as_deref(), Some("BUS_ADRERR"));
+    let cause = r.signal.cause.as_deref().expect("the SIGBUS's cause");
+    assert!(
+        cause.starts_with(
+            "shared memory exhausted: the tmpfs holding torch_tensor (/dev/shm or another) is \
+             full, 1.0 MiB of 1.0 MiB used"
+        ),
+        "{cause}"
+    );
+    assert_eq!(r.frames[0].function.as_deref(), Some("fill_shared_tensor"));
+}

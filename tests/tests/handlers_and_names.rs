@@ -262,6 +262,13 @@ fn reraised_sigbus_names_the_truncated_file() {
         "{m}"
     );
     eprintln!("fault: {m}");
+    let cause = r.signal.cause.as_deref().expect("the SIGBUS's cause");
+    assert!(
+        cause.starts_with(
+            "a read past the end of dataset.bin: file offset 0x3008, but the file is 4096 bytes"
+        ),
+        "{cause}"
+    );
     let main_line = lines.next_line("main's error line");
     assert!(main_line.contains("DataLoader worker"), "{main_line}");
     main.wait_exit();

@@ -2,9 +2,13 @@
  * Usage: why assert       - a failed assert()
  *        why double-free  - glibc's malloc check aborts ("free(): double free ...")
  *        why watchdog     - a thread named like PyTorch's NCCL watchdog aborts while
- *                           the main thread and an autograd-named thread wait */
+ *                           the main thread and an autograd-named thread wait
+ *        why shm DIR      - fills a shared mapping of a sparse file in DIR (a small
+ *                           tmpfs) until the tmpfs has no page left: SIGBUS */
 #define _GNU_SOURCE
 #include <assert.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +32,22 @@ KEEP void free_twice(void) {
 
 KEEP void watchdog_timeout(void) { abort(); }
 
+/* What a DataLoader worker does with a tensor in /dev/shm. */
+KEEP void fill_shared_tensor(const char *dir) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/torch_tensor", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    size_t n = 64 << 20;
+    if (fd < 0 || ftruncate(fd, n) != 0)
+        exit(4);
+    volatile char *m = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (m == MAP_FAILED)
+        exit(5);
+    for (size_t i = 0; i < n; i += 4096)
+        m[i] = 1;
+    BARRIER();
+}
+
 static void *watchdog(void *a) {
     (void)a;
     pthread_setname_np(pthread_self(), "pt_nccl_watchdg");
@@ -48,7 +68,9 @@ static void *autograd(void *a) {
 
 int main(int argc, char **argv) {
     const char *mode = argc > 1 ? argv[1] : "assert";
-    if (strcmp(mode, "double-free") == 0) {
+    if (strcmp(mode, "shm") == 0 && argc > 2) {
+        fill_shared_tensor(argv[2]);
+    } else if (strcmp(mode, "double-free") == 0) {
         free_twice();
     } else if (strcmp(mode, "watchdog") == 0) {
         pthread_t w, g;

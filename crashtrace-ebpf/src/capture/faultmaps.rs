@@ -8,7 +8,7 @@ use aya_ebpf::{
         generated::{bpf_find_vma, bpf_probe_read_kernel_str},
     },
 };
-use crashtrace_common::{FaultMaps, RecordHeader, RecordKind, VmaInfo};
+use crashtrace_common::{FaultMaps, RecordHeader, RecordKind, TMPFS_MAGIC, VmaInfo};
 
 use crate::{
     helpers::{read_kernel, reserve},
@@ -35,6 +35,20 @@ extern "C" fn copy_vma(_task: *mut c_void, vma: *mut c_void, ctx: *mut c_void) -
             (*out).has_file = 1;
             (*out).file_size =
                 read_kernel::<u64>(inode + config!(offsets.inode_size) as u64).unwrap_or(0);
+            let sb = read_kernel::<u64>(inode + config!(offsets.inode_sb) as u64).unwrap_or(0);
+            let magic = read_kernel::<u64>(sb + config!(offsets.sb_magic) as u64).unwrap_or(0);
+            (*out).fs_magic = magic;
+            // A full tmpfs cannot give the page a shared mapping faults in: SIGBUS.
+            if magic == TMPFS_MAGIC && config!(offsets.shmem_known) != 0 {
+                let info = read_kernel::<u64>(sb + config!(offsets.sb_fs_info) as u64).unwrap_or(0);
+                (*out).fs_blocks =
+                    read_kernel::<u64>(info + config!(offsets.shmem_max_blocks) as u64)
+                        .unwrap_or(0);
+                (*out).fs_blocks_used =
+                    read_kernel::<i64>(info + config!(offsets.shmem_used_blocks) as u64)
+                        .unwrap_or(0)
+                        .max(0) as u64;
+            }
             let dentry =
                 read_kernel::<u64>(file + config!(offsets.file_dentry) as u64).unwrap_or(0);
             let name =

@@ -20,6 +20,13 @@ pub fn load_vmlinux() -> Result<Btf> {
 }
 
 pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets> {
+    let shmem = member_offset(btf, "shmem_sb_info", "max_blocks")
+        .and_then(|max| {
+            let used = member_offset(btf, "shmem_sb_info", "used_blocks")?
+                + member_offset(btf, "percpu_counter", "count")?;
+            Ok((max, used))
+        })
+        .ok();
     Ok(KernelOffsets {
         task_group_leader: member_offset(btf, "task_struct", "group_leader")?,
         task_comm: member_offset(btf, "task_struct", "comm")?,
@@ -81,6 +88,13 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets> {
         file_inode: member_offset(btf, "file", "f_inode")?,
         inode_ino: member_offset(btf, "inode", "i_ino")?,
         inode_size: member_offset(btf, "inode", "i_size")?,
+        inode_sb: member_offset(btf, "inode", "i_sb")?,
+        sb_magic: member_offset(btf, "super_block", "s_magic")?,
+        sb_fs_info: member_offset(btf, "super_block", "s_fs_info")?,
+        // Only for the SIGBUS cause: a kernel without them still loads.
+        shmem_max_blocks: shmem.map_or(0, |s| s.0),
+        shmem_used_blocks: shmem.map_or(0, |s| s.1),
+        shmem_known: shmem.is_some() as u32,
     })
 }
 

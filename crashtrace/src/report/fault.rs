@@ -82,6 +82,71 @@ pub fn describe_fault(c: &Capture, f: &VmaInfo) -> String {
     "not mapped: no mapping contains this address".into()
 }
 
+const BUS_ADRALN: i32 = 1;
+const BUS_ADRERR: i32 = 2;
+const BUS_OBJERR: i32 = 3;
+const BUS_MCEERR_AR: i32 = 4;
+const BUS_MCEERR_AO: i32 = 5;
+/// A tmpfs this close to full (in pages) cannot be told from a full one: the faulting
+/// page is what did not fit.
+const TMPFS_SLACK_PAGES: u64 = 16;
+
+fn mib(pages: u64) -> String {
+    format!("{:.1} MiB", pages as f64 * 4096.0 / (1 << 20) as f64)
+}
+
+/// Why a SIGBUS happened, in one line, from its code and the mapping it hit: PyTorch
+/// blames shared memory for every SIGBUS, and most are something else.
+pub fn bus_cause(c: &Capture, f: Option<&VmaInfo>) -> Option<String> {
+    if c.signo != libc::SIGBUS || !c.has_siginfo {
+        return None;
+    }
+    let file = f.filter(|f| f.found != 0 && f.has_file != 0);
+    Some(match c.si_code {
+        BUS_MCEERR_AR | BUS_MCEERR_AO => format!(
+            "a hardware memory error (machine check) in the page at 0x{:x}: the memory failed, not the program; look at the host's EDAC and mcelog counters",
+            c.si_addr
+        ),
+        BUS_ADRALN => "a misaligned access the CPU refused".into(),
+        BUS_OBJERR => "an object-specific hardware error".into(),
+        BUS_ADRERR => {
+            let f = file?;
+            let name = vma_name(f);
+            let at = (f.pgoff << 12).wrapping_add(c.si_addr.wrapping_sub(f.start));
+            let tmpfs = f.fs_magic == crashtrace_common::TMPFS_MAGIC;
+            if at >= f.file_size {
+                format!(
+                    "a read past the end of {name}: file offset 0x{at:x}, but the file is {} bytes (it was truncated under its mapping){}",
+                    f.file_size,
+                    if tmpfs {
+                        ", not shared memory running out"
+                    } else {
+                        ""
+                    }
+                )
+            } else if tmpfs
+                && f.fs_blocks > 0
+                && f.fs_blocks_used + TMPFS_SLACK_PAGES >= f.fs_blocks
+            {
+                format!(
+                    "shared memory exhausted: the tmpfs holding {name} (/dev/shm or another) is full, {} of {} used; DataLoader workers and NCCL keep tensors there, and a container's /dev/shm is 64 MiB unless raised",
+                    mib(f.fs_blocks_used),
+                    mib(f.fs_blocks)
+                )
+            } else if tmpfs {
+                format!(
+                    "a fault in {name} on tmpfs ({} of {} used) that the kernel could not back",
+                    mib(f.fs_blocks_used),
+                    mib(f.fs_blocks)
+                )
+            } else {
+                return None;
+            }
+        }
+        _ => return None,
+    })
+}
+
 /// The faulting instruction, decoded from the bytes captured at `rip`.
 pub fn disassemble(code: &[u8], rip: u64) -> Option<String> {
     use iced_x86::{Decoder, DecoderOptions, Formatter as _, GasFormatter};
@@ -162,6 +227,50 @@ mod tests {
              beyond the end of the file, which was 12288 bytes at the fault (truncated under \
              its mapping?))"
         );
+    }
+
+    #[test]
+    fn sigbus_causes_in_one_line() {
+        let buf = crate::capture::records::tests::record_bytes(|_| {}, &[]);
+        let Ok(crate::capture::records::Event::Signal(c)) = crate::capture::records::decode(&buf)
+        else {
+            panic!()
+        };
+        let bus = |code: i32, addr: u64| {
+            let mut c = (*c).clone();
+            c.signo = libc::SIGBUS;
+            c.si_code = code;
+            c.si_addr = addr;
+            c.has_siginfo = true;
+            c
+        };
+        let mut shm = vma(0x10000, 0x20000, 0xb, "torch_1234_567");
+        shm.has_file = 1;
+        shm.file_size = 0x8000;
+        shm.fs_magic = crashtrace_common::TMPFS_MAGIC;
+        shm.fs_blocks = 16384;
+        shm.fs_blocks_used = 16380;
+        let full = bus_cause(&bus(BUS_ADRERR, 0x13000), Some(&shm)).unwrap();
+        assert!(full.starts_with("shared memory exhausted"), "{full}");
+        assert!(full.contains("full, 64.0 MiB of 64.0 MiB used"), "{full}");
+        let past = bus_cause(&bus(BUS_ADRERR, 0x1f000), Some(&shm)).unwrap();
+        assert!(
+            past.starts_with("a read past the end of torch_1234_567"),
+            "{past}"
+        );
+        assert!(past.ends_with("not shared memory running out"), "{past}");
+        shm.fs_blocks_used = 100;
+        let room = bus_cause(&bus(BUS_ADRERR, 0x13000), Some(&shm)).unwrap();
+        assert!(
+            room.contains("on tmpfs (0.4 MiB of 64.0 MiB used)"),
+            "{room}"
+        );
+        let hw = bus_cause(&bus(BUS_MCEERR_AR, 0x7000), None).unwrap();
+        assert!(hw.starts_with("a hardware memory error"), "{hw}");
+        assert_eq!(bus_cause(&bus(BUS_ADRERR, 0x7000), None), None);
+        let mut segv = bus(BUS_ADRERR, 0x13000);
+        segv.signo = libc::SIGSEGV;
+        assert_eq!(bus_cause(&segv, Some(&shm)), None);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::{
         signals::{decode_si_code, has_fault_address, has_sender, signal_name},
     },
 };
-use fault::{describe_fault, disassemble};
+use fault::{bus_cause, describe_fault, disassemble};
 use outcome::{oom_report, outcome};
 
 /// What the report is made of, besides the crash's own records.
@@ -101,6 +101,7 @@ pub fn build(input: ReportInput<'_>) -> CrashReport {
         .and_then(|f| {
             (c.has_siginfo && has_fault_address(c.signo, c.si_code)).then(|| describe_fault(c, f))
         }),
+        cause: bus_cause(c, crash.fault_maps.as_ref().map(|m| &m.fault)),
         // An OOM kill comes from the kernel, whoever's allocation triggered it.
         external: (c.sender_pid != 0 && c.sender_pid != c.pid) || crash.oom.is_some(),
     };

@@ -76,6 +76,9 @@ pub fn fault(s: &mut String, r: &CrashReport) {
             }
         }
     }
+    if let Some(c) = &sig.cause {
+        let _ = writeln!(s, "cause:    {c}");
+    }
     if let Some(p) = sig.sender_pid {
         let name = sig
             .sender_name

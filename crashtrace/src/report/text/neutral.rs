@@ -144,6 +144,7 @@ pub fn neutral(r: &CrashReport) -> CrashReport {
         &mut signal.code_description,
         &mut signal.sender_name,
         &mut signal.fault_mapping,
+        &mut signal.cause,
     ] {
         opt(s);
     }
