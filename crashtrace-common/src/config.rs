@@ -94,6 +94,14 @@ pub struct KernelOffsets {
     pub shmem_max_blocks: u32,
     pub shmem_used_blocks: u32,
     pub shmem_known: u32,
+    /// `task_struct.files`, `files_struct.fdt`, `fdtable.max_fds` and `.fd`, and
+    /// `inode.i_mode` and `.i_rdev`: the GPU devices a crashing process had open.
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdt_max_fds: u32,
+    pub fdt_fd: u32,
+    pub inode_mode: u32,
+    pub inode_rdev: u32,
 }
 
 /// Load-time configuration of the eBPF programs, set as one global.
@@ -194,6 +202,12 @@ impl Config {
                 shmem_max_blocks: 0,
                 shmem_used_blocks: 0,
                 shmem_known: 0,
+                task_files: 0,
+                files_fdt: 0,
+                fdt_max_fds: 0,
+                fdt_fd: 0,
+                inode_mode: 0,
+                inode_rdev: 0,
             },
         }
     }

@@ -191,7 +191,7 @@ mod tests {
         assert_eq!(size_of::<LibcFile>(), 16);
         assert_eq!(
             size_of::<CrashMemory>(),
-            24 + 32 + 16 + ENV_PAGES * STACK_CHUNK + ABORT_MSG_BYTES
+            24 + 32 + 16 + 16 + ENV_PAGES * STACK_CHUNK + ABORT_MSG_BYTES
         );
         assert_eq!(size_of::<CommPattern>(), 24);
         assert_eq!(

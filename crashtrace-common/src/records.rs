@@ -286,6 +286,17 @@ pub struct LibcFile {
     pub file_size: u64,
 }
 
+/// `CrashMemory::gpu_flags`: /dev/nvidiactl, /dev/nvidia-modeset and /dev/nvidia-uvm were
+/// open; more descriptors were open than were looked at (`MAX_FDS_SCANNED`).
+pub const GPU_CTL: u32 = 1 << 0;
+pub const GPU_MODESET: u32 = 1 << 1;
+pub const GPU_UVM: u32 = 1 << 2;
+pub const GPU_FDS_MORE: u32 = 1 << 3;
+/// Descriptors looked at per crash for open GPU devices.
+pub const MAX_FDS_SCANNED: u32 = 1024;
+/// NVIDIA's character device major (`/dev/nvidia*`, but UVM's, which is dynamic).
+pub const NVIDIA_MAJOR: u32 = 195;
+
 /// `CrashMemory::flags`: a page of the environment block could not be read (paged out).
 pub const MEMORY_ENV_UNREADABLE: u32 = 1 << 0;
 
@@ -307,6 +318,11 @@ pub struct CrashMemory {
     /// Bytes of `abort_msg` read, its NUL included (0: no message was set).
     pub abort_len: u32,
     pub flags: u32,
+    /// NVIDIA devices open in the process: bit N for /dev/nvidiaN (N < 64), and
+    /// `GPU_*` bits for the control and UVM devices; how many descriptors were looked at.
+    pub gpu_minors: u64,
+    pub gpu_flags: u32,
+    pub fds_scanned: u32,
     pub env: [[u8; STACK_CHUNK]; ENV_PAGES],
     pub abort_msg: [u8; ABORT_MSG_BYTES],
 }

@@ -6,10 +6,10 @@ use std::time::SystemTime;
 use crate::{
     assemble::Crash,
     capture::pins::FilePins,
-    model::{CrashReport, EarlierFailure, ThreadReport},
+    model::{CrashReport, EarlierFailure, ThreadReport, XidEvent},
     python::{Tracebacks, layouts, merge_all, runtime::version_from_name},
     report::{ReportInput, build},
-    symbolize::Symbolizer,
+    symbolize::{Symbolizer, versions},
     sys::procfs::Mapping,
 };
 
@@ -22,6 +22,8 @@ pub struct ProcessView<'a> {
     pub pins: &'a FilePins,
     /// For a kill: the failure of the same job that came before it.
     pub earlier_failure: Option<EarlierFailure>,
+    /// The kernel log's Xid lines about it.
+    pub xid: Vec<XidEvent>,
 }
 
 pub fn analyze(
@@ -57,6 +59,11 @@ pub fn analyze(
         .mappings
         .iter()
         .find_map(|m| version_from_name(&m.path));
+    let gpu_libraries = versions::gpu_libraries(view.mappings);
+    let gpu_open = crash
+        .memory
+        .as_ref()
+        .is_some_and(|m| m.gpu_minors != 0 || m.gpu_flags != 0);
     let mut report = build(ReportInput {
         crash,
         frames,
@@ -68,6 +75,11 @@ pub fn analyze(
         python_mapped,
         python_layout_known: python_mapped.is_some_and(|v| layouts::offsets(v).is_some()),
         earlier_failure: view.earlier_failure,
+        driver_version: (!gpu_libraries.is_empty() || gpu_open)
+            .then(versions::driver_version)
+            .flatten(),
+        gpu_libraries,
+        xid: view.xid,
         time,
         latency_ms,
     });

@@ -46,6 +46,10 @@ pub struct CrashReport {
     /// What the crashing thread is to the runtime (`nccl-watchdog`, `autograd`, ...).
     #[serde(default)]
     pub thread_role: Option<String>,
+    /// The GPUs it had open, the CUDA libraries it had loaded, and the driver's Xid
+    /// errors for it; None for a process that touched no GPU.
+    #[serde(default)]
+    pub gpu: Option<GpuReport>,
     /// The executable's path where known, else its base name from the kernel.
     pub executable: Option<String>,
     pub parent_pid: u32,
@@ -156,6 +160,44 @@ pub struct JobReport {
     pub environment_unread_bytes: u64,
     /// For a process killed by another: the job's earlier fault, which the kill followed.
     pub after_failure_of: Option<EarlierFailure>,
+}
+
+/// What a crashing process had to do with GPUs.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct GpuReport {
+    /// NVIDIA devices open at the crash (`/dev/nvidia0`, `/dev/nvidiactl`, ...).
+    pub devices: Vec<String>,
+    /// More descriptors were open than were looked at: devices may be missing.
+    pub devices_incomplete: bool,
+    /// CUDA, cuDNN, NCCL and driver libraries mapped, with their versions where known.
+    pub libraries: Vec<GpuLibrary>,
+    /// The NVIDIA kernel module's version, from the host.
+    pub driver_version: Option<String>,
+    /// NVRM Xid lines of the kernel log for this process, around the crash.
+    pub xid: Vec<XidEvent>,
+    /// Whether CUDA was told to dump core on a GPU exception
+    /// (`CUDA_ENABLE_COREDUMP_ON_EXCEPTION`); None where the environment was not read.
+    pub cuda_coredump: Option<bool>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GpuLibrary {
+    /// `CUDA runtime`, `cuDNN`, `NCCL`, `cuBLAS`, `CUDA driver`.
+    pub name: String,
+    pub version: Option<String>,
+    pub path: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct XidEvent {
+    pub code: u32,
+    /// The GPU's PCI address, as the driver names it.
+    pub pci: String,
+    pub pid: Option<u32>,
+    /// The whole kernel log line.
+    pub message: String,
+    /// When it was logged relative to the fatal signal, in seconds (negative: before).
+    pub seconds_after_signal: f64,
 }
 
 /// Another process of the same job that failed first.
@@ -361,6 +403,19 @@ impl CrashReport {
         put("container_runtime", self.container_runtime.clone());
         put("thread_role", self.thread_role.clone());
         put("abort_message", self.abort_message.clone());
+        if let Some(g) = &self.gpu {
+            put(
+                "gpu_devices",
+                (!g.devices.is_empty()).then(|| g.devices.join(",")),
+            );
+            put(
+                "xid",
+                (!g.xid.is_empty()).then(|| {
+                    let codes: Vec<String> = g.xid.iter().map(|x| x.code.to_string()).collect();
+                    codes.join(",")
+                }),
+            );
+        }
         out
     }
 

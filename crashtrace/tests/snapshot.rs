@@ -115,6 +115,7 @@ fn names(s: &Snapshot, stack_limit: Option<usize>) -> (Vec<String>, String) {
         cgroup: None,
         pins: &FilePins::new(),
         earlier_failure: None,
+        xid: Vec::new(),
     };
     let r = analyze(
         &mut Symbolizer::new(&[], None),

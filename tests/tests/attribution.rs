@@ -214,3 +214,64 @@ fn sigbus_from_a_full_shared_memory_tmpfs_says_so() {
     );
     assert_eq!(r.frames[0].function.as_deref(), Some("fill_shared_tensor"));
 }
+
+#[test]
+fn gpu_devices_and_the_drivers_xid_lines() {
+    // The UVM device is known by its name (its major is dynamic): a node named so,
+    // opened by the victim, stands in for it on a machine without a GPU.
+    let dir = std::env::temp_dir().join(format!("crashtrace-gpu-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let uvm = dir.join("nvidia-uvm");
+    let _ = std::fs::remove_file(&uvm);
+    let st = Command::new("mknod")
+        .arg(&uvm)
+        .args(["c", "1", "3"])
+        .status()
+        .unwrap();
+    assert!(st.success(), "mknod");
+    let ct = Crashtrace::start_text(&["--comm", "=crash_nofp"]);
+    let mut v = Victim::spawn(Command::new("sh").arg("-c").arg(format!(
+        "exec 3<{}; exec {} wait-segv",
+        uvm.display(),
+        victim("crash_nofp").display()
+    )));
+    v.wait_ready();
+    // What the driver logs when a GPU fails under a process (root can write the log),
+    // and a line about another process, which is not this crash's.
+    // One write a record: the kernel log makes a record of each write().
+    let log = |line: String| {
+        use std::io::Write as _;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/kmsg")
+            .unwrap()
+            .write_all(line.as_bytes())
+            .unwrap()
+    };
+    log(format!(
+        "NVRM: Xid (PCI:0000:3b:00): 79, pid={}, name=crash_nofp, GPU has fallen off the bus.",
+        v.pid()
+    ));
+    log(format!(
+        "NVRM: Xid (PCI:0000:3b:00): 31, pid={}, name=other, MMU Fault",
+        v.pid() + 100_000
+    ));
+    v.trigger();
+    assert_eq!(v.wait_signal(), Some(SIGSEGV));
+    let text = ct.text_containing(&format!("in process {}", v.pid()));
+    assert!(text.contains("gpu:      /dev/nvidia-uvm open"), "{text}");
+    let xid: Vec<&str> = text.lines().filter(|l| l.starts_with("xid:")).collect();
+    assert_eq!(xid.len(), 1, "{text}");
+    assert!(
+        xid[0].starts_with("xid:      79 on 0000:3b:00, ")
+            && xid[0].contains(&format!(
+                " the signal: NVRM: Xid (PCI:0000:3b:00): 79, pid={}, name=crash_nofp, GPU has \
+                 fallen off the bus.",
+                v.pid()
+            )),
+        "{}",
+        xid[0]
+    );
+    drop(ct);
+    let _ = std::fs::remove_dir_all(&dir);
+}

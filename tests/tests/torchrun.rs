@@ -59,6 +59,27 @@ fn torchrun_rank_fault_and_the_agents_kill_of_the_other_rank() {
     );
     let f1 = python_functions(&faulted);
     assert!(f1.iter().any(|f| f == "train_step"), "{f1:?}");
+    // The CUDA libraries PyTorch loaded, with the versions pip installed.
+    let gpu = faulted.gpu.as_ref().expect("PyTorch's CUDA libraries");
+    let nccl = gpu
+        .libraries
+        .iter()
+        .find(|l| l.name == "NCCL")
+        .expect("NCCL among the libraries");
+    let site = nccl.path.split("/nvidia/").next().unwrap();
+    let dist = std::fs::read_dir(site)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("nvidia_nccl") && n.ends_with(".dist-info"))
+        .expect("NCCL's pip package");
+    let want = dist
+        .trim_end_matches(".dist-info")
+        .rsplit('-')
+        .next()
+        .unwrap();
+    assert_eq!(nccl.version.as_deref(), Some(want), "{:?}", gpu.libraries);
+    assert!(gpu.libraries.iter().any(|l| l.name == "CUDA runtime"));
 
     let killed = ct.report_for(pids[&0]);
     assert_eq!(killed.signal.name, "SIGTERM");

@@ -6,12 +6,12 @@ use aya_ebpf::{
     cty::c_void,
     helpers::{
         bpf_ktime_get_ns,
-        generated::{bpf_find_vma, bpf_probe_read_user, bpf_probe_read_user_str},
+        generated::{bpf_find_vma, bpf_loop, bpf_probe_read_user, bpf_probe_read_user_str},
     },
 };
 use crashtrace_common::{
-    ABORT_MSG_BYTES, CrashMemory, ENV_PAGES, MEMORY_ENV_UNREADABLE, RecordHeader, RecordKind,
-    STACK_CHUNK,
+    ABORT_MSG_BYTES, CrashMemory, ENV_PAGES, GPU_CTL, GPU_FDS_MORE, GPU_MODESET, GPU_UVM,
+    MAX_FDS_SCANNED, MEMORY_ENV_UNREADABLE, NVIDIA_MAJOR, RecordHeader, RecordKind, STACK_CHUNK,
 };
 
 use crate::{
@@ -89,8 +89,113 @@ pub fn emit(task: u64, pid: u32, tid: u32, sig: i32, rip: u64) {
         if sig == SIGABRT {
             read_abort_msg(task, rip, rec);
         }
+        let gpus = scan_fds(task);
+        (*rec).gpu_minors = gpus.minors;
+        (*rec).gpu_flags = gpus.flags;
+        (*rec).fds_scanned = gpus.scanned;
     }
     entry.submit(0);
+}
+
+/// The descriptor walk's state; it lives on this program's stack, as bpf_loop requires.
+#[repr(C)]
+struct FdScan {
+    fds: u64,
+    max: u32,
+    scanned: u32,
+    minors: u64,
+    flags: u32,
+    _pad: u32,
+}
+
+const S_IFMT: u16 = 0o170000;
+const S_IFCHR: u16 = 0o020000;
+/// `dev_t` inside the kernel: major above MINORBITS (20).
+const MINOR_BITS: u32 = 20;
+
+/// bpf_loop callback: one descriptor; a character device of NVIDIA's is noted.
+#[inline(never)]
+extern "C" fn fd_cb(i: u64, ctx: *mut c_void) -> i64 {
+    let s = ctx as *mut FdScan;
+    // SAFETY: ctx is the FdScan on scan_fds's stack.
+    let (fds, max) = unsafe { ((*s).fds, (*s).max) };
+    if i >= max as u64 {
+        return 1;
+    }
+    // SAFETY: as above.
+    unsafe { (*s).scanned = i as u32 + 1 };
+    let file = read_kernel::<u64>(fds + i * 8).unwrap_or(0);
+    if file == 0 {
+        return 0;
+    }
+    let inode = read_kernel::<u64>(file + config!(offsets.file_inode) as u64).unwrap_or(0);
+    let mode = read_kernel::<u16>(inode + config!(offsets.inode_mode) as u64).unwrap_or(0);
+    if inode == 0 || mode & S_IFMT != S_IFCHR {
+        return 0;
+    }
+    let rdev = read_kernel::<u32>(inode + config!(offsets.inode_rdev) as u64).unwrap_or(0);
+    let (major, minor) = (rdev >> MINOR_BITS, rdev & ((1 << MINOR_BITS) - 1));
+    // SAFETY: as above.
+    unsafe {
+        if major == NVIDIA_MAJOR {
+            match minor {
+                0..64 => (*s).minors |= 1u64 << minor,
+                254 => (*s).flags |= GPU_MODESET,
+                255 => (*s).flags |= GPU_CTL,
+                _ => {}
+            }
+            return 0;
+        }
+    }
+    // UVM's major is dynamic: known by its name.
+    let dentry = read_kernel::<u64>(file + config!(offsets.file_dentry) as u64).unwrap_or(0);
+    let name = read_kernel::<u64>(dentry + config!(offsets.dentry_name) as u64).unwrap_or(0);
+    if name != 0 && read_kernel::<[u8; 11]>(name) == Some(*b"nvidia-uvm\0") {
+        // SAFETY: as above.
+        unsafe { (*s).flags |= GPU_UVM };
+    }
+    0
+}
+
+/// The NVIDIA devices the process has open, from its descriptor table.
+#[inline(never)]
+fn scan_fds(task: u64) -> FdScan {
+    let mut s = FdScan {
+        fds: 0,
+        max: 0,
+        scanned: 0,
+        minors: 0,
+        flags: 0,
+        _pad: 0,
+    };
+    let files = read_kernel::<u64>(task + config!(offsets.task_files) as u64).unwrap_or(0);
+    let fdt = if files != 0 {
+        read_kernel::<u64>(files + config!(offsets.files_fdt) as u64).unwrap_or(0)
+    } else {
+        0
+    };
+    if fdt == 0 {
+        return s;
+    }
+    let max = read_kernel::<u32>(fdt + config!(offsets.fdt_max_fds) as u64).unwrap_or(0);
+    s.fds = read_kernel::<u64>(fdt + config!(offsets.fdt_fd) as u64).unwrap_or(0);
+    s.max = max.min(MAX_FDS_SCANNED);
+    if max > MAX_FDS_SCANNED {
+        s.flags |= GPU_FDS_MORE;
+    }
+    if s.fds == 0 {
+        return s;
+    }
+    // SAFETY: the callback is a BPF subprogram; the context is on this stack.
+    unsafe {
+        bpf_loop(
+            MAX_FDS_SCANNED,
+            fd_cb as *mut c_void,
+            &raw mut s as *mut c_void,
+            0,
+        )
+    };
+    s
 }
 
 /// What the abort-message lookup needs of the mapping holding the abort's `rip`.

@@ -72,6 +72,9 @@ pub struct ProcessMemory {
     pub env_unread: u64,
     /// glibc's last fatal message, if one was set.
     pub abort_message: Option<String>,
+    /// NVIDIA devices open at the crash: /dev/nvidiaN minors, `GPU_*` flags.
+    pub gpu_minors: u64,
+    pub gpu_flags: u32,
 }
 
 /// Picks the allowlisted variables and the abort message out of `rec`.
@@ -112,6 +115,8 @@ pub fn reduce(rec: &CrashMemory, allow: &EnvAllow) -> ProcessMemory {
         env,
         env_unread: unread,
         abort_message: (!msg.is_empty()).then(|| String::from_utf8_lossy(msg).into_owned()),
+        gpu_minors: rec.gpu_minors,
+        gpu_flags: rec.gpu_flags,
     }
 }
 

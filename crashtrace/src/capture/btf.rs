@@ -95,6 +95,12 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets> {
         shmem_max_blocks: shmem.map_or(0, |s| s.0),
         shmem_used_blocks: shmem.map_or(0, |s| s.1),
         shmem_known: shmem.is_some() as u32,
+        task_files: member_offset(btf, "task_struct", "files")?,
+        files_fdt: member_offset(btf, "files_struct", "fdt")?,
+        fdt_max_fds: member_offset(btf, "fdtable", "max_fds")?,
+        fdt_fd: member_offset(btf, "fdtable", "fd")?,
+        inode_mode: member_offset(btf, "inode", "i_mode")?,
+        inode_rdev: member_offset(btf, "inode", "i_rdev")?,
     })
 }
 

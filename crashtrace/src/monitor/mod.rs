@@ -28,10 +28,10 @@ use crate::{
     cli::Args,
     metrics::{self, LoopState, Metrics},
     python::{registry::PythonRegistry, runtime::version_from_name},
-    report::attribution::FailureLedger,
+    report::{attribution::FailureLedger, gpu::xids_for},
     sinks::{self, QUEUE_REPORTS, Sinks},
     symbolize::libc::{AbortMessages, is_glibc},
-    sys::{cgroups::CgroupNames, notify::Notifier, wait},
+    sys::{cgroups::CgroupNames, kmsg::Kmsg, notify::Notifier, wait},
 };
 use runmode::{spawn_command, summarize};
 use setup::{
@@ -80,6 +80,8 @@ struct Pipeline {
     housekept_ns: u64,
     /// Recent failures by job: a rank killed after another's fault names it.
     failures: FailureLedger,
+    /// The kernel log, for the GPU driver's Xid lines.
+    kmsg: Kmsg,
     /// glibc files already handed to the registration thread.
     libc_inodes: std::collections::HashSet<crate::capture::pins::FileKey>,
 }
@@ -195,8 +197,15 @@ impl Pipeline {
         let maps = self.table.mappings_at(s.pid, s.ktime_ns);
         self.pin_through_others(s.pid, &maps);
         let earlier_failure = self.failures.take(&crash);
+        self.kmsg.drain();
+        let has_gpu = crash
+            .memory
+            .as_ref()
+            .is_some_and(|m| m.gpu_minors != 0 || m.gpu_flags != 0);
+        let xid = xids_for(self.kmsg.recent(), s.pid, crash.fatal().ktime_ns, has_gpu);
         self.analysis.send(Job {
             earlier_failure,
+            xid,
             pins: self.pins.subset(&maps),
             executable: self.table.exe_at(s.pid, s.ktime_ns),
             cgroup: self.cgroups.path(s.cgroup_id),
@@ -295,6 +304,7 @@ pub async fn run(args: Args) -> Result<i32> {
         housekept_ns: 0,
         failures: FailureLedger::default(),
         libc_inodes: Default::default(),
+        kmsg: Kmsg::open(),
     };
     // Python processes that were running before crashtrace.
     let running: Vec<_> = pipeline

@@ -23,7 +23,7 @@ use crate::{
     assemble::Crash,
     capture::{perf::Lifecycle, pins::FilePins},
     metrics::Metrics,
-    model::EarlierFailure,
+    model::{EarlierFailure, XidEvent},
     python::registry::PythonRegistry,
     sinks::{Losses, Sinks},
     symbolize::{Symbolizer, elf::ModuleCache, libc::AbortMessages},
@@ -50,6 +50,7 @@ pub struct Job {
     /// The pins of its files (and of files with the same build IDs).
     pub pins: FilePins,
     pub earlier_failure: Option<EarlierFailure>,
+    pub xid: Vec<XidEvent>,
 }
 
 /// A thread fed by a bounded queue.
@@ -149,6 +150,7 @@ impl Analysis {
                         cgroup: job.cgroup,
                         pins: &job.pins,
                         earlier_failure: job.earlier_failure,
+                        xid: job.xid,
                     };
                     // From the fatal signal reaching the thread to the report leaving the stages.
                     let started = job.crash.fatal().ktime_ns;

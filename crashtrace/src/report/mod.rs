@@ -3,6 +3,7 @@
 
 pub mod attribution;
 pub mod fault;
+pub mod gpu;
 pub mod outcome;
 pub mod text;
 
@@ -11,8 +12,8 @@ use std::time::SystemTime;
 use crate::{
     assemble::Crash,
     model::{
-        CrashReport, EarlierFailure, Frame, HandlerEnd, HandlerReport, PythonReport, Registers,
-        SignalReport, ThreadReport, UnwindReport,
+        CrashReport, EarlierFailure, Frame, GpuLibrary, HandlerEnd, HandlerReport, PythonReport,
+        Registers, SignalReport, ThreadReport, UnwindReport, XidEvent,
     },
     sys::{
         cgroups,
@@ -41,6 +42,11 @@ pub struct ReportInput<'a> {
     pub python_layout_known: bool,
     /// For a kill: the same job's failure before it (see `attribution::FailureLedger`).
     pub earlier_failure: Option<EarlierFailure>,
+    /// The GPU libraries it had mapped, the host's driver version, and the kernel log's
+    /// Xid lines about it.
+    pub gpu_libraries: Vec<GpuLibrary>,
+    pub driver_version: Option<String>,
+    pub xid: Vec<XidEvent>,
     /// When the report is made (wall clock), and how long after the fatal signal.
     pub time: SystemTime,
     pub latency_ms: f64,
@@ -190,6 +196,12 @@ pub fn build(input: ReportInput<'_>) -> CrashReport {
         job,
         abort_message,
         thread_role: thread_role.map(str::to_string),
+        gpu: gpu::gpu(
+            crash.memory.as_ref(),
+            input.gpu_libraries,
+            input.driver_version,
+            input.xid,
+        ),
         cgroup: input.cgroup.clone(),
         executable: input
             .executable

@@ -11,6 +11,7 @@ pub mod elf;
 pub mod guard;
 pub mod libc;
 pub mod unwind;
+pub mod versions;
 
 use std::{
     collections::HashMap,

@@ -6,6 +6,7 @@ pub mod buildid;
 pub mod cgroups;
 pub mod escape;
 pub mod files;
+pub mod kmsg;
 pub mod notify;
 pub mod procfs;
 pub mod signals;

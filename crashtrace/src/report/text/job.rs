@@ -70,6 +70,55 @@ pub fn who_and_why(s: &mut String, r: &CrashReport) {
                 .unwrap_or_default()
         );
     }
+    if let Some(g) = &r.gpu {
+        let mut parts = Vec::new();
+        if !g.devices.is_empty() {
+            parts.push(format!(
+                "{} open{}",
+                g.devices.join(", "),
+                if g.devices_incomplete {
+                    " (and maybe more)"
+                } else {
+                    ""
+                }
+            ));
+        }
+        if let Some(d) = &g.driver_version {
+            parts.push(format!("driver {d}"));
+        }
+        match g.cuda_coredump {
+            Some(true) => parts.push("CUDA core dumps on".into()),
+            Some(false) => parts.push("CUDA core dumps off".into()),
+            None => {}
+        }
+        if !parts.is_empty() {
+            let _ = writeln!(s, "gpu:      {}", parts.join("; "));
+        }
+        let libs: Vec<String> = g
+            .libraries
+            .iter()
+            .filter(|l| l.name != "CUDA driver")
+            .map(|l| match &l.version {
+                Some(v) => format!("{} {v}", l.name),
+                None => format!("{} ({})", l.name, l.path.rsplit('/').next().unwrap_or("")),
+            })
+            .collect();
+        if !libs.is_empty() {
+            let _ = writeln!(s, "cuda:     {}", libs.join(", "));
+        }
+        for x in &g.xid {
+            let when = if x.seconds_after_signal < 0.0 {
+                format!("{:.1} s before the signal", -x.seconds_after_signal)
+            } else {
+                format!("{:.1} s after the signal", x.seconds_after_signal)
+            };
+            let _ = writeln!(
+                s,
+                "xid:      {} on {}, {when}: {}",
+                x.code, x.pci, x.message
+            );
+        }
+    }
     if let Some(m) = &r.abort_message {
         let _ = writeln!(s, "abort:    {m}");
     }

@@ -78,6 +78,7 @@ pub fn neutral(r: &CrashReport) -> CrashReport {
         job,
         abort_message,
         thread_role,
+        gpu,
         executable,
         parent_pid: _,
         parent_name,
@@ -115,6 +116,17 @@ pub fn neutral(r: &CrashReport) -> CrashReport {
         instruction,
     ] {
         opt(s);
+    }
+    if let Some(g) = gpu {
+        for l in &mut g.libraries {
+            one(&mut l.path);
+            opt(&mut l.version);
+        }
+        opt(&mut g.driver_version);
+        for x in &mut g.xid {
+            one(&mut x.message);
+            one(&mut x.pci);
+        }
     }
     if let Some(j) = job {
         for s in [
