@@ -16,6 +16,10 @@ fn main() {
         std::process::exit(2);
     }
     if args.check_config {
+        if let Err(e) = monitor::check(&args) {
+            say!("crashtrace: {e:#}");
+            std::process::exit(2);
+        }
         // The effective options, file first: what a run would use.
         let shown: Vec<String> = argv
             .iter()

@@ -46,6 +46,9 @@ pub struct CrashReport {
     /// What the crashing thread is to the runtime (`nccl-watchdog`, `autograd`, ...).
     #[serde(default)]
     pub thread_role: Option<String>,
+    /// What groups this crash with the same crash elsewhere (see docs/signature-rules.toml).
+    #[serde(default)]
+    pub signature: Option<Signature>,
     /// The GPUs it had open, the CUDA libraries it had loaded, and the driver's Xid
     /// errors for it; None for a process that touched no GPU.
     #[serde(default)]
@@ -160,6 +163,20 @@ pub struct JobReport {
     pub environment_unread_bytes: u64,
     /// For a process killed by another: the job's earlier fault, which the kill followed.
     pub after_failure_of: Option<EarlierFailure>,
+}
+
+/// The same crash on any run, host or install path has the same signature.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signature {
+    /// 16 hex digits: the SHA-256 of the parts below, one per line.
+    pub id: String,
+    /// How it died: `SIGSEGV SEGV_MAPERR`, `SIGABRT: assertion `x' failed`, `oom`,
+    /// `killed by SIGTERM`.
+    pub cause: String,
+    /// The first meaningful native frames, normalised.
+    pub frames: Vec<String>,
+    /// The innermost Python frame of the user's code, `file.py:function`.
+    pub python: Option<String>,
 }
 
 /// What a crashing process had to do with GPUs.
@@ -399,6 +416,7 @@ impl CrashReport {
                 j.after_failure_of.as_ref().map(|e| e.pid.to_string()),
             );
         }
+        put("signature", self.signature.as_ref().map(|s| s.id.clone()));
         put("pod_uid", self.pod_uid.clone());
         put("container_runtime", self.container_runtime.clone());
         put("thread_role", self.thread_role.clone());

@@ -55,6 +55,21 @@ pub struct Outputs {
     /// given.
     #[arg(long)]
     pub stdout: bool,
+
+    /// Crash loops: at most N full reports per crash signature and --loop-window; the
+    /// rest are counted (in the metrics too) and said in one line when the window ends.
+    /// 0 (the default) reports every crash.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub loop_reports: u32,
+
+    /// The window of --loop-reports.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub loop_window: std::time::Duration,
+
+    /// Signature rules (TOML; see docs/signature-rules.toml for the defaults and their
+    /// keys): how crashes are grouped.
+    #[arg(long, value_name = "FILE")]
+    pub signature_rules: Option<PathBuf>,
 }
 
 impl Outputs {

@@ -62,6 +62,7 @@ pub struct Metrics {
     captures_lost: Family<ReasonLabels, Counter<u64, AtomicU64>>,
     reports_dropped: Family<DropLabels, Counter<u64, AtomicU64>>,
     handled_limited: Counter<u64, AtomicU64>,
+    loop_suppressed: Counter<u64, AtomicU64>,
     pinned_files: Gauge,
     tracked_processes: Gauge,
     cpu_seconds: Gauge<f64, AtomicU64>,
@@ -91,6 +92,7 @@ impl Metrics {
             captures_lost: Family::default(),
             reports_dropped: Family::default(),
             handled_limited: Counter::default(),
+            loop_suppressed: Counter::default(),
             pinned_files: Gauge::default(),
             tracked_processes: Gauge::default(),
             cpu_seconds: Gauge::default(),
@@ -131,6 +133,12 @@ impl Metrics {
             m.handled_limited.clone(),
         );
         registry.register(
+            "crash_loop_reports_held",
+            "Reports held back from the outputs as a crash loop's (--loop-reports); still \
+             counted in crashes",
+            m.loop_suppressed.clone(),
+        );
+        registry.register(
             "pinned_files",
             "Mapped files held open for later symbolization",
             m.pinned_files.clone(),
@@ -153,6 +161,11 @@ impl Metrics {
             m.rss_bytes.clone(),
         );
         Self { registry, ..m }
+    }
+
+    /// A report a crash loop held back from the outputs.
+    pub fn observe_held(&self) {
+        self.loop_suppressed.inc();
     }
 
     /// One finished report.

@@ -230,6 +230,11 @@ impl Pipeline {
     }
 }
 
+/// What `--check-config` checks beyond the options themselves: the files they name.
+pub fn check(args: &Args) -> Result<()> {
+    setup::grouping(&args.outputs).map(|_| ())
+}
+
 /// Runs until SIGINT/SIGTERM, or in run mode until the command has ended. Reports go to
 /// the sinks; status lines to stderr. Returns the exit code for crashtrace.
 pub async fn run(args: Args) -> Result<i32> {
@@ -245,6 +250,7 @@ pub async fn run(args: Args) -> Result<i32> {
         None => None,
     };
     let outputs = setup::outputs(&args.outputs, metrics.clone())?;
+    let grouping = setup::grouping(&args.outputs)?;
     let shed = Arc::new(budget::Shed::new());
     let mut shed_at: Option<std::time::Instant> = None;
     if let Some(adj) = args.oom_score_adj {
@@ -298,6 +304,7 @@ pub async fn run(args: Args) -> Result<i32> {
             metrics.clone(),
             shed.clone(),
             args.cpu_budget.map(|p| f64::from(p) / 100.0),
+            grouping,
         ),
         registrar: Registrar::start(registry, abort_msgs, shed.clone()),
         scope: None,

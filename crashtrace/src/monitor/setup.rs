@@ -7,11 +7,13 @@ use std::{sync::Arc, time::Duration};
 use anyhow::{Context as _, Result};
 use crashtrace_common::Config;
 
+use super::workers::Grouping;
 use crate::{
     capture::btf,
     cli::{Args, Outputs},
     metrics::Metrics,
-    sinks::{self, Sink},
+    report::signature::Rules,
+    sinks::{self, Sink, loops::LoopGuard},
     symbolize::{Symbolizer, debuginfod::Debuginfod},
 };
 
@@ -142,4 +144,21 @@ pub fn install_stop_handlers() -> Result<()> {
 /// Whether `sig` came since the last call for it.
 pub fn take_stop_request(sig: libc::c_int) -> bool {
     STOP_REQUESTS.fetch_and(!(1 << sig), std::sync::atomic::Ordering::SeqCst) & (1 << sig) != 0
+}
+
+/// The signature rules (the shipped ones, or --signature-rules) and the crash-loop limit.
+pub fn grouping(o: &Outputs) -> anyhow::Result<Grouping> {
+    let rules = match &o.signature_rules {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the signature rules {}", path.display()))?;
+            Rules::from_toml(&text)
+                .map_err(|e| anyhow::anyhow!("signature rules {}: {e}", path.display()))?
+        }
+        None => Rules::default(),
+    };
+    Ok(Grouping {
+        rules,
+        loops: LoopGuard::new(o.loop_reports, o.loop_window),
+    })
 }

@@ -25,7 +25,11 @@ use crate::{
     metrics::Metrics,
     model::{EarlierFailure, XidEvent},
     python::registry::PythonRegistry,
-    sinks::{Losses, Sinks},
+    report::signature::{Rules, signature},
+    sinks::{
+        Losses, Sinks,
+        loops::{LoopGuard, Suppressed},
+    },
     symbolize::{Symbolizer, elf::ModuleCache, libc::AbortMessages},
     sys::procfs::Mapping,
 };
@@ -122,6 +126,7 @@ impl Analysis {
         metrics: Option<Arc<Metrics>>,
         shed: Arc<Shed>,
         cpu_share: Option<f64>,
+        grouping: Grouping,
     ) -> Self {
         let losses = sinks.losses();
         let stopping = Arc::new(AtomicBool::new(false));
@@ -133,12 +138,14 @@ impl Analysis {
                 let mut sinks = sinks;
                 let mut symbolizer = make_symbolizer();
                 let mut said_throttled = false;
+                let Grouping { rules, mut loops } = grouping;
                 loop {
                     let job = match rx.recv_timeout(Duration::from_millis(500)) {
                         Ok(job) => Some(job),
                         Err(RecvTimeoutError::Timeout) => None,
                         Err(RecvTimeoutError::Disconnected) => break,
                     };
+                    say_held(loops.close_due(Instant::now()));
                     if shed.take_analysis() {
                         symbolizer = make_symbolizer();
                     }
@@ -161,7 +168,14 @@ impl Analysis {
                         m.observe_symbolization(t.elapsed().as_secs_f64());
                     }
                     report.latency_ms = monotonic_ns().saturating_sub(started) as f64 / 1e6;
-                    sinks.send(report);
+                    let sig = signature(&report, &rules);
+                    let what = format!("{} in {}", sig.cause, sig.frames.join(" < "));
+                    let full = loops.admit(&sig.id, &what, Instant::now());
+                    report.signature = Some(sig);
+                    if !full && let Some(m) = &metrics {
+                        m.observe_held();
+                    }
+                    sinks.send(report, full);
                     let pause = cpu_share
                         .filter(|_| !stop.load(Ordering::Relaxed))
                         .map_or(Duration::ZERO, |s| pause_for(thread_cpu() - cpu, s));
@@ -176,6 +190,7 @@ impl Analysis {
                         std::thread::sleep(pause);
                     }
                 }
+                say_held(loops.close_all());
                 // Every report made is written before the thread ends.
                 sinks.close();
             },
@@ -213,6 +228,28 @@ impl Analysis {
     pub fn finish(&mut self, deadline: Instant) -> bool {
         self.stopping.store(true, Ordering::Relaxed);
         self.worker.finish(deadline)
+    }
+}
+
+/// How reports are grouped (signatures) and how many of a crash loop go out in full.
+pub struct Grouping {
+    pub rules: Rules,
+    pub loops: LoopGuard,
+}
+
+/// One line per crash loop whose window held reports back.
+fn say_held(held: Vec<Suppressed>) {
+    for h in held {
+        say!(
+            "crashtrace: crash loop: signature {} ({}) crashed {} times in {}: {} reported in \
+             full, {} held back (--loop-reports)",
+            h.signature,
+            h.what,
+            h.reported + h.suppressed,
+            humantime::format_duration(h.window),
+            h.reported,
+            h.suppressed
+        );
     }
 }
 

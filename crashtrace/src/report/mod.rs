@@ -5,6 +5,7 @@ pub mod attribution;
 pub mod fault;
 pub mod gpu;
 pub mod outcome;
+pub mod signature;
 pub mod text;
 
 use std::time::SystemTime;
@@ -196,6 +197,8 @@ pub fn build(input: ReportInput<'_>) -> CrashReport {
         job,
         abort_message,
         thread_role: thread_role.map(str::to_string),
+        // Made from the whole report, last (see `signature`).
+        signature: None,
         gpu: gpu::gpu(
             crash.memory.as_ref(),
             input.gpu_libraries,

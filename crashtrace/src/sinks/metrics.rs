@@ -21,4 +21,8 @@ impl Sink for Counting {
         self.0.observe_report(report);
         Ok(())
     }
+
+    fn every_crash(&self) -> bool {
+        true
+    }
 }

@@ -8,6 +8,7 @@
 
 pub mod file;
 pub mod journal;
+pub mod loops;
 pub mod metrics;
 pub mod otlp;
 pub mod stdout;
@@ -46,6 +47,11 @@ pub trait Sink: Send {
     }
     /// At the stop, after the last report: a bounded last chance for what is held.
     fn finish(&mut self) {}
+    /// Whether it takes every crash, even those a crash loop holds back from the others
+    /// (counts and aggregates do).
+    fn every_crash(&self) -> bool {
+        false
+    }
 }
 
 /// One output's queue and writer thread.
@@ -54,6 +60,7 @@ struct Writer {
     tx: SyncSender<Arc<CrashReport>>,
     worker: JoinHandle<()>,
     counts: Arc<OutputCounts>,
+    every_crash: bool,
 }
 
 /// What one output lost.
@@ -105,6 +112,7 @@ impl Sinks {
             .map(|sink| {
                 let (tx, rx) = sync_channel(capacity);
                 let name = sink.name().to_string();
+                let every_crash = sink.every_crash();
                 let counts = Arc::new(OutputCounts {
                     kind: sink.kind(),
                     ..Default::default()
@@ -119,6 +127,7 @@ impl Sinks {
                     tx,
                     worker,
                     counts,
+                    every_crash,
                 }
             })
             .collect();
@@ -127,9 +136,11 @@ impl Sinks {
     }
 
     /// Queues a report for every output; never blocks.
-    pub fn send(&self, report: CrashReport) {
+    /// Hands `report` to every output; with `full` false (a crash loop's report held
+    /// back) only to those that take every crash.
+    pub fn send(&self, report: CrashReport, full: bool) {
         let report = Arc::new(report);
-        for w in &self.writers {
+        for w in self.writers.iter().filter(|w| full || w.every_crash) {
             match w.tx.try_send(report.clone()) {
                 Ok(()) => {}
                 Err(TrySendError::Full(r)) => {
@@ -263,15 +274,15 @@ mod tests {
             })],
             4,
         );
-        sinks.send(report(1));
+        sinks.send(report(1), true);
         // The writer holds report 1 inside the sink: the queue is empty again.
         assert_eq!(started.recv().unwrap(), 1);
         for pid in 2..=5 {
-            sinks.send(report(pid));
+            sinks.send(report(pid), true);
         }
         assert_eq!(sinks.dropped(), 0);
         for pid in 6..=8 {
-            sinks.send(report(pid));
+            sinks.send(report(pid), true);
         }
         assert_eq!(sinks.dropped(), 3);
         for _ in 0..5 {
@@ -279,5 +290,51 @@ mod tests {
         }
         sinks.close();
         assert_eq!(*seen.lock().unwrap(), [1, 2, 3, 4, 5]);
+    }
+
+    /// Records the pids it is given; `every` as `Sink::every_crash`.
+    struct Collect {
+        every: bool,
+        seen: Arc<Mutex<Vec<u32>>>,
+    }
+
+    impl Sink for Collect {
+        fn name(&self) -> &str {
+            "collect"
+        }
+        fn kind(&self) -> &'static str {
+            "file"
+        }
+        fn write(&mut self, r: &CrashReport) -> std::io::Result<()> {
+            self.seen.lock().unwrap().push(r.pid);
+            Ok(())
+        }
+        fn every_crash(&self) -> bool {
+            self.every
+        }
+    }
+
+    #[test]
+    fn a_crash_loops_held_reports_reach_only_the_outputs_that_count() {
+        let all: Arc<Mutex<Vec<u32>>> = Arc::default();
+        let full: Arc<Mutex<Vec<u32>>> = Arc::default();
+        let mut sinks = Sinks::start(
+            vec![
+                Box::new(Collect {
+                    every: true,
+                    seen: all.clone(),
+                }),
+                Box::new(Collect {
+                    every: false,
+                    seen: full.clone(),
+                }),
+            ],
+            8,
+        );
+        sinks.send(report(1), true);
+        sinks.send(report(2), false);
+        sinks.close();
+        assert_eq!(*all.lock().unwrap(), [1, 2]);
+        assert_eq!(*full.lock().unwrap(), [1]);
     }
 }

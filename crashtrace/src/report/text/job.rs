@@ -6,6 +6,16 @@ use std::fmt::Write as _;
 use crate::model::CrashReport;
 
 pub fn who_and_why(s: &mut String, r: &CrashReport) {
+    if let Some(sg) = &r.signature {
+        let _ = writeln!(
+            s,
+            "signature: {} ({}{}{})",
+            sg.id,
+            sg.cause,
+            if sg.frames.is_empty() { "" } else { " in " },
+            sg.frames.join(" < ")
+        );
+    }
     if let Some(j) = &r.job {
         let mut parts = Vec::new();
         match (j.rank, j.world_size) {

@@ -78,6 +78,7 @@ pub fn neutral(r: &CrashReport) -> CrashReport {
         job,
         abort_message,
         thread_role,
+        signature,
         gpu,
         executable,
         parent_pid: _,
@@ -116,6 +117,11 @@ pub fn neutral(r: &CrashReport) -> CrashReport {
         instruction,
     ] {
         opt(s);
+    }
+    if let Some(sg) = signature {
+        one(&mut sg.cause);
+        sg.frames.iter_mut().for_each(one);
+        opt(&mut sg.python);
     }
     if let Some(g) = gpu {
         for l in &mut g.libraries {

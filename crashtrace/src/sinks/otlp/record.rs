@@ -153,7 +153,9 @@ pub fn log_record(report: &CrashReport, host: &Host, observed_ns: u64) -> LogRec
         let key = match k {
             "pod_uid" => "k8s.pod.uid".to_string(),
             "container_runtime" => "container.runtime".to_string(),
-            "thread_role" | "abort_message" | "gpu_devices" | "xid" => format!("crashtrace.{k}"),
+            "thread_role" | "abort_message" | "gpu_devices" | "xid" | "signature" => {
+                format!("crashtrace.{k}")
+            }
             _ => format!("crashtrace.job.{k}"),
         };
         a.push(kv(&key, string(v)));
