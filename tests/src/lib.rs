@@ -72,20 +72,29 @@ struct Output {
     stderr_closed: bool,
 }
 
-/// The venv python with PyTorch, which `cargo xtask setup` installs.
-pub fn torch_python() -> PathBuf {
-    let p = std::env::var_os("CRASHTRACE_TORCH_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-            PathBuf::from(home).join(".cache/crashtrace/torch-venv/bin/python")
-        });
+/// The python of a venv `cargo xtask setup` makes (`torch-venv`, `otel-venv`), or the
+/// one the variable names.
+fn venv_python(var: &str, venv: &str) -> PathBuf {
+    let p = std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
+        let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+        PathBuf::from(home).join(format!(".cache/crashtrace/{venv}/bin/python"))
+    });
     assert!(
         p.exists(),
         "{} is missing: run `cargo xtask setup`",
         p.display()
     );
     p
+}
+
+/// The venv python with PyTorch.
+pub fn torch_python() -> PathBuf {
+    venv_python("CRASHTRACE_TORCH_PYTHON", "torch-venv")
+}
+
+/// The venv python with the official OpenTelemetry protobuf packages.
+pub fn otel_python() -> PathBuf {
+    venv_python("CRASHTRACE_OTEL_PYTHON", "otel-venv")
 }
 
 /// Waits (bounded by `WAIT`) until `cond` holds, polling: for what crashtrace does

@@ -9,22 +9,9 @@ use std::{
     process::{Child, Command, Stdio},
 };
 
-use crashtrace_tests::{Crashtrace, Shared, crash_and_report, source, victim, wait_until};
-
-fn otel_python() -> PathBuf {
-    let p = std::env::var_os("CRASHTRACE_OTEL_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-            PathBuf::from(home).join(".cache/crashtrace/otel-venv/bin/python")
-        });
-    assert!(
-        p.exists(),
-        "{} is missing: run `cargo xtask setup`",
-        p.display()
-    );
-    p
-}
+use crashtrace_tests::{
+    Crashtrace, Shared, crash_and_report, otel_python, source, victim, wait_until,
+};
 
 /// The receiver, killed when dropped.
 struct Receiver {

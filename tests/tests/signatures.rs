@@ -140,3 +140,70 @@ fn a_crash_loop_gets_its_first_reports_then_a_count() {
         "{line}"
     );
 }
+
+/// What the independent decoder read from a pprof file.
+fn read_pprof(path: &std::path::Path) -> serde_json::Value {
+    let out = Command::new(crashtrace_tests::otel_python())
+        .arg(source("pprof_decode.py"))
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn pprof_profiles_count_crashes_by_stack_and_decode_elsewhere() {
+    let dir = Shared::new("pprof");
+    let path = dir.0.join("crashes.pb.gz");
+    let ct = Crashtrace::start(&["--comm", "=crash_nofp", "--pprof", path.to_str().unwrap()]);
+    let a = crash_and_report(&ct, &mut Command::new(victim("crash_nofp")), SIGSEGV);
+    let b = crash_and_report(&ct, &mut Command::new(victim("crash_nofp")), SIGSEGV);
+    assert_eq!(a.signature, b.signature);
+    // SIGHUP writes what there is so far.
+    let before = std::fs::metadata(&path).unwrap().modified().unwrap();
+    // SAFETY: a signal to the crashtrace child.
+    unsafe { libc::kill(ct.pid() as i32, libc::SIGHUP) };
+    crashtrace_tests::wait_until("the profile rewritten after SIGHUP", || {
+        std::fs::metadata(&path).is_ok_and(|m| m.modified().unwrap() != before)
+    });
+    let p = read_pprof(&path);
+    assert_eq!(p["samples"].as_array().unwrap().len(), 1, "{p}");
+    crash_and_report(
+        &ct,
+        Command::new(victim("crash_nofp")).arg("fpe"),
+        libc::SIGFPE,
+    );
+    drop(ct);
+    // At the stop: every crash.
+    let p = read_pprof(&path);
+    assert_eq!(p["sample_type"], serde_json::json!([["crashes", "count"]]));
+    let samples = p["samples"].as_array().unwrap();
+    assert_eq!(samples.len(), 2, "{p}");
+    let segv = samples
+        .iter()
+        .find(|s| s["labels"]["signal"] == "SIGSEGV")
+        .unwrap();
+    assert_eq!(segv["value"], serde_json::json!([2]));
+    let sig = a.signature.as_ref().unwrap();
+    assert_eq!(segv["labels"]["signature"], sig.id.as_str());
+    assert_eq!(segv["labels"]["process"], "crash_nofp");
+    let leaf = &segv["stack"][0];
+    assert_eq!(leaf["functions"], serde_json::json!(["crash_segv"]));
+    // Symbolizable later: the module, its build ID, the file offset.
+    let top = &a.frames[0];
+    assert_eq!(leaf["module"], top.module.clone().unwrap().as_str());
+    assert_eq!(leaf["build_id"], top.build_id.clone().unwrap().as_str());
+    assert_eq!(leaf["address"], top.module_offset.unwrap());
+    let names: Vec<&str> = segv["stack"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["functions"][0].as_str())
+        .collect();
+    assert_eq!(names[..4], ["crash_segv", "level3", "level2", "level1"]);
+}

@@ -56,6 +56,12 @@ pub struct Outputs {
     #[arg(long)]
     pub stdout: bool,
 
+    /// Write the crashes seen as a pprof profile (gzipped profile.proto: one sample per
+    /// distinct stack, counted; labels signal, signature, process, container, rank), at
+    /// the stop and on SIGHUP. For `pprof -http`, Parca, Pyroscope.
+    #[arg(long, value_name = "FILE")]
+    pub pprof: Option<PathBuf>,
+
     /// Crash loops: at most N full reports per crash signature and --loop-window; the
     /// rest are counted (in the metrics too) and said in one line when the window ends.
     /// 0 (the default) reports every crash.

@@ -52,6 +52,11 @@ pub fn outputs(o: &Outputs, metrics: Option<Arc<Metrics>>) -> anyhow::Result<Vec
     if let Some(m) = metrics {
         out.push(Box::new(sinks::metrics::Counting(m)));
     }
+    if let Some(path) = &o.pprof {
+        let p = sinks::pprof::PprofFile::create(path.clone())
+            .with_context(|| format!("writing --pprof {}", path.display()))?;
+        out.push(Box::new(p));
+    }
     Ok(out)
 }
 

@@ -20,6 +20,11 @@ pub fn request_reopen() {
     REOPEN_GENERATION.fetch_add(1, Ordering::SeqCst);
 }
 
+/// The SIGHUP count so far: an output that sees it change has been asked to act.
+pub fn reopen_generation() -> u64 {
+    REOPEN_GENERATION.load(Ordering::SeqCst)
+}
+
 pub struct JsonFile {
     path: PathBuf,
     name: String,

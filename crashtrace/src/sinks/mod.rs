@@ -11,6 +11,7 @@ pub mod journal;
 pub mod loops;
 pub mod metrics;
 pub mod otlp;
+pub mod pprof;
 pub mod stdout;
 
 use std::{
