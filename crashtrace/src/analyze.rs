@@ -24,6 +24,8 @@ pub struct ProcessView<'a> {
     pub earlier_failure: Option<EarlierFailure>,
     /// The kernel log's Xid lines about it.
     pub xid: Vec<XidEvent>,
+    /// The host's name.
+    pub host: Option<String>,
 }
 
 pub fn analyze(
@@ -80,6 +82,7 @@ pub fn analyze(
             .flatten(),
         gpu_libraries,
         xid: view.xid,
+        host: view.host,
         time,
         latency_ms,
     });

@@ -7,7 +7,8 @@
 //! from the files) → [`python`] (tracebacks read from outside) → [`report`] (the report
 //! model, text rendering) → [`sinks`] (outputs behind a bounded queue).
 //! [`analyze`] takes one crash through symbolize → python → report; [`monitor`] is the
-//! event loop that drives it all. [`sys`] and [`model`] are below every stage.
+//! event loop that drives it all. [`summary`] reads reports back (many hosts' JSON
+//! lines) and groups them. [`sys`] and [`model`] are below every stage.
 
 /// A status line on stderr that never panics: when stderr is closed or full
 /// (`crashtrace 2>&1 | head -1`, a full disk) the line is lost, not crashtrace. Plain,
@@ -30,5 +31,6 @@ pub mod python;
 pub mod report;
 pub mod sinks;
 pub mod status;
+pub mod summary;
 pub mod symbolize;
 pub mod sys;

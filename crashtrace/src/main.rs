@@ -5,6 +5,18 @@ use crashtrace::{
 };
 
 fn main() {
+    // `crashtrace summary ...` reads reports back; it neither loads eBPF nor needs root.
+    // (A command named `summary` runs under crashtrace as `crashtrace -- summary`.)
+    if std::env::args_os().nth(1).is_some_and(|a| a == "summary") {
+        let args = crashtrace::summary::SummaryArgs::parse_from(std::env::args_os().skip(1));
+        match crashtrace::summary::run(args) {
+            Ok(code) => std::process::exit(code),
+            Err(e) => {
+                say!("crashtrace: {e:#}");
+                std::process::exit(2);
+            }
+        }
+    }
     let argv = args_with_config(std::env::args_os().collect()).unwrap_or_else(|e| {
         say!("crashtrace: configuration: {e}");
         std::process::exit(2);

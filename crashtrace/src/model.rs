@@ -21,6 +21,9 @@ pub struct CrashReport {
     pub schema_version: u32,
     /// Wall-clock time of the report, RFC 3339.
     pub time: String,
+    /// The host crashtrace ran on.
+    #[serde(default)]
+    pub host: Option<String>,
     pub pid: u32,
     pub tid: u32,
     pub process_name: String,

@@ -116,6 +116,7 @@ fn names(s: &Snapshot, stack_limit: Option<usize>) -> (Vec<String>, String) {
         pins: &FilePins::new(),
         earlier_failure: None,
         xid: Vec::new(),
+        host: None,
     };
     let r = analyze(
         &mut Symbolizer::new(&[], None),

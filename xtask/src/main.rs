@@ -99,6 +99,8 @@ const APT_PACKAGES: &[&str] = &[
     "prometheus",
     // The deployment test reads the DaemonSet with a real YAML parser.
     "python3-yaml",
+    // The flame graph test renders the SVG in a real browser, headless.
+    "chromium",
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 /// Seconds each fuzz target runs in `cargo xtask test`.

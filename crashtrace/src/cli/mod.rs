@@ -27,6 +27,8 @@ EXAMPLES:
     crashtrace -p 4242 --json         # one process, one JSON object per line
     crashtrace --signals SEGV,ABRT    # only segmentation faults and aborts
     crashtrace -- python3 train.py    # run one command; its crashes, then its usage
+    crashtrace summary a.jsonl b.jsonl --flamegraph crashes.svg
+                                      # many hosts' reports, by signature (no root)
 
 PROCESS AND THREAD NAMES:
     --comm NAME matches a process when its name or its executable's file name starts

@@ -139,6 +139,7 @@ impl Analysis {
                 let mut symbolizer = make_symbolizer();
                 let mut said_throttled = false;
                 let Grouping { rules, mut loops } = grouping;
+                let host = crate::sys::procfs::hostname();
                 loop {
                     let job = match rx.recv_timeout(Duration::from_millis(500)) {
                         Ok(job) => Some(job),
@@ -158,6 +159,7 @@ impl Analysis {
                         pins: &job.pins,
                         earlier_failure: job.earlier_failure,
                         xid: job.xid,
+                        host: host.clone(),
                     };
                     // From the fatal signal reaching the thread to the report leaving the stages.
                     let started = job.crash.fatal().ktime_ns;

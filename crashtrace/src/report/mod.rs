@@ -48,6 +48,8 @@ pub struct ReportInput<'a> {
     pub gpu_libraries: Vec<GpuLibrary>,
     pub driver_version: Option<String>,
     pub xid: Vec<XidEvent>,
+    /// The host's name.
+    pub host: Option<String>,
     /// When the report is made (wall clock), and how long after the fatal signal.
     pub time: SystemTime,
     pub latency_ms: f64,
@@ -185,6 +187,7 @@ pub fn build(input: ReportInput<'_>) -> CrashReport {
     CrashReport {
         schema_version: crate::model::SCHEMA_VERSION,
         time: humantime::format_rfc3339_millis(input.time).to_string(),
+        host: input.host,
         pid: c.pid,
         tid: c.tid,
         process_name: c.process_name.clone(),

@@ -89,6 +89,13 @@ fn parse_maps_line(line: &str) -> Option<Mapping> {
     })
 }
 
+/// This host's name (the UTS namespace's), for reports collected from many hosts.
+pub fn hostname() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim();
+    (!name.is_empty()).then(|| name.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

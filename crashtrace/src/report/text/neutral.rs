@@ -65,6 +65,7 @@ pub fn neutral(r: &CrashReport) -> CrashReport {
     let CrashReport {
         schema_version: _,
         time,
+        host,
         pid: _,
         tid: _,
         process_name,
@@ -107,6 +108,7 @@ pub fn neutral(r: &CrashReport) -> CrashReport {
         one(s);
     }
     for s in [
+        host,
         cgroup,
         container_id,
         container_runtime,

@@ -225,7 +225,7 @@ impl Otlp {
 fn host_facts() -> Host {
     let read = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_string());
     Host {
-        name: read("/proc/sys/kernel/hostname").unwrap_or_default(),
+        name: crate::sys::procfs::hostname().unwrap_or_default(),
         boot_id: read("/proc/sys/kernel/random/boot_id").unwrap_or_default(),
     }
 }
