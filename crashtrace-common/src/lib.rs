@@ -190,8 +190,12 @@ mod tests {
         assert_eq!(size_of::<HandledRate>(), 24);
         assert_eq!(size_of::<LibcFile>(), 16);
         assert_eq!(
-            size_of::<CrashMemory>(),
-            24 + 32 + 16 + 16 + ENV_PAGES * STACK_CHUNK + ABORT_MSG_BYTES
+            size_of::<CrashMemoryHead>(),
+            24 + 32 + 16 + 16 + ABORT_MSG_BYTES
+        );
+        assert_eq!(
+            size_of::<CrashMemory<2>>(),
+            size_of::<CrashMemoryHead>() + 2 * STACK_CHUNK
         );
         assert_eq!(size_of::<CommPattern>(), 24);
         assert_eq!(

@@ -301,10 +301,11 @@ pub const NVIDIA_MAJOR: u32 = 195;
 pub const MEMORY_ENV_UNREADABLE: u32 = 1 << 0;
 
 /// Read from the crashing process's memory in its own context, right after the capture.
-/// crashtrace keeps only the allowlisted variables of `env` and drops the rest at once.
+/// crashtrace keeps only the allowlisted variables of the environment and drops the
+/// rest at once.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct CrashMemory {
+pub struct CrashMemoryHead {
     pub header: RecordHeader,
     /// `mm->env_start` and `mm->env_end`: the whole block, in the process's addresses.
     pub env_start: u64,
@@ -323,14 +324,27 @@ pub struct CrashMemory {
     pub gpu_minors: u64,
     pub gpu_flags: u32,
     pub fds_scanned: u32,
-    pub env: [[u8; STACK_CHUNK]; ENV_PAGES],
     pub abort_msg: [u8; ABORT_MSG_BYTES],
 }
 
+/// The record: the head, then `PAGES` pages for the environment. One record type per
+/// size class (`ENV_CLASSES`), so that a process with a short environment (most) takes
+/// little room in the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CrashMemory<const PAGES: usize = ENV_PAGES> {
+    pub head: CrashMemoryHead,
+    pub env: [[u8; STACK_CHUNK]; PAGES],
+}
+
+/// The environment size classes, in pages; the largest holds a long block's first and
+/// last `ENV_PAGES / 2` pages.
+pub const ENV_CLASSES: [usize; 3] = [1, 2, ENV_PAGES];
+
 // By hand, and without the bytes: the environment holds secrets no log may show.
-impl core::fmt::Debug for CrashMemory {
+impl core::fmt::Debug for CrashMemoryHead {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("CrashMemory")
+        f.debug_struct("CrashMemoryHead")
             .field("header", &self.header)
             .field("env_bytes", &(self.env_end.saturating_sub(self.env_start)))
             .field("abort_len", &self.abort_len)

@@ -375,6 +375,28 @@ impl Crashtrace {
         g.json_lines.get(i).cloned()
     }
 
+    /// The whole text report of process `pid`, from its title line to its outcome's last
+    /// line (text arrives a line at a time: a report is not whole when its title is).
+    pub fn text_report_for(&self, pid: u32) -> String {
+        let title = format!("in process {pid} (");
+        let whole = |t: &str| {
+            t.find(&title)
+                .is_some_and(|i| t[i..].contains("\n  page faults:"))
+        };
+        self.wait_for(
+            |o| whole(&o.text),
+            &format!("the whole text report of {pid}"),
+        );
+        let t = self.out.0.lock().unwrap().text.clone();
+        let at = t.find(&title).unwrap();
+        let start = t[..at].rfind('\n').map_or(0, |i| i + 1);
+        let rest = &t[start..];
+        let end = rest[1..]
+            .find("\n=== crashtrace")
+            .map_or(rest.len(), |i| i + 2);
+        rest[..end].to_string()
+    }
+
     /// Text output seen so far, waiting until it mentions `needle`.
     pub fn text_containing(&self, needle: &str) -> String {
         self.wait_for(|o| o.text.contains(needle) || o.exited, needle);

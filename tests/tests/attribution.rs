@@ -28,7 +28,7 @@ fn job_and_rank_come_from_the_environment_and_nothing_else_does() {
     ]);
     let mut v = Victim::spawn(&mut cmd);
     assert_eq!(v.wait_signal(), Some(SIGSEGV));
-    let text = ct.text_containing(&format!("in process {}", v.pid()));
+    let text = ct.text_report_for(v.pid());
     assert!(
         text.contains("job:      rank 1 of 2, local rank 1, job run-7f3a, GPUs 1"),
         "{text}"
@@ -120,7 +120,7 @@ fn a_watchdog_abort_is_labelled_and_main_and_autograd_threads_come_first() {
     let ct = Crashtrace::start_text(&["--comm", "=why"]);
     let mut v = Victim::spawn(Command::new(victim("why")).arg("watchdog"));
     assert_eq!(v.wait_signal(), Some(SIGABRT));
-    let text = ct.text_containing(&format!("in process {}", v.pid()));
+    let text = ct.text_report_for(v.pid());
     assert!(
         text.contains("raised by PyTorch's NCCL watchdog thread"),
         "{text}"
@@ -258,7 +258,7 @@ fn gpu_devices_and_the_drivers_xid_lines() {
     ));
     v.trigger();
     assert_eq!(v.wait_signal(), Some(SIGSEGV));
-    let text = ct.text_containing(&format!("in process {}", v.pid()));
+    let text = ct.text_report_for(v.pid());
     assert!(text.contains("gpu:      /dev/nvidia-uvm open"), "{text}");
     let xid: Vec<&str> = text.lines().filter(|l| l.starts_with("xid:")).collect();
     assert_eq!(xid.len(), 1, "{text}");

@@ -10,8 +10,9 @@ use aya_ebpf::{
     },
 };
 use crashtrace_common::{
-    ABORT_MSG_BYTES, CrashMemory, ENV_PAGES, GPU_CTL, GPU_FDS_MORE, GPU_MODESET, GPU_UVM,
-    MAX_FDS_SCANNED, MEMORY_ENV_UNREADABLE, NVIDIA_MAJOR, RecordHeader, RecordKind, STACK_CHUNK,
+    ABORT_MSG_BYTES, CrashMemory, CrashMemoryHead, ENV_CLASSES, GPU_CTL, GPU_FDS_MORE, GPU_MODESET,
+    GPU_UVM, MAX_FDS_SCANNED, MEMORY_ENV_UNREADABLE, NVIDIA_MAJOR, RecordHeader, RecordKind,
+    STACK_CHUNK,
 };
 
 use crate::{
@@ -24,75 +25,121 @@ const PAGE: u64 = STACK_CHUNK as u64;
 /// glibc's `struct abort_msg_s` is `{ unsigned int size; char msg[]; }`.
 const ABORT_MSG_TEXT: u64 = 4;
 
-/// Emits the CrashMemory record for the capture just sent.
+/// Emits the CrashMemory record for the capture just sent, in the smallest size class
+/// that holds the environment block.
 #[inline(never)]
 pub fn emit(task: u64, pid: u32, tid: u32, sig: i32, rip: u64) {
-    let Some(mut entry) = reserve::<CrashMemory>() else {
-        return;
-    };
-    let rec = entry.as_mut_ptr();
     let mm = read_kernel::<u64>(task + config!(offsets.task_mm) as u64).unwrap_or(0);
     let start = read_kernel::<u64>(mm + config!(offsets.mm_env_start) as u64).unwrap_or(0);
     let end = read_kernel::<u64>(mm + config!(offsets.mm_env_end) as u64).unwrap_or(0);
-    // SAFETY: `rec` points at a reserved CrashMemory; every field the reader uses is
-    // written before submit.
+    let first = start & !(PAGE - 1);
+    let last = (end + PAGE - 1) & !(PAGE - 1);
+    let pages = if mm != 0 && start < end {
+        (last - first) / PAGE
+    } else {
+        0
+    };
+    let b = Block {
+        task,
+        pid,
+        tid,
+        sig,
+        rip,
+        start,
+        end,
+        first,
+        last,
+        pages,
+    };
+    if pages <= ENV_CLASSES[0] as u64 {
+        emit_class::<{ ENV_CLASSES[0] }>(&b);
+    } else if pages <= ENV_CLASSES[1] as u64 {
+        emit_class::<{ ENV_CLASSES[1] }>(&b);
+    } else {
+        emit_class::<{ ENV_CLASSES[2] }>(&b);
+    }
+}
+
+/// The capture this record belongs to, and where the environment block is: its bytes
+/// and the pages that hold them. One argument: a BPF call takes at most five.
+struct Block {
+    task: u64,
+    pid: u32,
+    tid: u32,
+    sig: i32,
+    rip: u64,
+    start: u64,
+    end: u64,
+    first: u64,
+    last: u64,
+    pages: u64,
+}
+
+// Not inlined: one BPF subprogram per class.
+#[inline(never)]
+fn emit_class<const PAGES: usize>(b: &Block) {
+    let (task, pid, tid, sig, rip) = (b.task, b.pid, b.tid, b.sig, b.rip);
+    let Some(mut entry) = reserve::<CrashMemory<PAGES>>() else {
+        return;
+    };
+    let rec = entry.as_mut_ptr();
+    // SAFETY: `rec` points at a reserved record; every field the reader uses is written
+    // before submit.
     unsafe {
-        (*rec).header =
-            RecordHeader::of::<CrashMemory>(RecordKind::CrashMemory, bpf_ktime_get_ns(), pid, tid);
-        (*rec).env_start = start;
-        (*rec).env_end = end;
-        (*rec).flags = 0;
-        (*rec).abort_len = 0;
-        let first = start & !(PAGE - 1);
-        let last = (end + PAGE - 1) & !(PAGE - 1);
-        let pages = if mm != 0 && start < end {
-            (last - first) / PAGE
-        } else {
-            0
-        };
+        let h = &raw mut (*rec).head;
+        (*h).header = RecordHeader::of::<CrashMemory<PAGES>>(
+            RecordKind::CrashMemory,
+            bpf_ktime_get_ns(),
+            pid,
+            tid,
+        );
+        (*h).env_start = b.start;
+        (*h).env_end = b.end;
+        (*h).flags = 0;
+        (*h).abort_len = 0;
         // A short block is copied whole; a long one as its first and last pages.
-        let (head, tail) = if pages <= ENV_PAGES as u64 {
-            (pages as u32, 0u32)
+        let (head, tail) = if b.pages <= PAGES as u64 {
+            (b.pages as u32, 0u32)
         } else {
-            ((ENV_PAGES / 2) as u32, (ENV_PAGES / 2) as u32)
+            ((PAGES / 2) as u32, (PAGES / 2) as u32)
         };
-        (*rec).head_addr = first;
-        (*rec).tail_addr = last - tail as u64 * PAGE;
+        (*h).head_addr = b.first;
+        (*h).tail_addr = b.last - tail as u64 * PAGE;
         let area = (*rec).env.as_mut_ptr() as *mut u8;
         let mut ok = 0u32;
-        for i in 0..ENV_PAGES {
+        for i in 0..PAGES {
             let (from, wanted) = if (i as u32) < head {
-                (first + i as u64 * PAGE, true)
+                (b.first + i as u64 * PAGE, true)
             } else {
                 (
-                    (*rec).tail_addr + (i as u64 - head as u64) * PAGE,
+                    (*h).tail_addr + (i as u64 - head as u64) * PAGE,
                     (i as u32) < head + tail,
                 )
             };
             if !wanted {
                 break;
             }
-            // i < ENV_PAGES keeps the page inside the record.
+            // i < PAGES keeps the page inside the record.
             let rc = bpf_probe_read_user(
                 area.add(i * STACK_CHUNK) as *mut c_void,
                 STACK_CHUNK as u32,
                 from as *const c_void,
             );
             if rc != 0 {
-                (*rec).flags |= MEMORY_ENV_UNREADABLE;
+                (*h).flags |= MEMORY_ENV_UNREADABLE;
                 break;
             }
             ok = i as u32 + 1;
         }
-        (*rec).head_pages = ok.min(head);
-        (*rec).tail_pages = ok.saturating_sub(head);
+        (*h).head_pages = ok.min(head);
+        (*h).tail_pages = ok.saturating_sub(head);
         if sig == SIGABRT {
-            read_abort_msg(task, rip, rec);
+            read_abort_msg(task, rip, h);
         }
         let gpus = scan_fds(task);
-        (*rec).gpu_minors = gpus.minors;
-        (*rec).gpu_flags = gpus.flags;
-        (*rec).fds_scanned = gpus.scanned;
+        (*h).gpu_minors = gpus.minors;
+        (*h).gpu_flags = gpus.flags;
+        (*h).fds_scanned = gpus.scanned;
     }
     entry.submit(0);
 }
@@ -237,9 +284,9 @@ extern "C" fn copy_libc_vma(_task: *mut c_void, vma: *mut c_void, ctx: *mut c_vo
 /// variable is in that file (by inode, checked by size).
 ///
 /// # Safety
-/// `rec` must point at a reserved CrashMemory.
+/// `rec` must point at the head of a reserved CrashMemory.
 #[inline(always)]
-unsafe fn read_abort_msg(task: u64, rip: u64, rec: *mut CrashMemory) {
+unsafe fn read_abort_msg(task: u64, rip: u64, rec: *mut CrashMemoryHead) {
     let mut vma = LibcVma {
         start: 0,
         pgoff: 0,

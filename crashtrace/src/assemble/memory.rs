@@ -2,7 +2,7 @@
 //! memory: only allowlisted variables are kept (tokens live in environments), and the
 //! copy is dropped as soon as they are picked out.
 
-use crashtrace_common::{CrashMemory, MEMORY_ENV_UNREADABLE, STACK_CHUNK};
+use crashtrace_common::{CrashMemoryHead, MEMORY_ENV_UNREADABLE, STACK_CHUNK};
 
 /// Variables kept by default: who a process is in a job, and which devices it had.
 pub const DEFAULT_ENV_ALLOW: [&str; 18] = [
@@ -77,13 +77,14 @@ pub struct ProcessMemory {
     pub gpu_flags: u32,
 }
 
-/// Picks the allowlisted variables and the abort message out of `rec`.
-pub fn reduce(rec: &CrashMemory, allow: &EnvAllow) -> ProcessMemory {
+/// Picks the allowlisted variables and the abort message out of a record: its head and
+/// the environment pages that came with it.
+pub fn reduce(rec: &CrashMemoryHead, area: &[u8], allow: &EnvAllow) -> ProcessMemory {
     let (start, end) = (rec.env_start, rec.env_end.max(rec.env_start));
-    let pages = |n: u32| (n as usize).min(rec.env.len());
-    let area = rec.env.as_flattened();
+    let room = area.len() / STACK_CHUNK;
+    let pages = |n: u32| (n as usize).min(room);
     let head_len = pages(rec.head_pages) * STACK_CHUNK;
-    let tail_pages = pages(rec.tail_pages).min(rec.env.len() - pages(rec.head_pages));
+    let tail_pages = pages(rec.tail_pages).min(room - pages(rec.head_pages));
     let head = window(area, 0, head_len, rec.head_addr, start, end);
     let tail = window(
         area,
@@ -192,15 +193,41 @@ fn collect(bytes: &[u8], part: Part, allow: &EnvAllow, out: &mut Vec<(String, St
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crashtrace_common::{ENV_PAGES, RecordHeader, RecordKind};
+    use crashtrace_common::{CrashMemory, ENV_PAGES, RecordHeader, RecordKind};
+
+    /// A record the kernel filled: its head and its environment pages.
+    struct Rec {
+        head: CrashMemoryHead,
+        env: Vec<u8>,
+    }
+
+    impl std::ops::Deref for Rec {
+        type Target = CrashMemoryHead;
+        fn deref(&self) -> &CrashMemoryHead {
+            &self.head
+        }
+    }
+
+    impl std::ops::DerefMut for Rec {
+        fn deref_mut(&mut self) -> &mut CrashMemoryHead {
+            &mut self.head
+        }
+    }
+
+    fn reduce(r: &Rec, allow: &EnvAllow) -> ProcessMemory {
+        super::reduce(&r.head, &r.env, allow)
+    }
 
     const BASE: u64 = 0x7ffd_0000_0000;
 
     /// A record as the kernel fills it for `block` placed `lead` bytes into a page, with
     /// at most ENV_PAGES pages copied (head and tail when longer).
-    fn record(block: &[u8], lead: usize) -> Box<CrashMemory> {
-        // SAFETY: CrashMemory is plain old data; all zeroes is a valid value.
-        let mut r: Box<CrashMemory> = Box::new(unsafe { std::mem::zeroed() });
+    fn record(block: &[u8], lead: usize) -> Rec {
+        let mut r = Rec {
+            // SAFETY: the head is plain old data; all zeroes is a valid value.
+            head: unsafe { std::mem::zeroed() },
+            env: vec![0; ENV_PAGES * STACK_CHUNK],
+        };
         r.header = RecordHeader::of::<CrashMemory>(RecordKind::CrashMemory, 5, 10, 11);
         let mut mem = vec![0xeeu8; lead];
         mem.extend_from_slice(block);
@@ -217,7 +244,7 @@ mod tests {
         r.tail_addr = BASE + ((pages - t) * STACK_CHUNK) as u64;
         r.head_pages = h as u32;
         r.tail_pages = t as u32;
-        let area = r.env.as_flattened_mut();
+        let area = &mut r.env;
         area[..h * STACK_CHUNK].copy_from_slice(&mem[..h * STACK_CHUNK]);
         area[h * STACK_CHUNK..(h + t) * STACK_CHUNK]
             .copy_from_slice(&mem[(pages - t) * STACK_CHUNK..]);

@@ -197,8 +197,8 @@ impl Assembler {
                 self.python.entry(c.header.pid).or_default().add_code(*c);
                 None
             }
-            Event::Memory(m) => {
-                let m = memory::reduce(&m, &self.env_allow);
+            Event::Memory(head, env) => {
+                let m = memory::reduce(&head, &env, &self.env_allow);
                 self.memory.insert(m.tid, m);
                 None
             }

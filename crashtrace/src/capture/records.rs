@@ -68,7 +68,8 @@ pub enum Event {
     PyThread(Box<PyThread>),
     PyCode(Box<PyCode>),
     /// The crashing process's environment block and abort message, after its capture.
-    Memory(Box<crashtrace_common::CrashMemory>),
+    /// Its head, and the environment pages copied (head then tail runs).
+    Memory(Box<crashtrace_common::CrashMemoryHead>, Vec<u8>),
 }
 
 pub fn decode(buf: &[u8]) -> Result<Event> {
@@ -116,7 +117,14 @@ pub fn decode(buf: &[u8]) -> Result<Event> {
         }
         Some(RecordKind::PyThread) => Ok(Event::PyThread(Box::new(pod(buf, "Python thread")?))),
         Some(RecordKind::PyCode) => Ok(Event::PyCode(Box::new(pod(buf, "Python code")?))),
-        Some(RecordKind::CrashMemory) => Ok(Event::Memory(Box::new(pod(buf, "crash memory")?))),
+        Some(RecordKind::CrashMemory) => {
+            let head: crashtrace_common::CrashMemoryHead = pod(buf, "crash memory")?;
+            // One record size per environment class: the header says which.
+            let fixed = size_of::<crashtrace_common::CrashMemoryHead>();
+            let room = (header.size as usize).clamp(fixed, buf.len());
+            let env = buf[fixed..room].to_vec();
+            Ok(Event::Memory(Box::new(head), env))
+        }
         None => bail!("unknown record kind {}", header.kind),
     }
 }
