@@ -90,6 +90,8 @@ pub struct KernelOffsets {
     /// tmpfs (/dev/shm) behind a SIGBUS was. `shmem_known` is 0 where BTF lacks them.
     pub inode_sb: u32,
     pub sb_magic: u32,
+    /// `super_block.s_dev`: the device of a mapped file, with its inode its identity.
+    pub sb_dev: u32,
     pub sb_fs_info: u32,
     pub shmem_max_blocks: u32,
     pub shmem_used_blocks: u32,
@@ -198,6 +200,7 @@ impl Config {
                 inode_size: 0,
                 inode_sb: 0,
                 sb_magic: 0,
+                sb_dev: 0,
                 sb_fs_info: 0,
                 shmem_max_blocks: 0,
                 shmem_used_blocks: 0,

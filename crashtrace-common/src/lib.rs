@@ -189,6 +189,9 @@ mod tests {
         assert_eq!(size_of::<ProcessExit>(), 24 + 24 + 16 + 7 * 8);
         assert_eq!(size_of::<HandledRate>(), 24);
         assert_eq!(size_of::<LibcFile>(), 16);
+        // The same inode number on two file systems: two keys.
+        assert_ne!(file_key(8, 1, 42), file_key(0, 35, 42));
+        assert_eq!(file_key(0, 0, 42), 42);
         assert_eq!(
             size_of::<CrashMemoryHead>(),
             24 + 32 + 16 + 16 + ABORT_MSG_BYTES

@@ -274,7 +274,14 @@ pub const ENV_PAGES: usize = 8;
 /// Bytes kept of glibc's last fatal message (`__abort_msg`).
 pub const ABORT_MSG_BYTES: usize = 256;
 
-/// A glibc file crashtrace has read, for the kernel side (`LIBC_FILES`, by inode).
+/// The `LIBC_FILES` key of a file: its inode number and its device as the kernel
+/// encodes `dev_t` (major << 20 | minor), so that the same inode number on another
+/// file system is another key.
+pub const fn file_key(dev_major: u32, dev_minor: u32, ino: u64) -> u64 {
+    ino ^ ((((dev_major as u64) << 20) | dev_minor as u64) << 40)
+}
+
+/// A glibc file crashtrace has read, for the kernel side (`LIBC_FILES`, by `file_key`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LibcFile {

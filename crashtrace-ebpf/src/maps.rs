@@ -37,7 +37,7 @@ pub static OOMED: LruHashMap<u32, u64> = LruHashMap::with_max_entries(1024, 0);
 #[map]
 pub static PYPROCS: LruHashMap<u32, PyProc> = LruHashMap::with_max_entries(16384, 0);
 
-/// glibc files by inode: where `__abort_msg` is in each. Written by crashtrace for the
+/// glibc files by `file_key` (device and inode): where `__abort_msg` is in each. Written by crashtrace for the
 /// installed libc at start and for each other one (a container's) when it is mapped.
 #[map]
 pub static LIBC_FILES: HashMap<u64, LibcFile> = HashMap::with_max_entries(256, 0);

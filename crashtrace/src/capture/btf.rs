@@ -90,6 +90,7 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets> {
         inode_size: member_offset(btf, "inode", "i_size")?,
         inode_sb: member_offset(btf, "inode", "i_sb")?,
         sb_magic: member_offset(btf, "super_block", "s_magic")?,
+        sb_dev: member_offset(btf, "super_block", "s_dev")?,
         sb_fs_info: member_offset(btf, "super_block", "s_fs_info")?,
         // Only for the SIGBUS cause: a kernel without them still loads.
         shmem_max_blocks: shmem.map_or(0, |s| s.0),

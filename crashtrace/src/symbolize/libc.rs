@@ -7,7 +7,7 @@
 
 use std::{collections::HashSet, fs::File, os::unix::fs::MetadataExt as _, path::Path, sync::Arc};
 
-use crashtrace_common::LibcFile;
+use crashtrace_common::{LibcFile, file_key};
 use object::{Object as _, ObjectSymbol as _};
 
 use crate::{
@@ -29,7 +29,7 @@ const MAX_FILES: usize = 256;
 
 pub struct AbortMessages {
     map: LibcFiles,
-    /// Inodes already looked at (registered or not a glibc with the symbol).
+    /// Files already looked at (registered or not a glibc with the symbol), by key.
     seen: HashSet<u64>,
 }
 
@@ -66,7 +66,8 @@ impl AbortMessages {
             else {
                 continue;
             };
-            self.register(md.ino(), md.len(), &module);
+            let (major, minor) = (libc::major(md.dev()), libc::minor(md.dev()));
+            self.register(file_key(major, minor, md.ino()), md.len(), &module);
         }
     }
 
@@ -77,7 +78,11 @@ impl AbortMessages {
         modules: &mut ModuleCache,
         pinned: Option<Arc<File>>,
     ) {
-        if !is_glibc(&m.path) || self.seen.contains(&m.inode) {
+        if !is_glibc(&m.path)
+            || self
+                .seen
+                .contains(&file_key(m.dev_major, m.dev_minor, m.inode))
+        {
             return;
         }
         let pinned_size = pinned
@@ -88,11 +93,11 @@ impl AbortMessages {
             return;
         };
         let size = pinned_size.unwrap_or_else(|| module.file.metadata().map_or(0, |md| md.len()));
-        self.register(m.inode, size, &module);
+        self.register(file_key(m.dev_major, m.dev_minor, m.inode), size, &module);
     }
 
-    fn register(&mut self, ino: u64, size: u64, module: &ElfModule) {
-        if !self.seen.insert(ino) || self.seen.len() > MAX_FILES {
+    fn register(&mut self, key: u64, size: u64, module: &ElfModule) {
+        if !self.seen.insert(key) || self.seen.len() > MAX_FILES {
             return;
         }
         let Some(offset) = abort_msg_offset(module) else {
@@ -102,9 +107,9 @@ impl AbortMessages {
             abort_msg_offset: offset,
             file_size: size,
         };
-        match self.map.insert(ino, f, 0) {
-            Ok(()) => log::info!("glibc inode {ino}: __abort_msg at file offset 0x{offset:x}"),
-            Err(e) => log::warn!("cannot register glibc inode {ino}: {e}"),
+        match self.map.insert(key, f, 0) {
+            Ok(()) => log::info!("glibc file {key:x}: __abort_msg at file offset 0x{offset:x}"),
+            Err(e) => log::warn!("cannot register glibc file {key:x}: {e}"),
         }
     }
 }
