@@ -104,6 +104,8 @@ pub struct KernelOffsets {
     pub fdt_fd: u32,
     pub inode_mode: u32,
     pub inode_rdev: u32,
+    /// Keeps the size a multiple of 8 (Config holds u64s): no hidden padding.
+    pub _pad: u32,
 }
 
 /// Load-time configuration of the eBPF programs, set as one global.
@@ -211,6 +213,7 @@ impl Config {
                 fdt_fd: 0,
                 inode_mode: 0,
                 inode_rdev: 0,
+                _pad: 0,
             },
         }
     }

@@ -102,6 +102,7 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets> {
         fdt_fd: member_offset(btf, "fdtable", "fd")?,
         inode_mode: member_offset(btf, "inode", "i_mode")?,
         inode_rdev: member_offset(btf, "inode", "i_rdev")?,
+        _pad: 0,
     })
 }
 
