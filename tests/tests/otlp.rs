@@ -93,13 +93,30 @@ fn otlp_records_carry_the_crash_the_resource_and_the_headers() {
             ("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20t0k"),
         ],
     );
+    // In a pod's container, as the kubelet's systemd driver and containerd lay it out.
+    let (uid, id) = (
+        "1d2e3f40-5a6b-4c7d-8e9f-a0b1c2d3e4f5",
+        "0aced".repeat(13)[..64].to_string(),
+    );
+    let cg = crashtrace_tests::Cgroup2::new(&format!(
+        "kubepods.slice/kubepods-pod{}.slice/cri-containerd-{id}.scope",
+        uid.replace('-', "_")
+    ))
+    .expect("a cgroup v2 group");
     let r = crashtrace_tests::crash_and_report(
         &ct,
-        Command::new(victim("crash_nofp")).envs([
-            ("RANK", "3"),
-            ("WORLD_SIZE", "4"),
-            ("TORCHELASTIC_RUN_ID", "run-otlp"),
-        ]),
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "echo $$ > {}/cgroup.procs && exec {}",
+                cg.path.display(),
+                victim("crash_nofp").display()
+            ))
+            .envs([
+                ("RANK", "3"),
+                ("WORLD_SIZE", "4"),
+                ("TORCHELASTIC_RUN_ID", "run-otlp"),
+            ]),
         libc::SIGSEGV,
     );
     wait_until("the record at the receiver", || {
@@ -131,6 +148,9 @@ fn otlp_records_carry_the_crash_the_resource_and_the_headers() {
     assert_eq!(a["crashtrace.job.rank"], "3");
     assert_eq!(a["crashtrace.job.world_size"], "4");
     assert_eq!(a["crashtrace.job.run_id"], "run-otlp");
+    assert_eq!(a["k8s.pod.uid"], uid);
+    assert_eq!(a["container.id"], id.as_str());
+    assert_eq!(a["container.runtime"], "containerd");
     let res = &rec["resource"];
     assert_eq!(res["service.name"], "crash-watch");
     assert_eq!(res["deployment.environment"], "test");
