@@ -46,7 +46,7 @@ pub static LIBC_FILES: HashMap<u64, LibcFile> = HashMap::with_max_entries(256, 0
 #[map]
 pub static HANDLED: LruHashMap<u32, HandledRate> = LruHashMap::with_max_entries(4096, 0);
 
-/// Non-PIE interpreters (Debian's /usr/bin/python3.x), by the inode of the executable:
+/// Non-PIE interpreters (Debian's /usr/bin/python3.x), by the executable's `file_key`:
 /// their runtime has the same address in every process, so a process that crashes
 /// before crashtrace has registered it is still read.
 #[map]

@@ -13,7 +13,7 @@ use aya_ebpf::{
 use crashtrace_common::{
     PY_FILENAME_BYTES, PY_FRAME_ENTRY, PY_FRAME_SHIM, PY_LINETABLE_BYTES, PY_MAX_FRAMES,
     PY_MAX_THREADS, PY_NAME_BYTES, PY_NONE, PY_THREAD_CRASHING, PY_THREAD_GIL, PY_THREAD_TRUNCATED,
-    PyCode, PyFrameRef, PyProc, PyThread, RecordHeader, RecordKind,
+    PyCode, PyFrameRef, PyProc, PyThread, RecordHeader, RecordKind, file_key,
 };
 
 use crate::{
@@ -73,7 +73,11 @@ pub fn capture(task: u64, pid: u32, tid: u32) {
             0
         };
         let ino = if inode != 0 {
-            read_kernel::<u64>(inode + config!(offsets.inode_ino) as u64).unwrap_or(0)
+            let ino = read_kernel::<u64>(inode + config!(offsets.inode_ino) as u64).unwrap_or(0);
+            let sb = read_kernel::<u64>(inode + config!(offsets.inode_sb) as u64).unwrap_or(0);
+            let dev = read_kernel::<u32>(sb + config!(offsets.sb_dev) as u64).unwrap_or(0);
+            // The kernel's dev_t: major above bit 20.
+            file_key(dev >> 20, dev & 0xfffff, ino)
         } else {
             0
         };

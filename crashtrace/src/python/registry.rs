@@ -3,6 +3,8 @@
 
 use std::{collections::HashSet, fs::File, sync::Arc};
 
+use crashtrace_common::file_key;
+
 use super::{layouts, runtime};
 use crate::{
     capture::{
@@ -22,7 +24,7 @@ const MAX_TRACKED: usize = 16384;
 pub struct PythonRegistry {
     /// Python processes known to the eBPF program.
     procs: PyProcs,
-    /// Non-PIE interpreters by inode.
+    /// Non-PIE interpreters by `file_key` (device and inode).
     files: PyFiles,
     /// The keys of `procs`, so that forks and exits of other processes cost no syscall.
     pids: HashSet<u32>,
@@ -61,7 +63,8 @@ impl PythonRegistry {
                     && let Some(p) = runtime::proc_for(&module, version, 0)
                 {
                     log::info!("python {version:?} at {name} (inode {})", md.ino());
-                    let _ = self.files.insert(md.ino(), p, 0);
+                    let key = file_key(libc::major(md.dev()), libc::minor(md.dev()), md.ino());
+                    let _ = self.files.insert(key, p, 0);
                 }
             }
         }
@@ -116,7 +119,8 @@ impl PythonRegistry {
             return;
         };
         if runtime::fixed_address(&module) {
-            let _ = self.files.insert(m.inode, proc_, 0);
+            let key = file_key(m.dev_major, m.dev_minor, m.inode);
+            let _ = self.files.insert(key, proc_, 0);
         }
         log::info!(
             "python {version:?} in pid {pid}: runtime at 0x{:x}",
