@@ -21,5 +21,7 @@ def train_step(rank):
 if __name__ == "__main__":
     dist.init_process_group("gloo")
     rank = dist.get_rank()
-    print(f"rank {rank} pid {os.getpid()}", flush=True)
+    # One write, so the two ranks' lines on the shared pipe never interleave (print
+    # writes the text and its newline apart).
+    os.write(1, f"rank {rank} pid {os.getpid()}\n".encode())
     train_step(rank)
