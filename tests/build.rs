@@ -41,6 +41,7 @@ fn main() {
         s("handlers.c"),
         o("handlers"),
     );
+    gcc(&["-O2", "-g"], s("dump_ephemeral.c"), o("dump_ephemeral"));
     // Static: runs in an empty chroot (the container test).
     gcc(
         &["-O2", "-g", "-fomit-frame-pointer", "-static"],

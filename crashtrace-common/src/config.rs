@@ -104,6 +104,9 @@ pub struct KernelOffsets {
     pub fdt_fd: u32,
     pub inode_mode: u32,
     pub inode_rdev: u32,
+    /// `task_struct.__state` and `.on_cpu`: how far a dumped thread's stack can be trusted.
+    pub task_state: u32,
+    pub task_on_cpu: u32,
     /// Keeps the size a multiple of 8 (Config holds u64s): no hidden padding.
     pub _pad: u32,
 }
@@ -213,6 +216,8 @@ impl Config {
                 fdt_fd: 0,
                 inode_mode: 0,
                 inode_rdev: 0,
+                task_state: 0,
+                task_on_cpu: 0,
                 _pad: 0,
             },
         }

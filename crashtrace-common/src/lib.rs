@@ -86,6 +86,9 @@ pub enum RecordKind {
     /// What the crashing process's own memory says about it: its environment block and
     /// glibc's last fatal message, right after its SignalCapture.
     CrashMemory = 8,
+    /// One thread of a live process, read by `crashtrace dump` (a ThreadCapture's
+    /// layout, with `task_state` and CAPTURE_ON_CPU saying how settled it was).
+    DumpThread = 9,
 }
 
 impl RecordKind {
@@ -99,6 +102,7 @@ impl RecordKind {
             6 => Some(Self::PyThread),
             7 => Some(Self::PyCode),
             8 => Some(Self::CrashMemory),
+            9 => Some(Self::DumpThread),
             _ => None,
         }
     }

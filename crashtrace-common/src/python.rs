@@ -4,6 +4,8 @@ use crate::RecordHeader;
 
 /// Python threads and frames read per crash; deeper stacks are cut and marked.
 pub const PY_MAX_THREADS: usize = 16;
+/// Python threads a dump reads at most: it runs in crashtrace's time, not a crash's.
+pub const PY_DUMP_THREADS: usize = 1024;
 pub const PY_MAX_FRAMES: usize = 64;
 pub const PY_FILENAME_BYTES: usize = 256;
 pub const PY_NAME_BYTES: usize = 128;

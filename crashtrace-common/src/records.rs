@@ -52,6 +52,9 @@ pub const CAPTURE_HAS_CODE: u32 = 1 << 4;
 pub const CAPTURE_SP_PAGE_SKIPPED: u32 = 1 << 2;
 /// The copy stopped because the budget ran out, not at the end of the stack mapping.
 pub const CAPTURE_STACK_TRUNCATED: u32 = 1 << 3;
+/// A dumped thread was on a CPU: its registers may be from its last kernel entry and
+/// its stack may have changed during the copy.
+pub const CAPTURE_ON_CPU: u32 = 1 << 5;
 
 /// Everything taken in a thread's own context when a signal reaches it, but the stack.
 #[repr(C)]
@@ -79,7 +82,8 @@ pub struct CaptureHead {
     pub exe_name: [u8; EXE_NAME_LEN],
     /// The parent process (`real_parent`): its process id and name.
     pub parent_pid: u32,
-    pub _pad2: u32,
+    /// In a dump record, the task's `__state` (0: runnable); 0 in the others.
+    pub task_state: u32,
     pub parent_comm: [u8; TASK_COMM_LEN],
     /// The process and thread ids inside the task's own pid namespace (a container's).
     pub ns_pid: u32,

@@ -13,6 +13,7 @@ mod helpers;
 mod maps;
 mod oom;
 mod task;
+mod user;
 
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 
@@ -60,6 +61,20 @@ pub fn mark_victim(ctx: BtfTracePointContext) -> i32 {
 pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
     let task: u64 = ctx.arg(0);
     exit::on_process_exit(task);
+    0
+}
+
+/// `crashtrace dump`: a sleepable task iterator (`iter.s/task`, which aya-ebpf has no
+/// macro for). Its context is `struct bpf_iter__task { meta; task; }`; `task` is null on
+/// the last call.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "iter.s/task")]
+pub fn dump_task(ctx: *mut core::ffi::c_void) -> i32 {
+    // SAFETY: the kernel passes a bpf_iter__task: two pointers.
+    let task = unsafe { *(ctx as *const u64).add(1) };
+    if task != 0 {
+        capture::dump::on_task(task);
+    }
     0
 }
 

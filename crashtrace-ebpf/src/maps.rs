@@ -62,6 +62,11 @@ pub static PY_SCRATCH: PerCpuArray<crashtrace_common::PyThread> =
 #[map]
 pub static PY_CODES_SEEN: LruHashMap<u64, u8> = LruHashMap::with_max_entries(65536, 0);
 
+/// The processes `crashtrace dump` reads, by process id; the value turns 1 once their
+/// Python threads have been read (once per process, from whichever thread comes first).
+#[map]
+pub static DUMP_TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
+
 /// Reads a field of the `CONFIG` global. Volatile so the compiler cannot fold the
 /// compiled-in defaults: the loader rewrites them.
 macro_rules! config {

@@ -49,6 +49,7 @@ pub fn analyze(
                 role: None,
                 frames,
                 unwind,
+                state: None,
             }
         })
         .collect();

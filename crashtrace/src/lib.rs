@@ -24,6 +24,7 @@ pub mod analyze;
 pub mod assemble;
 pub mod capture;
 pub mod cli;
+pub mod dump;
 pub mod metrics;
 pub mod model;
 pub mod monitor;

@@ -17,6 +17,17 @@ fn main() {
             }
         }
     }
+    // `crashtrace dump PID...` reads live processes once and exits.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "dump") {
+        let args = crashtrace::dump::DumpArgs::parse_from(std::env::args_os().skip(1));
+        match crashtrace::dump::run(args) {
+            Ok(code) => std::process::exit(code),
+            Err(e) => {
+                say!("crashtrace dump: {e:#}");
+                std::process::exit(2);
+            }
+        }
+    }
     let argv = args_with_config(std::env::args_os().collect()).unwrap_or_else(|e| {
         say!("crashtrace: configuration: {e}");
         std::process::exit(2);

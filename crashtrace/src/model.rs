@@ -143,6 +143,23 @@ pub struct ThreadReport {
     pub role: Option<String>,
     pub frames: Vec<Frame>,
     pub unwind: UnwindReport,
+    /// In a dump: what the thread was doing, and how far its stack can be trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<ThreadState>,
+}
+
+/// A live thread at the moment it was read (`crashtrace dump`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ThreadState {
+    /// `sleeping`, `disk-sleep`, `stopped`, `traced`, `runnable` or `running`.
+    pub state: String,
+    /// The system call it is in (`futex`, `accept4`, ...; `syscall N` for others), when
+    /// it is in one.
+    pub syscall: Option<String>,
+    /// `consistent` (blocked: registers and stack stay put while read), `preempted`
+    /// (waiting for a CPU: exact unless it ran during the copy) or `may-tear` (on a CPU:
+    /// registers from its last kernel entry, stack changing under the copy).
+    pub consistency: String,
 }
 
 /// Who the process was in a distributed job: torchrun's and Slurm's variables, and the

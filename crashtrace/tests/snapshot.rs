@@ -86,6 +86,8 @@ fn record(cflags: &[&str], tag: &str) -> Snapshot {
             sp_page_skipped: false,
             stack_truncated: false,
             top: None,
+            task_state: 0,
+            on_cpu: false,
         },
         maps,
         // The executable must outlive the analysis: it is what gets symbolized.

@@ -10,7 +10,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-pub use crashtrace::model::{CrashReport, Frame, PyThreadReport};
+pub use crashtrace::{
+    model::{CrashReport, Frame, PyThreadReport},
+    report::dump::DumpReport,
+};
 
 /// How long any single wait may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -95,6 +98,81 @@ pub fn torch_python() -> PathBuf {
 /// The venv python with the official OpenTelemetry protobuf packages.
 pub fn otel_python() -> PathBuf {
     venv_python("CRASHTRACE_OTEL_PYTHON", "otel-venv")
+}
+
+/// py-spy, installed by `cargo xtask setup` into the venv beside opentelemetry-proto.
+pub fn py_spy() -> PathBuf {
+    let p = otel_python().with_file_name("py-spy");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo xtask setup`",
+        p.display()
+    );
+    p
+}
+
+/// What one `crashtrace dump` printed.
+pub struct DumpRun {
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl DumpRun {
+    /// The `--json` lines, typed.
+    pub fn reports(&self) -> Vec<DumpReport> {
+        self.stdout
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
+}
+
+/// Starts `crashtrace dump ARGS`; `finish_dump` collects it.
+pub fn spawn_dump(args: &[&str]) -> Child {
+    Command::new(crashtrace_bin())
+        .arg("dump")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning crashtrace dump")
+}
+
+/// Waits for a dump started by `spawn_dump`, bounded by `WAIT` (killed past it).
+pub fn finish_dump(mut child: Child) -> DumpRun {
+    use std::io::Read as _;
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let mut stderr = String::new();
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("crashtrace dump did not finish within {WAIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let _ = err.read_to_string(&mut stderr);
+    DumpRun {
+        status,
+        stdout: reader.join().expect("stdout reader"),
+        stderr,
+    }
+}
+
+/// Runs `crashtrace dump ARGS` to its end (bounded).
+pub fn run_dump(args: &[&str]) -> DumpRun {
+    finish_dump(spawn_dump(args))
 }
 
 /// Waits (bounded by `WAIT`) until `cond` holds, polling: for what crashtrace does

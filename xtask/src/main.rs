@@ -308,6 +308,13 @@ fn setup() -> Result<ExitCode> {
         status(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
         status(Command::new(&py).args(["-m", "pip", "install", "--quiet", "opentelemetry-proto"]))?;
     }
+    //    py-spy, which the dump tests and `bench --dump` compare `crashtrace dump` with.
+    if venv.join("bin/py-spy").exists() {
+        step("py-spy (test venv)", "present");
+    } else {
+        step("py-spy (test venv)", "installing");
+        status(Command::new(&py).args(["-m", "pip", "install", "--quiet", "py-spy"]))?;
+    }
     // bpftrace's tracepoints need tracefs.
     if std::path::Path::new("/sys/kernel/tracing/events").exists() {
         step("tracefs", "mounted");

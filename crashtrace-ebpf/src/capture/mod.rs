@@ -1,6 +1,7 @@
 //! The signal programs: who sent a signal (`signal_generate`), and the captures where it
 //! lands (`signal_deliver`): one ring-buffer record per thread, filled in place.
 
+pub mod dump;
 mod faultmaps;
 mod memory;
 mod python;
@@ -213,7 +214,7 @@ pub fn on_signal_deliver<const CHUNKS: usize>(ctx: &BtfTracePointContext) {
     // field the reader looks at.
     unsafe {
         let head = &raw mut (*rec).head;
-        fill_head(
+        fill_head::<false>(
             head,
             RecordKind::SignalCapture,
             size_of::<SignalCapture<CHUNKS>>(),
@@ -238,7 +239,7 @@ pub fn on_signal_deliver<const CHUNKS: usize>(ctx: &BtfTracePointContext) {
         }
         let budget = config!(stack_bytes) as usize / STACK_CHUNK;
         let area = (*rec).stack.as_mut_ptr() as *mut u8;
-        let flags = copy_stack::<CHUNKS>(head, area, budget);
+        let flags = copy_stack::<CHUNKS, false>(head, area, budget, task);
         (*head).flags |= flags;
         (*head).top_start = 0;
         (*head).top_len = 0;
@@ -274,7 +275,7 @@ pub fn on_signal_deliver<const CHUNKS: usize>(ctx: &BtfTracePointContext) {
         // Used once: a later signal of the same number is not this sender's.
         let _ = SENDERS.remove(pid);
     }
-    python::capture(task, pid, tid);
+    python::capture::<false>(task, pid, tid);
     memory::emit(task, pid, tid, sig, rip);
     // Fault signals carry an address in si_addr: say what it hit. (After an overflow the
     // one mapping lookup an event allows went to the stack.)
@@ -316,7 +317,7 @@ fn capture_sibling(state: *mut CrashState, pid: u32, tid: u32) {
     // SAFETY: as in on_signal_deliver.
     unsafe {
         let head = &raw mut (*rec).head;
-        fill_head(
+        fill_head::<false>(
             head,
             RecordKind::ThreadCapture,
             size_of::<ThreadCapture>(),
@@ -333,10 +334,11 @@ fn capture_sibling(state: *mut CrashState, pid: u32, tid: u32) {
         (*head).top_start = 0;
         (*head).top_len = 0;
         (*head).top_offset = 0;
-        let flags = copy_stack::<{ THREAD_STACK_BYTES / STACK_CHUNK }>(
+        let flags = copy_stack::<{ THREAD_STACK_BYTES / STACK_CHUNK }, false>(
             head,
             (*rec).stack.as_mut_ptr(),
             THREAD_STACK_BYTES / STACK_CHUNK,
+            task,
         );
         (*head).flags |= flags;
     }

@@ -5,45 +5,41 @@
 
 use aya_ebpf::{
     cty::c_void,
-    helpers::{
-        bpf_ktime_get_ns,
-        generated::{bpf_loop, bpf_probe_read_user},
-    },
+    helpers::{bpf_ktime_get_ns, generated::bpf_loop},
 };
 use crashtrace_common::{
-    PY_FILENAME_BYTES, PY_FRAME_ENTRY, PY_FRAME_SHIM, PY_LINETABLE_BYTES, PY_MAX_FRAMES,
-    PY_MAX_THREADS, PY_NAME_BYTES, PY_NONE, PY_THREAD_CRASHING, PY_THREAD_GIL, PY_THREAD_TRUNCATED,
-    PyCode, PyFrameRef, PyProc, PyThread, RecordHeader, RecordKind, file_key,
+    PY_DUMP_THREADS, PY_FILENAME_BYTES, PY_FRAME_ENTRY, PY_FRAME_SHIM, PY_LINETABLE_BYTES,
+    PY_MAX_FRAMES, PY_MAX_THREADS, PY_NAME_BYTES, PY_NONE, PY_THREAD_CRASHING, PY_THREAD_GIL,
+    PY_THREAD_TRUNCATED, PyCode, PyFrameRef, PyProc, PyThread, RecordHeader, RecordKind, file_key,
 };
 
 use crate::{
     helpers::{output, read_kernel, reserve},
     maps::{PY_CODES_SEEN, PY_SCRATCH, PYFILES, PYPROCS, config},
+    user::{read, read_raw},
 };
 
-fn user<T>(addr: u64) -> Option<T> {
-    // SAFETY: bpf_probe_read_user tolerates any address.
-    unsafe { aya_ebpf::helpers::bpf_probe_read_user(addr as *const T).ok() }
-}
-
-fn field(base: u64, off: u32) -> u64 {
+// `O`: whose memory is read (see `user`); `task` is that task.
+fn field<const O: bool>(task: u64, base: u64, off: u32) -> u64 {
     if base == 0 || off == PY_NONE {
         return 0;
     }
-    user::<u64>(base + off as u64).unwrap_or(0)
+    read::<u64, O>(base + off as u64, task).unwrap_or(0)
 }
 
-fn byte(base: u64, off: u32) -> u32 {
+fn byte<const O: bool>(task: u64, base: u64, off: u32) -> u32 {
     if base == 0 || off == PY_NONE {
         return 0;
     }
-    user::<u8>(base + off as u64).unwrap_or(0) as u32
+    read::<u8, O>(base + off as u64, task).unwrap_or(0) as u32
 }
 
 /// State shared by the loop callbacks; it lives on the capturing program's stack, as
 /// bpf_loop requires of its context.
 #[repr(C)]
 struct Walk {
+    /// The task whose memory is read (any thread of the process).
+    task: u64,
     pid: u32,
     tid: u32,
     tstate: u64,
@@ -57,8 +53,10 @@ struct Walk {
 
 /// Emits the Python threads (and their code objects) of process `pid`, if it is one.
 /// bpf_loop keeps the verifier's work linear: each callback is verified once.
+/// `O`: false in a thread of the process at its crash (`tid` is the crashing thread),
+/// true from the dump iterator (no thread is the crashing one).
 #[inline(never)]
-pub fn capture(task: u64, pid: u32, tid: u32) {
+pub fn capture<const O: bool>(task: u64, pid: u32, tid: u32) {
     if PYPROCS.get_ptr(pid).is_none() {
         // Not registered yet: maybe a known non-PIE interpreter (same layout everywhere).
         let mm = read_kernel::<u64>(task + config!(offsets.task_mm) as u64).unwrap_or(0);
@@ -94,21 +92,26 @@ pub fn capture(task: u64, pid: u32, tid: u32) {
     };
     // SAFETY: map value pointer from a successful lookup; read-only here.
     let p: &PyProc = unsafe { &*p };
-    let interp = field(p.runtime, p.offsets.interp_head);
+    let interp = field::<O>(task, p.runtime, p.offsets.interp_head);
     let mut w = Walk {
+        task,
         pid,
         tid,
-        tstate: field(interp, p.offsets.tstate_head),
-        fsbase: read_kernel::<u64>(task + config!(offsets.task_fsbase) as u64).unwrap_or(0),
+        tstate: field::<O>(task, interp, p.offsets.tstate_head),
+        fsbase: if O {
+            0
+        } else {
+            read_kernel::<u64>(task + config!(offsets.task_fsbase) as u64).unwrap_or(0)
+        },
         frame: 0,
         nframes: 0,
-        gil: field(p.runtime, p.offsets.gil_holder),
+        gil: field::<O>(task, p.runtime, p.offsets.gil_holder),
     };
     // SAFETY: the callback is a BPF subprogram; the context is on this stack.
     unsafe {
         bpf_loop(
-            PY_MAX_THREADS as u32,
-            thread_cb as *mut c_void,
+            if O { PY_DUMP_THREADS } else { PY_MAX_THREADS } as u32,
+            thread_cb::<O> as *mut c_void,
             &raw mut w as *mut c_void,
             0,
         )
@@ -117,7 +120,7 @@ pub fn capture(task: u64, pid: u32, tid: u32) {
 
 /// One thread state per call: its frames, then its code objects; 1 stops the loop.
 #[inline(never)]
-extern "C" fn thread_cb(_i: u64, ctx: *mut c_void) -> i64 {
+extern "C" fn thread_cb<const O: bool>(_i: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: ctx is the Walk on the caller's stack.
     let w = unsafe { &mut *(ctx as *mut Walk) };
     if w.tstate == 0 {
@@ -129,15 +132,15 @@ extern "C" fn thread_cb(_i: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: map value pointers from successful lookups; the scratch is this CPU's.
     let (p, t): (&PyProc, &mut PyThread) = unsafe { (&*p, &mut *t) };
     let o = &p.offsets;
-    let thread_id = field(w.tstate, o.ts_thread_id);
-    let mut frame = field(w.tstate, o.ts_frame);
+    let thread_id = field::<O>(w.task, w.tstate, o.ts_thread_id);
+    let mut frame = field::<O>(w.task, w.tstate, o.ts_frame);
     if o.cf_current != PY_NONE {
-        frame = field(frame, o.cf_current);
+        frame = field::<O>(w.task, frame, o.cf_current);
     }
     w.frame = frame;
     w.nframes = 0;
     // SAFETY: as in `capture`.
-    unsafe { bpf_loop(PY_MAX_FRAMES as u32, frame_cb as *mut c_void, ctx, 0) };
+    unsafe { bpf_loop(PY_MAX_FRAMES as u32, frame_cb::<O> as *mut c_void, ctx, 0) };
     t.header = RecordHeader::of::<PyThread>(
         RecordKind::PyThread,
         // SAFETY: helper without arguments.
@@ -147,7 +150,7 @@ extern "C" fn thread_cb(_i: u64, ctx: *mut c_void) -> i64 {
     );
     t.thread_id = thread_id;
     t.native_id = if o.ts_native != PY_NONE {
-        user::<u32>(w.tstate + o.ts_native as u64).unwrap_or(0)
+        read::<u32, O>(w.tstate + o.ts_native as u64, w.task).unwrap_or(0)
     } else {
         0
     };
@@ -166,14 +169,14 @@ extern "C" fn thread_cb(_i: u64, ctx: *mut c_void) -> i64 {
     // One copy of the whole record; frames were gathered in the per-CPU scratch.
     output::<PyThread>(&*t);
     // SAFETY: as in `capture`.
-    unsafe { bpf_loop(w.nframes as u32, code_cb as *mut c_void, ctx, 0) };
-    w.tstate = field(w.tstate, o.ts_next);
+    unsafe { bpf_loop(w.nframes as u32, code_cb::<O> as *mut c_void, ctx, 0) };
+    w.tstate = field::<O>(w.task, w.tstate, o.ts_next);
     0
 }
 
 /// One frame per call, into the scratch record; 1 stops at the end of the chain.
 #[inline(never)]
-extern "C" fn frame_cb(i: u64, ctx: *mut c_void) -> i64 {
+extern "C" fn frame_cb<const O: bool>(i: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: ctx is the Walk on the capturing program's stack.
     let w = unsafe { &mut *(ctx as *mut Walk) };
     let frame = w.frame;
@@ -186,20 +189,20 @@ extern "C" fn frame_cb(i: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: as in thread_cb.
     let (p, t): (&PyProc, &mut PyThread) = unsafe { (&*p, &mut *t) };
     let o = &p.offsets;
-    let code = field(frame, o.fr_code) & !(o.code_tag_mask as u64);
-    let owner = byte(frame, o.fr_owner);
+    let code = field::<O>(w.task, frame, o.fr_code) & !(o.code_tag_mask as u64);
+    let owner = byte::<O>(w.task, frame, o.fr_owner);
     let mut flags = 0;
     if o.fr_owner != PY_NONE && owner >= o.shim_owner {
         flags |= PY_FRAME_SHIM;
     }
-    if o.fr_is_entry != PY_NONE && byte(frame, o.fr_is_entry) != 0 {
+    if o.fr_is_entry != PY_NONE && byte::<O>(w.task, frame, o.fr_is_entry) != 0 {
         flags |= PY_FRAME_ENTRY;
     }
     let pos = if o.fr_owner == PY_NONE {
         // 3.10: f_lasti, an int.
-        user::<i32>(frame + o.fr_pos as u64).unwrap_or(-1) as i64 as u64
+        read::<i32, O>(frame + o.fr_pos as u64, w.task).unwrap_or(-1) as i64 as u64
     } else {
-        field(frame, o.fr_pos)
+        field::<O>(w.task, frame, o.fr_pos)
     };
     // The mask keeps the verifier sure of the index.
     t.frames[(i as usize) & (PY_MAX_FRAMES - 1)] = PyFrameRef {
@@ -209,13 +212,13 @@ extern "C" fn frame_cb(i: u64, ctx: *mut c_void) -> i64 {
         owner,
     };
     w.nframes = i + 1;
-    w.frame = field(frame, o.fr_back);
+    w.frame = field::<O>(w.task, frame, o.fr_back);
     0
 }
 
 /// The code object of the current thread's frame `i`.
 #[inline(never)]
-extern "C" fn code_cb(i: u64, ctx: *mut c_void) -> i64 {
+extern "C" fn code_cb<const O: bool>(i: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: ctx is the Walk on the capturing program's stack.
     let w = unsafe { &*(ctx as *const Walk) };
     let (Some(p), Some(t)) = (PYPROCS.get_ptr(w.pid), PY_SCRATCH.get_ptr(0)) else {
@@ -225,14 +228,14 @@ extern "C" fn code_cb(i: u64, ctx: *mut c_void) -> i64 {
     let (p, t) = unsafe { (&*p, &*t) };
     let f = &t.frames[(i as usize) & (PY_MAX_FRAMES - 1)];
     if f.flags & PY_FRAME_SHIM == 0 {
-        code_object(p, w.pid, f.code);
+        code_object::<O>(p, w.task, w.pid, f.code);
     }
     0
 }
 
 /// Emits a code object once per process.
 #[inline(never)]
-fn code_object(p: &PyProc, pid: u32, code: u64) {
+fn code_object<const O: bool>(p: &PyProc, task: u64, pid: u32, code: u64) {
     if code == 0 {
         return;
     }
@@ -251,27 +254,29 @@ fn code_object(p: &PyProc, pid: u32, code: u64) {
         (*rec).header = RecordHeader::of::<PyCode>(RecordKind::PyCode, bpf_ktime_get_ns(), pid, 0);
         (*rec).code = code;
         (*rec)._pad = 0;
-        (*rec).firstlineno = user::<i32>(code + o.co_firstlineno as u64).unwrap_or(0);
-        let (len, kind) = string(
+        (*rec).firstlineno = read::<i32, O>(code + o.co_firstlineno as u64, task).unwrap_or(0);
+        let (len, kind) = string::<O>(
             p,
-            field(code, o.co_filename),
+            task,
+            field::<O>(task, code, o.co_filename),
             (*rec).filename.as_mut_ptr(),
             PY_FILENAME_BYTES,
         );
         (*rec).filename_len = len;
         (*rec).filename_kind = kind;
-        let (len, kind) = string(
+        let (len, kind) = string::<O>(
             p,
-            field(code, o.co_name),
+            task,
+            field::<O>(task, code, o.co_name),
             (*rec).name.as_mut_ptr(),
             PY_NAME_BYTES,
         );
         (*rec).name_len = len;
         (*rec).name_kind = kind;
         // A bytes object: ob_size at +16, the data at +32.
-        let table = field(code, o.co_linetable);
+        let table = field::<O>(task, code, o.co_linetable);
         let total = if table != 0 {
-            user::<u64>(table + 16).unwrap_or(0)
+            read::<u64, O>(table + 16, task).unwrap_or(0)
         } else {
             0
         };
@@ -281,13 +286,7 @@ fn code_object(p: &PyProc, pid: u32, code: u64) {
         if copy > PY_LINETABLE_BYTES as u32 {
             copy = PY_LINETABLE_BYTES as u32;
         }
-        if copy == 0
-            || bpf_probe_read_user(
-                (*rec).linetable.as_mut_ptr() as *mut c_void,
-                copy,
-                (table + 32) as *const c_void,
-            ) != 0
-        {
+        if copy == 0 || read_raw::<O>((*rec).linetable.as_mut_ptr(), copy, table + 32, task) != 0 {
             copy = 0;
         }
         (*rec).linetable_len = copy;
@@ -300,15 +299,21 @@ fn code_object(p: &PyProc, pid: u32, code: u64) {
 ///
 /// # Safety
 /// `dst` must have room for `cap` bytes (a power of two).
-unsafe fn string(p: &PyProc, s: u64, dst: *mut u8, cap: usize) -> (u32, u32) {
+unsafe fn string<const O: bool>(
+    p: &PyProc,
+    task: u64,
+    s: u64,
+    dst: *mut u8,
+    cap: usize,
+) -> (u32, u32) {
     if s == 0 {
         return (0, 0);
     }
     let o = &p.offsets;
     // PyASCIIObject: length (code points) at +16; state bits at +32: kind in bits 2-4,
     // compact bit 5, ascii bit 6 (the same in 3.10-3.14).
-    let length = user::<u64>(s + 16).unwrap_or(0);
-    let state = user::<u32>(s + 32).unwrap_or(0);
+    let length = read::<u64, O>(s + 16, task).unwrap_or(0);
+    let state = read::<u32, O>(s + 32, task).unwrap_or(0);
     let kind = (state >> 2) & 7;
     let ascii = state & (1 << 6) != 0;
     let compact = state & (1 << 5) != 0;
@@ -330,7 +335,7 @@ unsafe fn string(p: &PyProc, s: u64, dst: *mut u8, cap: usize) -> (u32, u32) {
         n = cap as u32;
     }
     // SAFETY: n <= cap.
-    if n == 0 || unsafe { bpf_probe_read_user(dst as *mut c_void, n, from as *const c_void) } != 0 {
+    if n == 0 || unsafe { read_raw::<O>(dst, n, from, task) } != 0 {
         return (0, 0);
     }
     (n, kind)

@@ -20,18 +20,20 @@ use crate::{
     helpers::{count, read_kernel},
     maps::config,
     task::ns_nr,
+    user::read_raw,
 };
 
 /// `info` values that are not pointers: SEND_SIG_NOINFO (0) and SEND_SIG_PRIV (1).
 pub(super) const NOT_A_SIGINFO: u64 = 1;
 
-/// Header, thread identity, registers and code bytes.
+/// Header, thread identity, registers and code bytes. `O`: `task` is not the current
+/// task (the dump iterator; see `user`).
 ///
 /// # Safety
 /// `head` must point at a reserved record.
 // Inlined: a BPF call takes at most five arguments.
 #[inline(always)]
-pub unsafe fn fill_head(
+pub unsafe fn fill_head<const O: bool>(
     head: *mut CaptureHead,
     kind: RecordKind,
     size: usize,
@@ -50,14 +52,24 @@ pub unsafe fn fill_head(
         };
         (*head)._pad0 = 0;
         (*head)._pad1 = 0;
-        (*head)._pad2 = 0;
+        (*head).task_state = 0;
         (*head).flags = 0;
-        (*head).thread_comm = bpf_get_current_comm().unwrap_or([0; TASK_COMM_LEN]);
+        (*head).thread_comm = if O {
+            read_kernel::<[u8; TASK_COMM_LEN]>(task + config!(offsets.task_comm) as u64)
+        } else {
+            bpf_get_current_comm().ok()
+        }
+        .unwrap_or([0; TASK_COMM_LEN]);
         (*head).ns_tid = ns_nr(task);
         let leader =
             read_kernel::<u64>(task + config!(offsets.task_group_leader) as u64).unwrap_or(task);
         (*head).ns_pid = ns_nr(leader);
-        (*head).cgroup_id = aya_ebpf::helpers::bpf_get_current_cgroup_id();
+        // A dump reads the cgroup from /proc: the process is alive.
+        (*head).cgroup_id = if O {
+            0
+        } else {
+            aya_ebpf::helpers::bpf_get_current_cgroup_id()
+        };
         let parent =
             read_kernel::<u64>(task + config!(offsets.task_real_parent) as u64).unwrap_or(0);
         (*head).parent_pid = if parent != 0 {
@@ -82,10 +94,11 @@ pub unsafe fn fill_head(
             (*head).flags |= CAPTURE_NO_REGS;
             count(Stat::RegsFailed);
         }
-        let rc = bpf_probe_read_user(
-            (*head).code.as_mut_ptr() as *mut c_void,
+        let rc = read_raw::<O>(
+            (*head).code.as_mut_ptr(),
             CODE_BYTES as u32,
-            (*head).regs.rip as *const c_void,
+            (*head).regs.rip,
+            task,
         );
         if rc == 0 {
             (*head).flags |= CAPTURE_HAS_CODE;
@@ -130,10 +143,11 @@ pub unsafe fn fill_signal(head: *mut CaptureHead, sig: i32, info: u64, dispositi
 /// # Safety
 /// `head` must point at a reserved record whose stack area, at `dst`, holds `CHUNKS` pages.
 #[inline(always)]
-pub unsafe fn copy_stack<const CHUNKS: usize>(
+pub unsafe fn copy_stack<const CHUNKS: usize, const O: bool>(
     head: *mut CaptureHead,
     dst: *mut u8,
     budget: usize,
+    task: u64,
 ) -> u32 {
     let mut flags = 0;
     // SAFETY: the caller passes a reserved record (see # Safety).
@@ -143,8 +157,7 @@ pub unsafe fn copy_stack<const CHUNKS: usize>(
     // Whole-page reads fail as a unit, so probe the first page alone: after a stack
     // overflow sp sits in the guard page and the frames start one page up.
     // SAFETY: dst has room for at least one chunk.
-    if sp == 0 || unsafe { bpf_probe_read_user(dst as *mut c_void, 1, base as *const c_void) } != 0
-    {
+    if sp == 0 || unsafe { read_raw::<O>(dst, 1, base, task) } != 0 {
         base += STACK_CHUNK as u64;
         flags |= CAPTURE_SP_PAGE_SKIPPED;
     }
@@ -155,10 +168,11 @@ pub unsafe fn copy_stack<const CHUNKS: usize>(
         }
         // SAFETY: i < CHUNKS keeps the chunk inside the record.
         let rc = unsafe {
-            bpf_probe_read_user(
-                dst.add(i * STACK_CHUNK) as *mut c_void,
+            read_raw::<O>(
+                dst.add(i * STACK_CHUNK),
                 STACK_CHUNK as u32,
-                (base + (i * STACK_CHUNK) as u64) as *const c_void,
+                base + (i * STACK_CHUNK) as u64,
+                task,
             )
         };
         if rc != 0 {
@@ -171,9 +185,7 @@ pub unsafe fn copy_stack<const CHUNKS: usize>(
         let mut probe = 0u8;
         let next = base + (chunks * STACK_CHUNK) as u64;
         // SAFETY: one byte into a local.
-        if unsafe { bpf_probe_read_user(&raw mut probe as *mut c_void, 1, next as *const c_void) }
-            == 0
-        {
+        if unsafe { read_raw::<O>(&raw mut probe, 1, next, task) } == 0 {
             flags |= CAPTURE_STACK_TRUNCATED;
         }
     }

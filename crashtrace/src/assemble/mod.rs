@@ -176,6 +176,8 @@ impl Assembler {
                     tid: c.tid,
                 }),
             },
+            // Only the dump iterator sends these, into a ring buffer of its own.
+            Event::Dump(_) => None,
             Event::Exit(e) => match self.pending.remove(&e.header.pid) {
                 Some(p) => Some(Assembled::Crash(Box::new(self.complete(p, Some(e))))),
                 None if e.flags & EXIT_AFTER_HANDLER != 0 => self.exit_after_handler(e),

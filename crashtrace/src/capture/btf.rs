@@ -98,6 +98,8 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets> {
         shmem_known: shmem.is_some() as u32,
         task_files: member_offset(btf, "task_struct", "files")?,
         files_fdt: member_offset(btf, "files_struct", "fdt")?,
+        task_state: member_offset(btf, "task_struct", "__state")?,
+        task_on_cpu: member_offset(btf, "task_struct", "on_cpu")?,
         fdt_max_fds: member_offset(btf, "fdtable", "max_fds")?,
         fdt_fd: member_offset(btf, "fdtable", "fd")?,
         inode_mode: member_offset(btf, "inode", "i_mode")?,

@@ -9,7 +9,8 @@ use aya::{
 use crashtrace_common::{Config, STAT_COUNT, Stat, stack_class};
 
 /// The eBPF object, built by build.rs from crashtrace-ebpf.
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/crashtrace"));
+pub(super) static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/crashtrace"));
 
 pub struct Probes {
     /// Owns the programs and their links: dropping it detaches everything.

@@ -3,10 +3,10 @@
 use anyhow::{Result, bail};
 use bytes::Bytes;
 use crashtrace_common::{
-    CAPTURE_HAS_CODE, CAPTURE_HAS_SIGINFO, CAPTURE_NO_REGS, CAPTURE_SP_PAGE_SKIPPED,
-    CAPTURE_STACK_TRUNCATED, CODE_BYTES, CaptureHead, FaultMaps, HANDLER_DEFAULT, MAX_RECORD_STACK,
-    OomVictim, ProcessExit, PyCode, PyThread, RecordHeader, RecordKind, TASK_COMM_LEN,
-    THREAD_STACK_BYTES, TOP_STACK_BYTES, UserRegs,
+    CAPTURE_HAS_CODE, CAPTURE_HAS_SIGINFO, CAPTURE_NO_REGS, CAPTURE_ON_CPU,
+    CAPTURE_SP_PAGE_SKIPPED, CAPTURE_STACK_TRUNCATED, CODE_BYTES, CaptureHead, FaultMaps,
+    HANDLER_DEFAULT, MAX_RECORD_STACK, OomVictim, ProcessExit, PyCode, PyThread, RecordHeader,
+    RecordKind, TASK_COMM_LEN, THREAD_STACK_BYTES, TOP_STACK_BYTES, UserRegs,
 };
 use std::mem::size_of;
 
@@ -50,6 +50,9 @@ pub struct Capture {
     pub stack_truncated: bool,
     /// After a stack overflow: the top of the stack (its user address and bytes).
     pub top: Option<(u64, Bytes)>,
+    /// In a dump: the task's `__state` and whether it was on a CPU.
+    pub task_state: u32,
+    pub on_cpu: bool,
 }
 
 #[derive(Debug)]
@@ -58,6 +61,8 @@ pub enum Event {
     Signal(Box<Capture>),
     /// Another thread of a crashing process, at the group exit.
     Thread(Box<Capture>),
+    /// A thread of a live process, read by `crashtrace dump`.
+    Dump(Box<Capture>),
     /// A crashing process's last thread exited.
     Exit(ProcessExit),
     /// The mappings around the fault of the SignalCapture just before.
@@ -87,6 +92,9 @@ pub fn decode(buf: &[u8]) -> Result<Event> {
         }
         Some(RecordKind::ThreadCapture) => {
             decode_capture(buf, THREAD_STACK_BYTES, false).map(|c| Event::Thread(Box::new(c)))
+        }
+        Some(RecordKind::DumpThread) => {
+            decode_capture(buf, THREAD_STACK_BYTES, false).map(|c| Event::Dump(Box::new(c)))
         }
         Some(RecordKind::ProcessExit) => {
             if buf.len() < size_of::<ProcessExit>() {
@@ -185,6 +193,8 @@ fn decode_capture(buf: &[u8], max_stack: usize, may_have_top: bool) -> Result<Ca
         stack: Bytes::copy_from_slice(&buf[fixed..fixed + len]),
         sp_page_skipped: r.flags & CAPTURE_SP_PAGE_SKIPPED != 0,
         stack_truncated: r.flags & CAPTURE_STACK_TRUNCATED != 0,
+        task_state: r.task_state,
+        on_cpu: r.flags & CAPTURE_ON_CPU != 0,
         top: {
             // Only signal records have it: after the innermost copy, inside the area.
             let (at, n) = (r.top_offset as usize, r.top_len as usize);

@@ -2,6 +2,7 @@
 //! into the report model. No I/O and no clock: the wall-clock time comes in.
 
 pub mod attribution;
+pub mod dump;
 pub mod fault;
 pub mod gpu;
 pub mod outcome;

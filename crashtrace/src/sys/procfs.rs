@@ -89,6 +89,44 @@ fn parse_maps_line(line: &str) -> Option<Mapping> {
     })
 }
 
+/// The thread ids of process `pid` now (empty once it is gone).
+pub fn threads(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut tids: Vec<u32> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+        .collect();
+    tids.sort_unstable();
+    tids
+}
+
+/// The name (`comm`) of process or thread `id`, as the kernel keeps it (at most 15 bytes).
+pub fn comm(id: u32) -> Option<String> {
+    let c = std::fs::read(format!("/proc/{id}/comm")).ok()?;
+    let c = c.strip_suffix(b"\n").unwrap_or(&c);
+    Some(String::from_utf8_lossy(c).into_owned())
+}
+
+/// The thread-group id of task `id`: equal to `id` for a process, another pid for a
+/// thread (`/proc` also answers for thread ids not listed in it).
+pub fn tgid(id: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{id}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The cgroup v2 path of process `pid` (the `0::` line of `/proc/PID/cgroup`).
+pub fn cgroup(pid: u32) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(str::to_string)
+}
+
 /// This host's name (the UTS namespace's), for reports collected from many hosts.
 pub fn hostname() -> Option<String> {
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;

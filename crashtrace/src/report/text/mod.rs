@@ -2,6 +2,7 @@
 //! then faulthandler's tracebacks, then the outcome as `/usr/bin/time -v` would give it.
 //! One file per section.
 
+mod dump;
 mod header;
 mod job;
 mod neutral;
@@ -9,6 +10,7 @@ mod outcome;
 mod python;
 mod stacks;
 
+pub use dump::render_dump;
 pub use neutral::neutral;
 
 use crate::model::CrashReport;
@@ -20,7 +22,7 @@ pub fn render(r: &CrashReport) -> String {
     header::fault(&mut s, r);
     job::who_and_why(&mut s, r);
     stacks::threads(&mut s, r);
-    python::tracebacks(&mut s, r);
+    python::tracebacks(&mut s, r.python.as_ref());
     outcome::outcome(&mut s, r);
     s
 }

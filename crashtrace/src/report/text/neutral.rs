@@ -3,7 +3,7 @@
 //! process. Walked field by field so that a new field is a compile-time decision here.
 
 use crate::{
-    model::{CrashReport, Frame, Location, PyFrameReport, ThreadReport},
+    model::{CrashReport, Frame, Location, PyFrameReport, PythonReport, ThreadReport},
     sys::escape::text,
 };
 
@@ -176,32 +176,50 @@ pub fn neutral(r: &CrashReport) -> CrashReport {
         opt(&mut h.reraised_with);
     }
     frames(fr);
-    for ThreadReport {
-        name,
-        role,
-        frames: f,
-        unwind,
-        ..
-    } in threads
-    {
-        one(name);
-        opt(role);
-        frames(f);
-        one(&mut unwind.stop_reason);
-    }
+    threads.iter_mut().for_each(thread);
     if let Some(o) = outcome {
         one(&mut o.status);
     }
     if let Some(p) = py {
-        one(&mut p.version);
-        for t in &mut p.threads {
-            one(&mut t.thread_id);
-            opt(&mut t.name);
-            python(&mut t.frames);
-        }
+        tracebacks(p);
     }
     for n in notes {
         one(n);
     }
     r
+}
+
+pub(super) fn thread(t: &mut ThreadReport) {
+    let ThreadReport {
+        tid: _,
+        name,
+        role,
+        frames: f,
+        unwind,
+        state,
+    } = t;
+    one(name);
+    opt(role);
+    frames(f);
+    one(&mut unwind.stop_reason);
+    if let Some(s) = state {
+        opt(&mut s.syscall);
+    }
+}
+
+pub(super) fn tracebacks(p: &mut PythonReport) {
+    one(&mut p.version);
+    for t in &mut p.threads {
+        one(&mut t.thread_id);
+        opt(&mut t.name);
+        python(&mut t.frames);
+    }
+}
+
+pub(super) fn escape(s: &mut String) {
+    one(s);
+}
+
+pub(super) fn escape_opt(s: &mut Option<String>) {
+    opt(s);
 }

@@ -2,11 +2,11 @@
 
 use std::fmt::Write as _;
 
-use crate::model::CrashReport;
+use crate::model::PythonReport;
 
 /// The Python traceback of each thread.
-pub fn tracebacks(s: &mut String, r: &CrashReport) {
-    if let Some(py) = &r.python {
+pub fn tracebacks(s: &mut String, python: Option<&PythonReport>) {
+    if let Some(py) = python {
         for t in &py.threads {
             let _ = writeln!(
                 s,

@@ -44,14 +44,14 @@ pub fn threads(s: &mut String, r: &CrashReport) {
 }
 
 /// A thread's role after its name, `, main`.
-fn role(r: &Option<String>) -> String {
+pub(super) fn role(r: &Option<String>) -> String {
     r.as_deref().map(|r| format!(", {r}")).unwrap_or_default()
 }
 
 /// Runs of the same function longer than this (deep recursion) are shown collapsed.
 const REPEAT_RUN: usize = 6;
 
-fn frames(s: &mut String, frames: &[Frame]) {
+pub(super) fn frames(s: &mut String, frames: &[Frame]) {
     let mut i = 0;
     while i < frames.len() {
         let f = &frames[i];
