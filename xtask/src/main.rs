@@ -56,6 +56,9 @@ enum Task {
         /// Over how many seconds.
         #[arg(long, default_value_t = 10)]
         fleet_seconds: u64,
+        /// Instead: `crashtrace dump` of a 100-thread Python process beside py-spy.
+        #[arg(long)]
+        dump: bool,
     },
     /// Run the fuzz targets (all, or one) from their seed corpora.
     Fuzz {
@@ -131,8 +134,11 @@ fn main() -> ExitCode {
             fleet,
             fleet_crashes,
             fleet_seconds,
+            dump,
         } => setup().and_then(|_| build()).and_then(|_| {
-            if fleet {
+            if dump {
+                bench::dump::dump(&root(), &otel_venv().join("bin/py-spy"))
+            } else if fleet {
                 let out = root().join("target/bench");
                 std::fs::create_dir_all(&out)?;
                 bench::fleet::fleet(&root(), &out, fleet_crashes, fleet_seconds)

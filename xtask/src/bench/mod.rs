@@ -10,6 +10,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
 
+pub mod dump;
 pub mod fleet;
 mod measure;
 pub mod soak;
