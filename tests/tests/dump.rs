@@ -158,10 +158,13 @@ fn py_spy_dump(pid: u32) -> HashMap<u32, (String, PyFrames)> {
 #[test]
 fn names_every_thread_with_its_native_and_python_stack_as_py_spy_does() {
     require_root();
-    let _g = serial();
+    // Beside a running monitor (which holds the suite's eBPF lock for the test): the
+    // dump loads programs and maps of its own.
+    let monitor = crashtrace_tests::Crashtrace::start(&["--comm", "=no-such-process"]);
     let t = Threads::start(0);
     let pid = t.v.pid();
     let r = one_report(&["--json", &pid.to_string()]);
+    assert!(monitor.reports().is_empty());
     assert_eq!(r.kind, "dump");
     assert_eq!(r.pid, pid);
     assert!(!r.exited, "{:?}", r.notes);
@@ -281,6 +284,7 @@ fn the_target_runs_on_while_it_is_dumped() {
     let dump_pid = dump.id();
     // Until the dump exits: nobody traces the target and no thread of it is stopped.
     let mut samples = 0;
+    let mut during = Vec::new();
     let deadline = Instant::now() + crashtrace_tests::WAIT;
     while std::path::Path::new(&format!("/proc/{dump_pid}/stat"))
         .exists()
@@ -298,12 +302,18 @@ fn the_target_runs_on_while_it_is_dumped() {
             );
         }
         samples += 1;
+        during.push(t.count());
         std::thread::sleep(Duration::from_millis(1));
     }
     let run = finish_dump(dump);
     assert!(run.status.success(), "{}", run.stderr);
     let after = t.count();
-    assert!(samples > 0);
+    assert!(samples > 1, "the dump ended before it could be watched");
+    // The busy thread advanced while the dump ran, not only around it.
+    assert!(
+        during.last() > during.first(),
+        "no progress during the dump: {during:?}"
+    );
     assert!(
         after > before,
         "the busy thread did not advance: {before} -> {after}"
