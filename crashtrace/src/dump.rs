@@ -9,11 +9,12 @@ use std::{
 
 use anyhow::{Result, bail};
 use clap::Parser;
-use crashtrace_common::{Config, PY_DUMP_THREADS, PyCode, PyThread, THREAD_STACK_BYTES};
+use crashtrace_common::{Config, PyCode, PyThread, ThreadCapture};
 
 use crate::{
     assemble::PyRecords,
     capture::{btf, iter::DumpIter, pins::FilePins, records::Event},
+    cli::{CommFilter, parse_comm},
     python::{Tracebacks, merge_all, registry::PythonRegistry},
     report::{
         dump::{DumpInput, DumpReport, DumpedThread, build},
@@ -31,9 +32,10 @@ pub struct DumpArgs {
     /// Processes to dump.
     #[arg(value_name = "PID")]
     pub pids: Vec<u32>,
-    /// Every process of this name (its comm, as `ps -o comm` shows it); repeatable.
-    #[arg(long, value_name = "NAME")]
-    pub comm: Vec<String>,
+    /// Every process whose name or executable's file name starts with NAME (`=NAME`:
+    /// is exactly NAME), as the monitor's `--comm` matches; repeatable.
+    #[arg(short = 'n', long, value_name = "NAME", value_parser = parse_comm)]
+    pub comm: Vec<CommFilter>,
     /// One JSON object per process, one per line, instead of text.
     #[arg(long)]
     pub json: bool,
@@ -61,13 +63,13 @@ pub fn targets(args: &DumpArgs, me: u32) -> Result<Vec<u32>> {
             out.push(pid);
         }
     }
-    for name in &args.comm {
+    for filter in &args.comm {
         let found: Vec<u32> = procfs::pids()
             .into_iter()
-            .filter(|&p| p != me && procfs::comm(p).as_deref() == Some(name.as_str()))
+            .filter(|&p| p != me && named(p, filter))
             .collect();
         if found.is_empty() {
-            bail!("no process named {}", escape::text(name));
+            bail!("no process named {}", escape::text(&filter.name));
         }
         for p in found {
             if !out.contains(&p) {
@@ -83,6 +85,16 @@ pub fn targets(args: &DumpArgs, me: u32) -> Result<Vec<u32>> {
         );
     }
     Ok(out)
+}
+
+/// Whether process `pid`'s name or its executable's file name matches.
+fn named(pid: u32, filter: &CommFilter) -> bool {
+    procfs::comm(pid).is_some_and(|c| filter.matches(&c))
+        || procfs::read_exe(pid).is_some_and(|e| {
+            std::path::Path::new(&*e)
+                .file_name()
+                .is_some_and(|f| filter.matches(&f.to_string_lossy()))
+        })
 }
 
 /// What /proc said of a target before the pass.
@@ -105,50 +117,79 @@ pub fn run(args: DumpArgs) -> Result<i32> {
     config.self_pid = me;
     config.offsets = btf::kernel_offsets(&btf::load_vmlinux()?)?;
     let before: Vec<Before> = pids.iter().map(|&pid| read_before(pid)).collect();
-    let threads: usize = before.iter().map(|b| b.threads.len()).sum();
-    let (mut iter, pyprocs, pyfiles) = DumpIter::load(&config, ring_bytes(threads, pids.len()))?;
+    let batches = batches(&before.iter().map(|b| b.threads.len()).collect::<Vec<_>>());
+    let most = batches
+        .iter()
+        .map(|r| before[r.clone()].iter().map(|b| b.threads.len()).sum())
+        .max()
+        .unwrap_or(0);
+    let (mut iter, pyprocs, pyfiles) = DumpIter::load(&config, ring_bytes(most))?;
     let mut registry = PythonRegistry::new(pyprocs, pyfiles);
     let mut modules = ModuleCache::new();
-    for b in &before {
-        for m in &b.mappings {
-            registry.on_mapping(b.pid, m, &mut modules, b.pins.get(m));
-        }
-        iter.add_target(b.pid)?;
-    }
-    let started = Instant::now();
-    let pass = iter.run()?;
-    let read_ms = started.elapsed().as_secs_f64() * 1e3;
-    let time = SystemTime::now();
-    let mut by_pid = group(pass.events);
     let mut symbolizer = Symbolizer::new(&[], None);
+    let mut before = before.into_iter();
     let mut code = 0;
-    for b in before {
-        let (captures, python) = by_pid.remove(&b.pid).unwrap_or_default();
-        let r = report(
-            &mut symbolizer,
-            b,
-            captures,
-            python,
-            pass.ring_full,
-            time,
-            read_ms,
-        );
-        if r.exited {
-            code = 1;
+    for batch in batches {
+        let batch: Vec<Before> = before.by_ref().take(batch.len()).collect();
+        for b in &batch {
+            for m in &b.mappings {
+                registry.on_mapping(b.pid, m, &mut modules, b.pins.get(m));
+            }
         }
-        if args.json {
-            println!("{}", escape::json(serde_json::to_string(&r)?));
-        } else {
-            println!("{}", render_dump(&r));
+        let started = Instant::now();
+        let pass = iter.run(&batch.iter().map(|b| b.pid).collect::<Vec<_>>())?;
+        let read_ms = started.elapsed().as_secs_f64() * 1e3;
+        let time = SystemTime::now();
+        if pass.undecodable > 0 {
+            crate::say!(
+                "crashtrace dump: {} records did not decode",
+                pass.undecodable
+            );
         }
-    }
-    if pass.undecodable > 0 {
-        crate::say!(
-            "crashtrace dump: {} records did not decode",
-            pass.undecodable
-        );
+        let mut by_pid = group(pass.events);
+        for b in batch {
+            let (captures, python) = by_pid.remove(&b.pid).unwrap_or_default();
+            let r = report(
+                &mut symbolizer,
+                b,
+                captures,
+                python,
+                pass.ring_full,
+                time,
+                read_ms,
+            );
+            if r.exited {
+                code = 1;
+            }
+            if args.json {
+                println!("{}", escape::json(serde_json::to_string(&r)?));
+            } else {
+                println!("{}", render_dump(&r));
+            }
+        }
     }
     Ok(code)
+}
+
+/// Threads one pass reads at most (unless one process alone has more): its records are
+/// held in the ring buffer until the pass ends.
+const PASS_THREADS: usize = 1024;
+
+/// Consecutive runs of targets whose threads, together, one pass can hold.
+fn batches(threads: &[usize]) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let (mut start, mut sum) = (0, 0);
+    for (i, &n) in threads.iter().enumerate() {
+        if i > start && sum + n > PASS_THREADS {
+            out.push(start..i);
+            (start, sum) = (i, 0);
+        }
+        sum += n;
+    }
+    if start < threads.len() {
+        out.push(start..threads.len());
+    }
+    out
 }
 
 fn read_before(pid: u32) -> Before {
@@ -170,14 +211,16 @@ fn read_before(pid: u32) -> Before {
     }
 }
 
-/// A pass's records fit: every thread's capture, and room for the Python threads and
-/// their code objects.
-fn ring_bytes(threads: usize, processes: usize) -> u32 {
-    let per_thread = THREAD_STACK_BYTES + 1024;
-    let python = processes.min(16) * (PY_DUMP_THREADS.min(threads.max(1)) * 2048 + (1 << 20));
-    let want = (threads + 16) * per_thread + python;
-    (want.next_power_of_two()).clamp(1 << 20, 1 << 30) as u32
+/// A pass of `threads` fits: each thread's capture and Python thread record, room for
+/// eight code objects a thread, and slack for threads started since they were listed.
+fn ring_bytes(threads: usize) -> u32 {
+    let per_thread = size_of::<ThreadCapture>() + size_of::<PyThread>() + 8 * size_of::<PyCode>();
+    let want = (threads + 64) * per_thread;
+    want.next_power_of_two().clamp(1 << 20, MAX_RING) as u32
 }
+
+/// A single process with more threads than this holds gets what fits, and says so.
+const MAX_RING: usize = 256 << 20;
 
 type PerProcess = (Vec<crate::capture::records::Capture>, Option<PyRecords>);
 
@@ -186,31 +229,16 @@ fn group(events: Vec<Event>) -> HashMap<u32, PerProcess> {
     for e in events {
         match e {
             Event::Dump(c) => out.entry(c.pid).or_default().0.push(*c),
-            Event::PyThread(t) => py(&mut out, &*t).add_thread(*t),
-            Event::PyCode(c) => py(&mut out, &*c).add_code(*c),
+            Event::PyThread(t) => py(&mut out, t.header.pid).add_thread(*t),
+            Event::PyCode(c) => py(&mut out, c.header.pid).add_code(*c),
             _ => {}
         }
     }
     out
 }
 
-/// Both Python records start with their header.
-trait Pid {
-    fn pid(&self) -> u32;
-}
-impl Pid for PyThread {
-    fn pid(&self) -> u32 {
-        self.header.pid
-    }
-}
-impl Pid for PyCode {
-    fn pid(&self) -> u32 {
-        self.header.pid
-    }
-}
-
-fn py<'a>(out: &'a mut HashMap<u32, PerProcess>, r: &impl Pid) -> &'a mut PyRecords {
-    out.entry(r.pid())
+fn py(out: &mut HashMap<u32, PerProcess>, pid: u32) -> &mut PyRecords {
+    out.entry(pid)
         .or_default()
         .1
         .get_or_insert_with(PyRecords::default)
@@ -272,4 +300,22 @@ fn report(
     });
     r.notes.extend(symbolizer.take_notes());
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passes_hold_a_bounded_number_of_threads() {
+        assert_eq!(batches(&[]), Vec::<std::ops::Range<usize>>::new());
+        assert_eq!(batches(&[5, 7, 9]), vec![0..3]);
+        assert_eq!(batches(&[1000, 24, 1]), [0..2, 2..3]);
+        // One process over the bound is a pass of its own.
+        assert_eq!(batches(&[3, 5000, 3]), [0..1, 1..2, 2..3]);
+        // 64 threads of slack: capture, Python thread and eight code objects each.
+        let one = size_of::<ThreadCapture>() + size_of::<PyThread>() + 8 * size_of::<PyCode>();
+        assert_eq!(ring_bytes(0) as usize, (64 * one).next_power_of_two());
+        assert_eq!(ring_bytes(1_000_000), MAX_RING as u32);
+    }
 }

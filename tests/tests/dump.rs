@@ -247,6 +247,13 @@ fn names_every_thread_with_its_native_and_python_stack_as_py_spy_does() {
             assert_eq!(pt.name.as_deref(), Some(spy_name.as_str()));
         }
     }
+    // By name, as the monitor's --comm matches: a prefix of the process's name.
+    let by_name = run_dump(&["--json", "--comm", "python3.1"]);
+    assert!(
+        by_name.reports().iter().any(|r| r.pid == pid),
+        "{}",
+        by_name.stderr
+    );
     // The text form: one header, every thread with its state.
     let text = run_dump(&[&pid.to_string()]);
     assert!(text.status.success(), "{}", text.stderr);
@@ -340,7 +347,7 @@ fn processes_that_exit_during_the_dump_give_a_partial_result() {
     // then the dump says there is none, and is run again.
     let mut run = None;
     for _ in 0..50 {
-        let r = run_dump(&["--json", "--comm", "ct-ephemeral"]);
+        let r = run_dump(&["--json", "--comm", "=ct-ephemeral"]);
         if r.stderr.contains("no process named ct-ephemeral") {
             continue;
         }

@@ -39,7 +39,7 @@ impl DumpIter {
             .override_global("CONFIG", config, true)
             .map_max_entries("EVENTS", ring_bytes)
             // The crash probes' tables, unused here: kept small.
-            .map_max_entries("PYPROCS", 256)
+            .map_max_entries("PYPROCS", 4096)
             .map_max_entries("PY_CODES_SEEN", 16384)
             .map_max_entries("CRASHED", 1)
             .map_max_entries("SENDERS", 1)
@@ -72,15 +72,19 @@ impl DumpIter {
         ))
     }
 
-    pub fn add_target(&mut self, pid: u32) -> Result<()> {
-        self.targets
-            .insert(pid, 0, 0)
-            .with_context(|| format!("adding process {pid} to the dump"))
-    }
-
-    /// Runs the iterator once over every task (reading its output to the end runs it),
-    /// then drains what it sent.
-    pub fn run(&mut self) -> Result<Pass> {
+    /// Runs the iterator once over every task for the processes `pids` (reading its
+    /// output to the end runs it), then drains what it sent.
+    pub fn run(&mut self, pids: &[u32]) -> Result<Pass> {
+        let old: Vec<u32> = self.targets.keys().flatten().collect();
+        for pid in old {
+            let _ = self.targets.remove(&pid);
+        }
+        for &pid in pids {
+            self.targets
+                .insert(pid, 0, 0)
+                .with_context(|| format!("adding process {pid} to the dump"))?;
+        }
+        let before = self.ring_full();
         let prog: &mut Iter = self
             .ebpf
             .program_mut("dump_task")
@@ -107,7 +111,7 @@ impl DumpIter {
                 Err(_) => pass.undecodable += 1,
             }
         }
-        pass.ring_full = self.ring_full();
+        pass.ring_full = self.ring_full() - before;
         Ok(pass)
     }
 

@@ -207,6 +207,15 @@ pub struct CommFilter {
 }
 
 impl CommFilter {
+    /// What the eBPF filter decides, for a name read from /proc: a prefix, or the whole.
+    pub fn matches(&self, name: &str) -> bool {
+        if self.exact {
+            name == self.name
+        } else {
+            name.starts_with(&self.name)
+        }
+    }
+
     pub fn to_pattern(&self) -> CommPattern {
         let mut bytes = [0u8; TASK_COMM_LEN];
         bytes[..self.name.len()].copy_from_slice(self.name.as_bytes());
@@ -233,7 +242,7 @@ fn parse_env_name(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
-fn parse_comm(s: &str) -> Result<CommFilter, String> {
+pub fn parse_comm(s: &str) -> Result<CommFilter, String> {
     let (name, exact) = match s.strip_prefix('=') {
         Some(rest) => (rest, true),
         None => (s, false),
