@@ -85,8 +85,10 @@ fn scan_outer(mappings: &[LoadedMapping], start: u64, top: &[u8]) -> Vec<RawFram
                     None => break false,
                 },
                 // The unwind information itself says this is the outermost frame
-                // (`_start`'s undefined return address).
-                Ok(None) => break true,
+                // (`_start`'s undefined return address). Outside every module framehop
+                // falls back to frame pointers and takes rbp 0 for the end: a stale
+                // return address into freed code leads there, so it proves nothing.
+                Ok(None) => break code_at(mappings, addr.address_for_lookup(), 1).is_some(),
                 Err(_) => break false,
             }
         };
