@@ -2,7 +2,7 @@
 //! loader found in the kernel's BTF.
 
 use aya_ebpf::{cty::c_void, helpers::generated::bpf_probe_read_kernel_str};
-use crashtrace_common::{EXE_NAME_LEN, TASK_COMM_LEN, Usage};
+use crashtrace_common::{EXE_NAME_LEN, TASK_COMM_LEN, Usage, file_key};
 
 use crate::{helpers::read_kernel, maps::config};
 
@@ -83,4 +83,16 @@ pub fn usage_of_signal(task: u64) -> Usage {
         nvcsw: f(config!(offsets.signal_nvcsw)),
         nivcsw: f(config!(offsets.signal_nivcsw)),
     }
+}
+
+/// The `file_key` (device and inode) of the file behind `struct inode *inode`; 0 for none.
+pub fn inode_key(inode: u64) -> u64 {
+    if inode == 0 {
+        return 0;
+    }
+    let ino = read_kernel::<u64>(inode + config!(offsets.inode_ino) as u64).unwrap_or(0);
+    let sb = read_kernel::<u64>(inode + config!(offsets.inode_sb) as u64).unwrap_or(0);
+    let dev = read_kernel::<u32>(sb + config!(offsets.sb_dev) as u64).unwrap_or(0);
+    // The kernel's dev_t: major above bit 20.
+    file_key(dev >> 20, dev & 0xfffff, ino)
 }

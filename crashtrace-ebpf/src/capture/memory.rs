@@ -12,12 +12,13 @@ use aya_ebpf::{
 use crashtrace_common::{
     ABORT_MSG_BYTES, CrashMemory, CrashMemoryHead, ENV_CLASSES, GPU_CTL, GPU_FDS_MORE, GPU_MODESET,
     GPU_UVM, MAX_FDS_SCANNED, MEMORY_ENV_UNREADABLE, NVIDIA_MAJOR, RecordHeader, RecordKind,
-    STACK_CHUNK, file_key,
+    STACK_CHUNK,
 };
 
 use crate::{
     helpers::{read_kernel, reserve},
     maps::{LIBC_FILES, config},
+    task::inode_key,
 };
 
 const SIGABRT: i32 = 6;
@@ -272,11 +273,7 @@ extern "C" fn copy_libc_vma(_task: *mut c_void, vma: *mut c_void, ctx: *mut c_vo
         (*out).start = field(config!(offsets.vma_start));
         (*out).pgoff = field(config!(offsets.vma_pgoff));
         if inode != 0 {
-            let ino = read_kernel::<u64>(inode + config!(offsets.inode_ino) as u64).unwrap_or(0);
-            let sb = read_kernel::<u64>(inode + config!(offsets.inode_sb) as u64).unwrap_or(0);
-            let dev = read_kernel::<u32>(sb + config!(offsets.sb_dev) as u64).unwrap_or(0);
-            // The kernel's dev_t: major above bit 20.
-            (*out).ino = file_key(dev >> 20, dev & 0xfffff, ino);
+            (*out).ino = inode_key(inode);
             (*out).size =
                 read_kernel::<u64>(inode + config!(offsets.inode_size) as u64).unwrap_or(0);
         }

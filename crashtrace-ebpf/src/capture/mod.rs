@@ -14,7 +14,7 @@ use aya_ebpf::{
 use crashtrace_common::{
     CAPTURE_HAS_SIGINFO, CAPTURE_SP_PAGE_SKIPPED, CrashState, EXE_NAME_LEN, HANDLED_PER_WINDOW,
     HANDLED_WINDOW_NS, HandledRate, MAX_THREADS_PER_CRASH, RecordKind, STACK_CHUNK, Sender,
-    SignalCapture, Stat, TASK_COMM_LEN, THREAD_STACK_BYTES, ThreadCapture,
+    SignalCapture, Stat, TASK_COMM_LEN, ThreadCapture,
 };
 
 use crate::{
@@ -23,7 +23,7 @@ use crate::{
     maps::{CRASHED, HANDLED, OOMED, SENDERS, config},
     task::{process_comm, read_exe_name, task_uid, usage_of_signal},
 };
-use record::{NOT_A_SIGINFO, copy_stack, copy_stack_top, fill_head, fill_signal};
+use record::{NOT_A_SIGINFO, copy_stack, copy_stack_top, fill_head, fill_signal, fill_thread};
 
 /// Offset of si_code in struct kernel_siginfo (after si_signo and si_errno).
 const SI_CODE_OFFSET: u64 = 8;
@@ -313,35 +313,17 @@ fn capture_sibling(state: *mut CrashState, pid: u32, tid: u32) {
     };
     // SAFETY: helper without arguments.
     let task = unsafe { bpf_get_current_task_btf() } as u64;
-    let rec = entry.as_mut_ptr();
-    // SAFETY: as in on_signal_deliver.
+    // SAFETY: `entry` is a reserved ThreadCapture.
     unsafe {
-        let head = &raw mut (*rec).head;
-        fill_head::<false>(
-            head,
+        fill_thread::<false>(
+            entry.as_mut_ptr(),
             RecordKind::ThreadCapture,
-            size_of::<ThreadCapture>(),
+            SIGKILL,
             pid,
             tid,
             task,
-        );
-        fill_signal(head, SIGKILL, 0, [0, 0]);
-        (*head).process_comm = process_comm(task);
-        (*head).exe_name = [0; EXE_NAME_LEN];
-        (*head).sender_pid = 0;
-        (*head).sender_uid = 0;
-        (*head).sender_comm = [0; TASK_COMM_LEN];
-        (*head).top_start = 0;
-        (*head).top_len = 0;
-        (*head).top_offset = 0;
-        let flags = copy_stack::<{ THREAD_STACK_BYTES / STACK_CHUNK }, false>(
-            head,
-            (*rec).stack.as_mut_ptr(),
-            THREAD_STACK_BYTES / STACK_CHUNK,
-            task,
-        );
-        (*head).flags |= flags;
-    }
+        )
+    };
     entry.submit(0);
     count(Stat::ThreadsCaptured);
 }

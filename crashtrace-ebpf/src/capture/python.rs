@@ -10,12 +10,13 @@ use aya_ebpf::{
 use crashtrace_common::{
     PY_DUMP_THREADS, PY_FILENAME_BYTES, PY_FRAME_ENTRY, PY_FRAME_SHIM, PY_LINETABLE_BYTES,
     PY_MAX_FRAMES, PY_MAX_THREADS, PY_NAME_BYTES, PY_NONE, PY_THREAD_CRASHING, PY_THREAD_GIL,
-    PY_THREAD_TRUNCATED, PyCode, PyFrameRef, PyProc, PyThread, RecordHeader, RecordKind, file_key,
+    PY_THREAD_TRUNCATED, PyCode, PyFrameRef, PyProc, PyThread, RecordHeader, RecordKind,
 };
 
 use crate::{
     helpers::{output, read_kernel, reserve},
     maps::{PY_CODES_SEEN, PY_SCRATCH, PYFILES, PYPROCS, config},
+    task::inode_key,
     user::{read, read_raw},
 };
 
@@ -70,16 +71,7 @@ pub fn capture<const O: bool>(task: u64, pid: u32, tid: u32) {
         } else {
             0
         };
-        let ino = if inode != 0 {
-            let ino = read_kernel::<u64>(inode + config!(offsets.inode_ino) as u64).unwrap_or(0);
-            let sb = read_kernel::<u64>(inode + config!(offsets.inode_sb) as u64).unwrap_or(0);
-            let dev = read_kernel::<u32>(sb + config!(offsets.sb_dev) as u64).unwrap_or(0);
-            // The kernel's dev_t: major above bit 20.
-            file_key(dev >> 20, dev & 0xfffff, ino)
-        } else {
-            0
-        };
-        let Some(known) = PYFILES.get_ptr(ino) else {
+        let Some(known) = PYFILES.get_ptr(inode_key(inode)) else {
             return;
         };
         // SAFETY: map value pointer from a successful lookup. Passed by reference: a copy

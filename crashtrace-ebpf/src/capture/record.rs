@@ -10,16 +10,16 @@ use aya_ebpf::{
 };
 use crashtrace_common::{
     CAPTURE_HAS_CODE, CAPTURE_HAS_SIGINFO, CAPTURE_NO_REGS, CAPTURE_SP_PAGE_SKIPPED,
-    CAPTURE_STACK_TRUNCATED, CODE_BYTES, CaptureHead, HANDLER_CUSTOM, HANDLER_DEFAULT,
-    RecordHeader, RecordKind, STACK_CHUNK, Stat, TASK_COMM_LEN, TOP_STACK_BYTES, UserRegs,
-    top_bytes,
+    CAPTURE_STACK_TRUNCATED, CODE_BYTES, CaptureHead, EXE_NAME_LEN, HANDLER_CUSTOM,
+    HANDLER_DEFAULT, RecordHeader, RecordKind, STACK_CHUNK, Stat, TASK_COMM_LEN,
+    THREAD_STACK_BYTES, TOP_STACK_BYTES, ThreadCapture, UserRegs, top_bytes,
 };
 
 use super::faultmaps::mapping_end;
 use crate::{
     helpers::{count, read_kernel},
     maps::config,
-    task::ns_nr,
+    task::{ns_nr, process_comm},
     user::read_raw,
 };
 
@@ -133,6 +133,43 @@ pub unsafe fn fill_signal(head: *mut CaptureHead, sig: i32, info: u64, dispositi
         (*head).si_addr = si[2];
         (*head).si_pid = si[2] as u32;
         (*head).si_uid = (si[2] >> 32) as u32;
+    }
+}
+
+/// A whole ThreadCapture but its exe name: another thread of a crashing process, in its
+/// own context (`sig` SIGKILL), or a thread `crashtrace dump` reads (`O`, `sig` 0).
+///
+/// # Safety
+/// `rec` must point at a reserved ThreadCapture.
+#[inline(always)]
+pub unsafe fn fill_thread<const O: bool>(
+    rec: *mut ThreadCapture,
+    kind: RecordKind,
+    sig: i32,
+    pid: u32,
+    tid: u32,
+    task: u64,
+) {
+    // SAFETY: the caller passes a reserved record (see # Safety).
+    unsafe {
+        let head = &raw mut (*rec).head;
+        fill_head::<O>(head, kind, size_of::<ThreadCapture>(), pid, tid, task);
+        fill_signal(head, sig, 0, [0, 0]);
+        (*head).process_comm = process_comm(task);
+        (*head).exe_name = [0; EXE_NAME_LEN];
+        (*head).sender_pid = 0;
+        (*head).sender_uid = 0;
+        (*head).sender_comm = [0; TASK_COMM_LEN];
+        (*head).top_start = 0;
+        (*head).top_len = 0;
+        (*head).top_offset = 0;
+        let flags = copy_stack::<{ THREAD_STACK_BYTES / STACK_CHUNK }, O>(
+            head,
+            (*rec).stack.as_mut_ptr(),
+            THREAD_STACK_BYTES / STACK_CHUNK,
+            task,
+        );
+        (*head).flags |= flags;
     }
 }
 
