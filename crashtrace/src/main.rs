@@ -4,30 +4,27 @@ use crashtrace::{
     monitor, say,
 };
 
+/// `crashtrace NAME ARGS...`: a command of its own, which exits when done: 2 on an
+/// error, else what `run` says.
+fn subcommand<A: clap::Parser>(name: &str, run: fn(A) -> anyhow::Result<i32>) {
+    if std::env::args_os().nth(1).is_some_and(|a| a == name) {
+        let args = A::parse_from(std::env::args_os().skip(1));
+        match run(args) {
+            Ok(code) => std::process::exit(code),
+            Err(e) => {
+                say!("crashtrace {name}: {e:#}");
+                std::process::exit(2);
+            }
+        }
+    }
+}
+
 fn main() {
-    // `crashtrace summary ...` reads reports back; it neither loads eBPF nor needs root.
-    // (A command named `summary` runs under crashtrace as `crashtrace -- summary`.)
-    if std::env::args_os().nth(1).is_some_and(|a| a == "summary") {
-        let args = crashtrace::summary::SummaryArgs::parse_from(std::env::args_os().skip(1));
-        match crashtrace::summary::run(args) {
-            Ok(code) => std::process::exit(code),
-            Err(e) => {
-                say!("crashtrace: {e:#}");
-                std::process::exit(2);
-            }
-        }
-    }
-    // `crashtrace dump PID...` reads live processes once and exits.
-    if std::env::args_os().nth(1).is_some_and(|a| a == "dump") {
-        let args = crashtrace::dump::DumpArgs::parse_from(std::env::args_os().skip(1));
-        match crashtrace::dump::run(args) {
-            Ok(code) => std::process::exit(code),
-            Err(e) => {
-                say!("crashtrace dump: {e:#}");
-                std::process::exit(2);
-            }
-        }
-    }
+    // (A command with one of these names runs under crashtrace as `crashtrace -- NAME`.)
+    // `summary` reads reports back; it neither loads eBPF nor needs root.
+    subcommand("summary", crashtrace::summary::run);
+    // `dump PID...` reads live processes once.
+    subcommand("dump", crashtrace::dump::run);
     let argv = args_with_config(std::env::args_os().collect()).unwrap_or_else(|e| {
         say!("crashtrace: configuration: {e}");
         std::process::exit(2);
