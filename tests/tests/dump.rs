@@ -23,6 +23,11 @@ struct Threads {
 
 impl Threads {
     fn start(extra: u32) -> Self {
+        Self::start_named(extra, None)
+    }
+
+    /// `main`: a name the main thread gives itself (and so the process's name).
+    fn start_named(extra: u32, main: Option<&str>) -> Self {
         let counter = std::env::temp_dir().join(format!(
             "crashtrace-dump-counter-{}-{extra}",
             std::process::id()
@@ -32,7 +37,8 @@ impl Threads {
             Command::new(PYTHON)
                 .arg(source("dump_threads.py"))
                 .arg(&counter)
-                .arg(extra.to_string()),
+                .arg(extra.to_string())
+                .args(main),
         );
         v.wait_ready();
         let pid = v.pid();
@@ -423,4 +429,35 @@ fn a_missing_pid_a_thread_id_and_crashtrace_itself_are_refused() {
         "{}",
         th.stderr
     );
+}
+
+#[test]
+fn names_the_process_chose_are_escaped() {
+    require_root();
+    let _g = serial();
+    let t = Threads::start_named(0, Some("\x1b]0;x\x07\n=== y"));
+    let pid = t.v.pid();
+    let text = run_dump(&[&pid.to_string()]);
+    assert!(text.status.success(), "{}", text.stderr);
+    assert!(
+        !text.stdout.contains('\x1b') && !text.stdout.contains('\x07'),
+        "{:?}",
+        text.stdout
+    );
+    assert!(
+        text.stdout.contains("\\x1b]0;x\\x07\\x0a=== y"),
+        "{}",
+        text.stdout
+    );
+    assert_eq!(
+        text.stdout.lines().filter(|l| l.starts_with("===")).count(),
+        1,
+        "{}",
+        text.stdout
+    );
+    let json = run_dump(&["--json", &pid.to_string()]);
+    assert!(!json.stdout.contains('\x1b'), "{:?}", json.stdout);
+    let r = &json.reports()[0];
+    // The JSON keeps the name as it is, escaped only as JSON.
+    assert_eq!(r.process_name, "\x1b]0;x\x07\n=== y");
 }

@@ -1,5 +1,5 @@
 """A live process for `crashtrace dump`: named threads blocked in known places and one
-busy thread. Usage: dump_threads.py COUNTER_FILE [EXTRA_SLEEPERS]
+busy thread. Usage: dump_threads.py COUNTER_FILE [EXTRA_SLEEPERS [MAIN_THREAD_NAME]]
 
 The busy thread writes how many loops it has run into COUNTER_FILE (8 bytes, mmap'd), so
 a test can see it advance while the process is dumped. Each thread also sets its OS name
@@ -65,6 +65,9 @@ threads += [
 ]
 for t in threads:
     t.start()
+if len(sys.argv) > 3:
+    # A name chosen by the process, shown by crashtrace: terminal controls in it.
+    name_os_thread(sys.argv[3])
 print("ready", flush=True)
 # The main thread blocks reading stdin until the test closes it.
 sys.stdin.read()
