@@ -249,6 +249,13 @@ pub enum Stat {
 }
 pub const STAT_COUNT: u32 = 9;
 
+/// Signals whose default action is to stop or be ignored (signal(7)): SIGCHLD, SIGCONT,
+/// SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU, SIGURG, SIGWINCH. They end no process, so neither
+/// `--signals` nor `--kills` takes them, and the programs drop them on a constant test
+/// before reading anything (SIGCHLD alone comes with every process exit).
+pub const NEVER_WANTED_SIGNALS: u64 =
+    1 << 17 | 1 << 18 | 1 << 19 | 1 << 20 | 1 << 21 | 1 << 22 | 1 << 23 | 1 << 28;
+
 /// Captures of signals a process handles (a `siglongjmp` loop, a JVM's implicit null
 /// checks) allowed per process per `HANDLED_WINDOW_NS`; the rest are counted only, so
 /// one process cannot fill the ring buffer that everyone's crashes go through.
@@ -268,4 +275,7 @@ pub struct HandledRate {
     pub _pad: u32,
     /// When the last handled signal was captured.
     pub last_ns: u64,
+    /// The process's start time: an entry left by a process that exited normally (its
+    /// exit does no lookup) must not count for a later process given the same pid.
+    pub start_ns: u64,
 }

@@ -191,7 +191,7 @@ mod tests {
         assert_eq!(size_of::<OomVictim>(), 24 + 8 + 16 + 7 * 8 + 64);
         assert_eq!(size_of::<CrashState>(), 7 * 8 + 16);
         assert_eq!(size_of::<ProcessExit>(), 24 + 24 + 16 + 7 * 8);
-        assert_eq!(size_of::<HandledRate>(), 24);
+        assert_eq!(size_of::<HandledRate>(), 32);
         assert_eq!(size_of::<LibcFile>(), 16);
         // The same inode number on two file systems: two keys.
         assert_ne!(file_key(8, 1, 42), file_key(0, 35, 42));

@@ -8,26 +8,40 @@ use crashtrace_common::{
 
 use crate::{
     helpers::{atomic_add64, count, read_kernel, reserve},
-    maps::{CRASHED, HANDLED, PYPROCS, config},
-    task::usage_of_signal,
+    maps::{CRASHED, HANDLED, config},
+    task::{process_start, usage_of_signal},
 };
 
 /// `sched_process_exit` runs in each exiting thread. For threads of a crashing process:
 /// add the thread's usage; when it is the last one, emit the exit record.
+#[inline(always)]
 pub fn on_process_exit(task: u64) {
+    // The first and only test for almost every exit: a thread of a process killed by a
+    // signal exits with that signal in its code, and a handler that ends its process
+    // (`_exit(2)`) leaves a non-zero status. A status-0 exit is nobody's crash: one read
+    // of the hot task_struct and no map lookup. (Python processes leave PYPROCS through
+    // crashtrace, which sees every exit; HANDLED entries are checked against the process
+    // start time where they are used.)
+    let exit_code = read_kernel::<u32>(task + config!(offsets.task_exit_code) as u64).unwrap_or(0);
+    if exit_code != 0 {
+        // The rest in a subprogram, as for the signal programs (see `on_signal_generate`).
+        process_exited(task, exit_code);
+    }
+}
+
+#[inline(never)]
+fn process_exited(task: u64, exit_code: u32) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let pid = (pid_tgid >> 32) as u32;
     if pid == pid_tgid as u32 {
-        // The main thread: the process is ending (its other threads do not run Python
-        // without it). One delete per process exit, a miss for most.
-        let _ = PYPROCS.remove(pid);
-        // A miss for every process that never handled a crash signal.
+        // The main thread: the process is ending. A miss for every process that never
+        // handled a crash signal.
         if let Some(r) = HANDLED.get_ptr(pid) {
             // SAFETY: map value pointer from a successful lookup.
-            let last = unsafe { (*r).last_ns };
+            let (last, start) = unsafe { ((*r).last_ns, (*r).start_ns) };
             let _ = HANDLED.remove(pid);
-            if CRASHED.get_ptr(pid).is_none() {
-                exit_after_handler(task, pid, last);
+            if start == process_start(task) && CRASHED.get_ptr(pid).is_none() {
+                exit_after_handler(task, pid, exit_code, last);
             }
         }
     }
@@ -55,18 +69,16 @@ pub fn on_process_exit(task: u64) {
     // SAFETY: as above; this is the last thread, nothing else writes the state now.
     let st: CrashState = unsafe { *state };
     let _ = CRASHED.remove(pid);
-    let exit_code = read_kernel::<u32>(task + config!(offsets.task_exit_code) as u64).unwrap_or(0);
     submit_exit(task, pid_tgid as u32, exit_code, &st, 0);
 }
 
 /// A process that handled a crash signal ends: if it ended badly and soon after (a
 /// handler's `_exit(2)`), the fault's capture is the report and this is its outcome.
 /// Seen at the main thread's exit; a main thread that left by `pthread_exit` has status 0.
-fn exit_after_handler(task: u64, pid: u32, last_ns: u64) {
-    let exit_code = read_kernel::<u32>(task + config!(offsets.task_exit_code) as u64).unwrap_or(0);
+fn exit_after_handler(task: u64, pid: u32, exit_code: u32, last_ns: u64) {
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    if exit_code == 0 || now.saturating_sub(last_ns) >= HANDLED_END_NS {
+    if now.saturating_sub(last_ns) >= HANDLED_END_NS {
         return;
     }
     let f = |off: u32| read_kernel::<u64>(task + off as u64).unwrap_or(0);
@@ -93,8 +105,6 @@ fn submit_exit(task: u64, tid: u32, exit_code: u32, st: &CrashState, flags: u32)
         return;
     };
     let signal = read_kernel::<u64>(task + config!(offsets.task_signal) as u64).unwrap_or(0);
-    let leader =
-        read_kernel::<u64>(task + config!(offsets.task_group_leader) as u64).unwrap_or(task);
     let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let rec = ProcessExit {
         header: RecordHeader::of::<ProcessExit>(
@@ -112,7 +122,7 @@ fn submit_exit(task: u64, tid: u32, exit_code: u32, st: &CrashState, flags: u32)
         threads_lost: st.threads_lost,
         flags,
         _pad: 0,
-        start_ns: read_kernel::<u64>(leader + config!(offsets.task_start_time) as u64).unwrap_or(0),
+        start_ns: process_start(task),
         // signal->maxrss is in pages.
         maxrss_kb: read_kernel::<u64>(signal + config!(offsets.signal_maxrss) as u64).unwrap_or(0)
             * 4,

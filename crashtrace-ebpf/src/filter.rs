@@ -1,8 +1,17 @@
 //! In-kernel filters, applied before anything is copied.
 
-use crashtrace_common::{EXE_NAME_LEN, MAX_COMM_FILTERS, MAX_PID_FILTERS, TASK_COMM_LEN};
+use crashtrace_common::{
+    EXE_NAME_LEN, MAX_COMM_FILTERS, MAX_PID_FILTERS, NEVER_WANTED_SIGNALS, TASK_COMM_LEN,
+};
 
 use crate::maps::config;
+
+/// The test before all others: a constant, so it touches no memory (the programs' data
+/// is cache-cold in a process that has just forked or is exiting).
+#[inline(always)]
+pub fn never_wanted(sig: i32) -> bool {
+    !(1..64).contains(&sig) || NEVER_WANTED_SIGNALS & (1u64 << sig) != 0
+}
 
 pub fn signal_wanted(sig: i32) -> bool {
     if !(1..64).contains(&sig) {

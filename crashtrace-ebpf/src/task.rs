@@ -15,6 +15,13 @@ pub fn process_comm(task: u64) -> [u8; TASK_COMM_LEN] {
         .unwrap_or([0; TASK_COMM_LEN])
 }
 
+/// When the process started (its leader's `start_time`): with the pid, names one process.
+pub fn process_start(task: u64) -> u64 {
+    let leader =
+        read_kernel::<u64>(task + config!(offsets.task_group_leader) as u64).unwrap_or(task);
+    read_kernel::<u64>(leader + config!(offsets.task_start_time) as u64).unwrap_or(0)
+}
+
 /// Base name of the executable: `task->mm->exe_file->f_path.dentry->d_name.name`.
 /// Left empty for tasks without an mm (kernel threads, late in exit).
 pub fn read_exe_name(task: u64, out: &mut [u8; EXE_NAME_LEN]) {

@@ -18,10 +18,10 @@ use crashtrace_common::{
 };
 
 use crate::{
-    filter::{comm_wanted, kill_wanted, pid_wanted, signal_wanted},
+    filter::{comm_wanted, kill_wanted, never_wanted, pid_wanted, signal_wanted},
     helpers::{atomic_add32, count, read_kernel, reserve},
     maps::{CRASHED, HANDLED, OOMED, SENDERS, config},
-    task::{process_comm, read_exe_name, task_uid, usage_of_signal},
+    task::{process_comm, process_start, read_exe_name, task_uid, usage_of_signal},
 };
 use record::{NOT_A_SIGINFO, copy_stack, copy_stack_top, fill_head, fill_signal, fill_thread};
 
@@ -38,11 +38,23 @@ const PUSH_BELOW_SP: u64 = 64;
 const SENDER_TTL_NS: u64 = 5_000_000_000;
 
 /// In the sender's context: remember who sent a signal of interest to another process.
+/// The test that rejects nearly every signal (SIGCHLD at each exit) is all the entry
+/// program holds: the rest is a subprogram, its own JIT image, whose code a rejected event
+/// never touches (a cold event's cost is mostly the code it runs through).
+#[inline(always)]
 pub fn on_signal_generate(ctx: &BtfTracePointContext) {
     let sig: i32 = ctx.arg(0);
     let result: i32 = ctx.arg(4);
     // TRACE_SIGNAL_DELIVERED is 0; ignored or already pending signals change nothing.
-    if result != 0 || !(signal_wanted(sig) || kill_wanted(sig)) {
+    if never_wanted(sig) || result != 0 {
+        return;
+    }
+    signal_generated(ctx, sig);
+}
+
+#[inline(never)]
+fn signal_generated(ctx: &BtfTracePointContext, sig: i32) {
+    if !(signal_wanted(sig) || kill_wanted(sig)) {
         return;
     }
     let task: u64 = ctx.arg(2);
@@ -83,13 +95,15 @@ fn sender_of(pid: u32, sig: i32) -> Option<*const Sender> {
 }
 
 /// Whether another capture of a signal process `pid` handles fits its rate.
-fn handled_allowed(pid: u32) -> bool {
+fn handled_allowed(task: u64, pid: u32) -> bool {
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
+    let start_ns = process_start(task);
     match HANDLED.get_ptr_mut(pid) {
         // SAFETY: map value pointer from a successful lookup; a race between two threads
-        // of one process can only let one capture more through.
-        Some(r) => unsafe {
+        // of one process can only let one capture more through. An entry of an earlier
+        // process with this pid (it exited normally) starts afresh.
+        Some(r) if unsafe { (*r).start_ns } == start_ns => unsafe {
             if now.saturating_sub((*r).window_start_ns) >= HANDLED_WINDOW_NS {
                 (*r).window_start_ns = now;
                 (*r).count = 1;
@@ -101,12 +115,13 @@ fn handled_allowed(pid: u32) -> bool {
             (*r).last_ns = now;
             true
         },
-        None => {
+        _ => {
             let r = HandledRate {
                 window_start_ns: now,
                 count: 1,
                 _pad: 0,
                 last_ns: now,
+                start_ns,
             };
             let _ = HANDLED.insert(pid, r, 0);
             true
@@ -116,9 +131,17 @@ fn handled_allowed(pid: u32) -> bool {
 
 /// `CHUNKS`: the record's stack capacity in pages, one program per class (see
 /// `STACK_CLASSES`).
+/// As for `on_signal_generate`, the entry holds only the constant test.
 #[inline(always)]
 pub fn on_signal_deliver<const CHUNKS: usize>(ctx: &BtfTracePointContext) {
     let sig: i32 = ctx.arg(0);
+    if !never_wanted(sig) {
+        signal_delivered::<CHUNKS>(ctx, sig);
+    }
+}
+
+#[inline(never)]
+fn signal_delivered<const CHUNKS: usize>(ctx: &BtfTracePointContext, sig: i32) {
     let info: u64 = ctx.arg(1);
     let pid_tgid = bpf_get_current_pid_tgid();
     let pid = (pid_tgid >> 32) as u32;
@@ -189,7 +212,7 @@ pub fn on_signal_deliver<const CHUNKS: usize>(ctx: &BtfTracePointContext) {
         return;
     }
     count(Stat::Matched);
-    if disposition[0] != 0 && !handled_allowed(pid) {
+    if disposition[0] != 0 && !handled_allowed(task, pid) {
         count(Stat::HandledLimited);
         return;
     }

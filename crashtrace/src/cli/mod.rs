@@ -289,8 +289,11 @@ fn parse_signal_list(s: &str) -> Result<SignalSet, String> {
     let mut mask = 0u64;
     for part in s.split(',').filter(|p| !p.trim().is_empty()) {
         let sig = parse_signal(part).ok_or_else(|| format!("unknown signal `{part}`"))?;
-        if sig == libc::SIGSTOP {
-            return Err("SIGSTOP is never delivered to a process".into());
+        if crashtrace_common::NEVER_WANTED_SIGNALS & (1 << sig) != 0 {
+            return Err(format!(
+                "{} ends no process (its default action stops or ignores)",
+                signal_name(sig)
+            ));
         }
         mask |= 1 << sig;
     }
@@ -304,17 +307,7 @@ fn parse_signal_list(s: &str) -> Result<SignalSet, String> {
 pub fn fatal_by_default() -> SignalSet {
     let mut m = 0u64;
     for sig in 1..64 {
-        let stops_or_ignored = matches!(
-            sig,
-            libc::SIGCHLD
-                | libc::SIGCONT
-                | libc::SIGSTOP
-                | libc::SIGTSTP
-                | libc::SIGTTIN
-                | libc::SIGTTOU
-                | libc::SIGURG
-                | libc::SIGWINCH
-        );
+        let stops_or_ignored = crashtrace_common::NEVER_WANTED_SIGNALS & (1 << sig) != 0;
         // 32 and 33 are reserved by the C library for its own threads.
         if !stops_or_ignored && sig != 32 && sig != 33 {
             m |= 1 << sig;
@@ -384,112 +377,4 @@ fn parse_ring_size(s: &str) -> Result<u32, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
-        Args::try_parse_from(std::iter::once("crashtrace").chain(args.iter().copied()))
-    }
-
-    #[test]
-    fn defaults() {
-        let a = parse(&[]).unwrap();
-        assert!(a.pids.is_empty() && a.comms.is_empty() && !a.outputs.json);
-        assert_eq!(a.signals, SignalSet::default_set());
-        assert_eq!(
-            a.signals.names(),
-            [
-                "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE", "SIGSEGV", "SIGSYS"
-            ]
-        );
-        assert_eq!(a.stack_size, DEFAULT_STACK_BYTES);
-        assert_eq!(a.kills, fatal_by_default());
-        assert!(a.kills.contains(libc::SIGKILL) && a.kills.contains(libc::SIGTERM));
-        assert!(!a.kills.contains(libc::SIGCHLD) && !a.kills.contains(libc::SIGSTOP));
-        assert_eq!(a.ring_buffer_size, 16 << 20);
-    }
-
-    #[test]
-    fn comm_prefix_and_exact() {
-        let a = parse(&["--comm", "python", "-n", "=python3"]).unwrap();
-        assert_eq!(
-            a.comms,
-            [
-                CommFilter {
-                    name: "python".into(),
-                    exact: false
-                },
-                CommFilter {
-                    name: "python3".into(),
-                    exact: true
-                }
-            ]
-        );
-        let p = a.comms[1].to_pattern();
-        assert_eq!(&p.bytes[..8], b"python3\0");
-        assert_eq!((p.len, p.exact), (7, 1));
-        assert!(parse(&["--comm", "a-name-way-too-long"]).is_err());
-        assert!(parse(&["--comm", "="]).is_err());
-    }
-
-    #[test]
-    fn signals_and_sizes() {
-        let a = parse(&["--signals", "segv,6,SIGBUS", "--stack-size", "32K", "-j"]).unwrap();
-        assert_eq!(a.signals.names(), ["SIGABRT", "SIGBUS", "SIGSEGV"]);
-        assert_eq!(a.stack_size, 32 * 1024);
-        assert!(a.outputs.json);
-        assert_eq!(parse(&["--stack-size", "5000"]).unwrap().stack_size, 8192);
-        assert!(parse(&["--stack-size", "1M"]).is_err());
-        assert!(parse(&["--signals", "SEGV,NOPE"]).is_err());
-        assert_eq!(parse(&["--kills", "none"]).unwrap().kills, SignalSet(0));
-        assert_eq!(
-            parse(&["-k", "KILL,TERM"]).unwrap().kills.names(),
-            ["SIGKILL", "SIGTERM"]
-        );
-        assert!(parse(&["--ring-buffer-size", "3M"]).is_err());
-        assert_eq!(
-            parse(&["--ring-buffer-size", "64M"])
-                .unwrap()
-                .ring_buffer_size,
-            64 << 20
-        );
-    }
-
-    #[test]
-    fn run_mode() {
-        let a = parse(&["--json", "--", "python3", "-c", "print(1)", "--json"]).unwrap();
-        assert!(a.outputs.json);
-        assert_eq!(a.command, ["python3", "-c", "print(1)", "--json"]);
-        assert!(parse(&[]).unwrap().command.is_empty());
-    }
-
-    #[test]
-    fn filter_limits() {
-        let many: Vec<String> = (1..=9).flat_map(|i| ["-p".into(), i.to_string()]).collect();
-        let a =
-            Args::try_parse_from(std::iter::once("crashtrace".to_string()).chain(many)).unwrap();
-        assert!(a.validate().is_err());
-        assert!(parse(&["-p", "0"]).unwrap().validate().is_err());
-        assert!(parse(&["-p", "1", "-p", "2"]).unwrap().validate().is_ok());
-    }
-
-    #[test]
-    fn help_explains_thread_names() {
-        let help = <Args as clap::CommandFactory>::command()
-            .render_long_help()
-            .to_string();
-        assert!(help.contains("PROCESS AND THREAD NAMES"));
-        assert!(help.contains("ATTRIBUTION"));
-        assert!(help.contains("EXAMPLES"));
-    }
-
-    #[test]
-    fn env_names_never_match_the_whole_environment() {
-        let parse = |v: &str| Args::try_parse_from(["crashtrace", "--env", v]).map(|a| a.env);
-        assert_eq!(parse("MY_TAG").unwrap(), ["MY_TAG"]);
-        assert_eq!(parse("MY_*").unwrap(), ["MY_*"]);
-        for bad in ["*", "A*", "", "BAD-NAME", "A=B", "X Y"] {
-            assert!(parse(bad).is_err(), "{bad:?} accepted");
-        }
-    }
-}
+mod tests;

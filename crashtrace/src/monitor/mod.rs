@@ -104,6 +104,7 @@ impl Pipeline {
                     // to be had of its files now, before anything else.
                     self.drain();
                     self.pin_process(c.pid, c.ktime_ns);
+                    self.registrar.send(Registration::Captured(c.pid));
                 }
                 if let Some(a) = self.assembler.push(event, monotonic_ns()) {
                     self.on_assembled(a);
@@ -420,22 +421,7 @@ pub async fn run(args: Args) -> Result<i32> {
             }
             _ = stats_tick.tick() => {
                 let ring_full = probes.stat(Stat::RingFull);
-                if ring_full > lost_reported.0 {
-                    say!(
-                        "crashtrace: {} captures lost because the ring buffer was full \
-                         ({} in total; raise --ring-buffer-size)",
-                        ring_full - lost_reported.0, ring_full
-                    );
-                }
-                let maps_lost = pipeline.stream.lost;
-                if maps_lost > lost_reported.1 {
-                    say!(
-                        "crashtrace: {} mapping records lost ({} in total): frames of processes \
-                         started then may be unnamed",
-                        maps_lost - lost_reported.1, maps_lost
-                    );
-                }
-                lost_reported = (ring_full, maps_lost);
+                summary::new_losses(&mut lost_reported, (ring_full, pipeline.stream.lost));
                 if let Some(limit) = args.memory_budget {
                     budget::check_memory(limit, &shed, &mut shed_at);
                 }

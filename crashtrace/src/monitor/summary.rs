@@ -1,4 +1,5 @@
-//! What crashtrace says about itself: the filters at start, the counts at the end.
+//! What crashtrace says about itself: the filters at start, losses as they happen, the
+//! counts at the end.
 
 use crashtrace_common::Stat;
 
@@ -81,4 +82,27 @@ pub fn describe_filters(args: &Args) -> String {
     } else {
         parts.join(" and ")
     }
+}
+
+/// Says what was lost since the last tick: captures (the ring buffer was full) and
+/// mapping records; `reported` holds the totals said so far.
+pub fn new_losses(reported: &mut (u64, u64), now: (u64, u64)) {
+    let (ring_full, maps_lost) = now;
+    if ring_full > reported.0 {
+        say!(
+            "crashtrace: {} captures lost because the ring buffer was full \
+             ({} in total; raise --ring-buffer-size)",
+            ring_full - reported.0,
+            ring_full
+        );
+    }
+    if maps_lost > reported.1 {
+        say!(
+            "crashtrace: {} mapping records lost ({} in total): frames of processes \
+             started then may be unnamed",
+            maps_lost - reported.1,
+            maps_lost
+        );
+    }
+    *reported = now;
 }

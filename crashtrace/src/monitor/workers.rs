@@ -259,6 +259,8 @@ pub enum Registration {
     Lifecycle(Lifecycle),
     /// A mapping of a file named like an interpreter or glibc, with its pin.
     Mapping(u32, Mapping, Option<Arc<File>>),
+    /// A signal of this process was captured.
+    Captured(u32),
 }
 
 /// The Python registration thread: owns the registry and its own parsed files.
@@ -290,6 +292,7 @@ impl Registrar {
                             registry.on_mapping(pid, &m, &mut modules, pinned.clone());
                             abort_msgs.on_mapping(&m, &mut modules, pinned);
                         }
+                        Registration::Captured(pid) => registry.on_capture(pid),
                     }
                 }
             },

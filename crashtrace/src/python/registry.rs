@@ -132,15 +132,32 @@ impl PythonRegistry {
             Ok(()) if !std::path::Path::new(&format!("/proc/{pid}")).exists() => {
                 let _ = self.procs.remove(&pid);
             }
-            Ok(()) => {
-                if self.pids.len() >= MAX_TRACKED {
-                    // Exits missed (lost records): keep the live ones.
-                    self.pids
-                        .retain(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
-                }
-                self.pids.insert(pid);
-            }
+            Ok(()) => self.track(pid),
             Err(e) => log::warn!("cannot track Python process {pid}: {e}"),
         }
+    }
+
+    /// A signal of process `pid` was captured: the eBPF side registers a non-PIE
+    /// interpreter's process itself then. Track it so that its exit removes the entry
+    /// (the kernel's exit program leaves that to crashtrace).
+    pub fn on_capture(&mut self, pid: u32) {
+        if self.pids.contains(&pid) || self.procs.get(&pid, 0).is_err() {
+            return;
+        }
+        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            self.track(pid);
+        } else {
+            // Its exit record has been applied already.
+            let _ = self.procs.remove(&pid);
+        }
+    }
+
+    fn track(&mut self, pid: u32) {
+        if self.pids.len() >= MAX_TRACKED {
+            // Exits missed (lost records): keep the live ones.
+            self.pids
+                .retain(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
+        }
+        self.pids.insert(pid);
     }
 }
