@@ -82,6 +82,13 @@ pub fn check_memory(limit: u64, shed: &Shed, last: &mut Option<std::time::Instan
     );
 }
 
+/// Returns memory freed on the heap to the kernel (glibc keeps it otherwise): after
+/// loading, which parses the kernel's BTF, and after parsing glibc's debug file.
+pub fn release_freed() {
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe { libc::malloc_trim(0) };
+}
+
 /// crashtrace's resident set size, in bytes.
 pub fn own_rss() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();

@@ -333,6 +333,8 @@ pub async fn run(args: Args) -> Result<i32> {
         args.signals.names().join(" "),
         pipeline.table.process_count()
     );
+    // Loading parsed the kernel's BTF (tens of MB, freed now).
+    budget::release_freed();
     let notifier = Notifier::from_env();
     if let Some(n) = &notifier {
         n.send("READY=1");

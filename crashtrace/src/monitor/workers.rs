@@ -137,6 +137,8 @@ impl Analysis {
             move |rx: Receiver<Job>| {
                 let mut sinks = sinks;
                 let mut symbolizer = make_symbolizer();
+                symbolizer.warm_libc();
+                super::budget::release_freed();
                 let mut said_throttled = false;
                 let Grouping { rules, mut loops } = grouping;
                 let host = crate::sys::procfs::hostname();

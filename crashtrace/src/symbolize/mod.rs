@@ -112,6 +112,28 @@ impl Symbolizer {
             .collect()
     }
 
+    /// Reads the installed glibc and its debug file before any crash: nearly every stack
+    /// has frames in it, and parsing them was most of the first report's time.
+    pub fn warm_libc(&mut self) {
+        // A function of this process's glibc, which is the installed one.
+        let at = ::libc::abort as *const () as u64;
+        let maps = crate::sys::procfs::read_maps("self").unwrap_or_default();
+        let Some(m) = maps
+            .into_iter()
+            .find(|m| m.contains(at) && libc::is_glibc(&m.path))
+        else {
+            return;
+        };
+        let pins = FilePins::new();
+        let loaded = self.load(std::slice::from_ref(&m), &pins);
+        let raw = RawFrame {
+            address: at,
+            lookup: at,
+            is_return: false,
+        };
+        self.symbolize(&[raw], &loaded, &pins);
+    }
+
     /// What this report's files said: stand-ins used, files not found.
     pub fn take_notes(&mut self) -> Vec<String> {
         std::mem::take(&mut self.notes)
