@@ -136,8 +136,8 @@ impl Pipeline {
     fn drain(&mut self) {
         let d = self.stream.drain_into(&mut self.table, &mut self.pins);
         // Lifecycle first: within one drain an exec precedes the new image's mappings.
-        for e in d.events {
-            self.registrar.send(Registration::Lifecycle(e));
+        if !d.events.is_empty() {
+            self.registrar.send(Registration::Lifecycles(d.events));
         }
         for (pid, m) in d.mmaps {
             self.register_mapping(pid, m);

@@ -108,6 +108,9 @@ impl<T: Send + 'static> Worker<T> {
     }
 }
 
+/// How long the start waits for the analysis thread to have read glibc's debug file.
+const WARM_WAIT: Duration = Duration::from_secs(5);
+
 /// The analysis thread: owns the symbolizer and the sinks.
 pub struct Analysis {
     worker: Worker<Job>,
@@ -131,6 +134,7 @@ impl Analysis {
         let losses = sinks.losses();
         let stopping = Arc::new(AtomicBool::new(false));
         let stop = stopping.clone();
+        let (warm_tx, warm) = std::sync::mpsc::channel();
         let worker = Worker::start(
             "crashtrace-analysis",
             QUEUE_CRASHES,
@@ -139,6 +143,7 @@ impl Analysis {
                 let mut symbolizer = make_symbolizer();
                 symbolizer.warm_libc();
                 super::budget::release_freed();
+                let _ = warm_tx.send(());
                 let mut said_throttled = false;
                 let Grouping { rules, mut loops } = grouping;
                 let host = crate::sys::procfs::hostname();
@@ -199,6 +204,8 @@ impl Analysis {
                 sinks.close();
             },
         );
+        // Started means ready: the first report does not wait for glibc's debug file.
+        let _ = warm.recv_timeout(WARM_WAIT);
         Self {
             worker,
             losses,
@@ -258,7 +265,9 @@ fn say_held(held: Vec<Suppressed>) {
 }
 
 pub enum Registration {
-    Lifecycle(Lifecycle),
+    /// One drain's forks, execs and exits: one message, so a fork+exec storm does not
+    /// wake this thread three times per process.
+    Lifecycles(Vec<Lifecycle>),
     /// A mapping of a file named like an interpreter or glibc, with its pin.
     Mapping(u32, Mapping, Option<Arc<File>>),
     /// A signal of this process was captured.
@@ -287,8 +296,8 @@ impl Registrar {
                         modules = ModuleCache::new();
                     }
                     match msg {
-                        Registration::Lifecycle(e) => {
-                            registry.on_lifecycle(&e);
+                        Registration::Lifecycles(events) => {
+                            events.iter().for_each(|e| registry.on_lifecycle(e))
                         }
                         Registration::Mapping(pid, m, pinned) => {
                             registry.on_mapping(pid, &m, &mut modules, pinned.clone());
