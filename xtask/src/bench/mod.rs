@@ -11,8 +11,10 @@ use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
 
 pub mod dump;
+mod events;
 pub mod fleet;
 mod measure;
+mod scale;
 pub mod soak;
 
 use measure::{Tracer, machine, median, percentile, proc_usage, prog_stats, run_large, run_timed};
@@ -28,6 +30,8 @@ struct Sizes {
     large_threads: u64,
     storm: usize,
     idle: Duration,
+    /// Processes and threads each of the crowded host.
+    population: (u64, u64),
 }
 
 const QUICK: Sizes = Sizes {
@@ -41,6 +45,7 @@ const QUICK: Sizes = Sizes {
     large_threads: 16,
     storm: 1000,
     idle: Duration::from_secs(15),
+    population: (2_000, 10),
 };
 
 const FULL: Sizes = Sizes {
@@ -54,6 +59,7 @@ const FULL: Sizes = Sizes {
     large_threads: 48,
     storm: 2000,
     idle: Duration::from_secs(60),
+    population: (10_000, 10),
 };
 
 pub fn bench(root: &Path, quick: bool) -> Result<()> {
@@ -65,6 +71,7 @@ pub fn bench(root: &Path, quick: bool) -> Result<()> {
         ("signals", &[][..]),
         ("threads", &["-pthread"][..]),
         ("crasher", &["-pthread", "-g"][..]),
+        ("population", &["-pthread"][..]),
     ] {
         let st = Command::new("gcc")
             .args(["-O2"])
@@ -167,36 +174,31 @@ pub fn bench(root: &Path, quick: bool) -> Result<()> {
     results["overhead"] = json!(overhead);
     results["bpftrace_error"] = json!(bpftrace_error);
 
-    // 2. Per-event cost in the kernel, from BPF run-time statistics.
+    // 2. Per-event cost in the kernel, from BPF run-time statistics: rejected events
+    //    side by side with bpftrace, then captures.
     eprintln!("bench: per-event cost");
-    let t = Tracer::crashtrace(&bin, &["--bpf-stats", "--comm", "=crasher"], Stdio::null())?;
-    run_timed(&workloads[1].1)?;
-    run_timed(&workloads[2].1)?;
-    let filtered = prog_stats(&t.stop());
+    let rejected = [&workloads[1], &workloads[2], &workloads[0]].map(|w| (w.0, w.1.clone()));
+    results["per_event"] = events::per_event(&bin, &rejected)?;
+    results["forkexec"] =
+        events::forkexec_breakdown(&bin, &workloads[0].1, sz.forkexec, sz.rounds)?;
     let t = Tracer::crashtrace(&bin, &["--bpf-stats", "--comm", "=crasher"], Stdio::null())?;
     for _ in 0..sz.crashes {
         let _ = Command::new(w("crasher")).arg("small").status();
     }
     let captures = prog_stats(&t.stop());
-    println!("\nPER-EVENT COST in the kernel (mean ns per program run)");
     println!(
-        "{:<20} {:>28} {:>28}",
-        "program", "signals, thread exits", "crashes captured"
+        "\nCAPTURE COST in the kernel ({} crashes, mean ns per program run)",
+        sz.crashes
     );
-    for (name, runs, ns) in &filtered {
-        let c = captures.iter().find(|c| &c.0 == name);
-        println!(
-            "{:<20} {:>28} {:>28}",
-            name,
-            format!("{ns:.0} ns x {runs}"),
-            c.map(|c| format!("{:.0} ns x {}", c.2, c.1))
-                .unwrap_or_default()
-        );
+    for (name, runs, ns) in &captures {
+        println!("{name:<20} {:>28}", format!("{ns:.0} ns x {runs}"));
     }
-    results["per_event"] = json!({
-        "filtered": filtered.iter().map(|(n, r, t)| json!({"program": n, "runs": r, "mean_ns": t})).collect::<Vec<_>>(),
-        "captures": captures.iter().map(|(n, r, t)| json!({"program": n, "runs": r, "mean_ns": t})).collect::<Vec<_>>(),
-    });
+    results["captures"] = json!(
+        captures
+            .iter()
+            .map(|(n, r, t)| json!({"program": n, "runs": r, "mean_ns": t}))
+            .collect::<Vec<_>>()
+    );
 
     // 3. Crash-to-report latency: small victims, then a large one; core dump for reference.
     eprintln!("bench: latency");
@@ -294,9 +296,22 @@ pub fn bench(root: &Path, quick: bool) -> Result<()> {
     let (cpu1, hwm, _) = proc_usage(t.pid());
     let said = t.stop();
     let lost: Vec<&String> = said.iter().filter(|l| l.contains("lost")).collect();
+    let mut storm_ms: Vec<f64> = std::fs::read_to_string(&storm_file)?
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok()?["latency_ms"].as_f64())
+        .collect();
+    let (p50, p99) = if storm_ms.is_empty() {
+        (f64::NAN, f64::NAN)
+    } else {
+        (
+            percentile(&mut storm_ms, 0.5),
+            percentile(&mut storm_ms, 0.99),
+        )
+    };
     println!("\nCRASH STORM");
     println!(
-        "{} crashes in {:.1} s: {} reports, crashtrace CPU {:.2} s, peak RSS {} kB",
+        "{} crashes in {:.1} s: {} reports (crash to report p50 {p50:.2} ms, p99 {p99:.2} ms), \
+         crashtrace CPU {:.2} s, peak RSS {} kB",
         sz.storm,
         burst,
         count(),
@@ -308,6 +323,7 @@ pub fn bench(root: &Path, quick: bool) -> Result<()> {
     }
     results["storm"] = json!({
         "crashes": sz.storm, "seconds": burst, "reports": count(),
+        "latency_p50_ms": p50, "latency_p99_ms": p99,
         "crashtrace_cpu_s": cpu1 - cpu0, "crashtrace_peak_rss_kb": hwm,
         "loss_lines": lost,
     });
@@ -374,6 +390,11 @@ pub fn bench(root: &Path, quick: bool) -> Result<()> {
         sz.idle, pct, rss, hwm
     );
     results["footprint"] = json!({ "seconds": sz.idle.as_secs(), "cpu_percent": pct, "rss_kb": rss, "peak_rss_kb": hwm });
+
+    // 6. A crowded host.
+    eprintln!("bench: crowded host, {:?}", sz.population);
+    let (procs, threads) = sz.population;
+    results["scale"] = scale::scale(&bin, &w("population"), procs, threads)?;
 
     let path = out_dir.join("results.json");
     std::fs::write(&path, serde_json::to_string_pretty(&results)?)?;

@@ -1,0 +1,238 @@
+//! Per-event cost in the kernel, side by side: crashtrace's programs, the bpftrace
+//! probes a user would write for the same events (filtered on the process name, as
+//! `--comm` filters), and empty bpftrace probes: what any program on that tracepoint
+//! costs on this machine before it does anything (the floor). Means from the kernel's
+//! BPF run-time statistics, each tracer alone on the same workload.
+
+use std::{
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::{Value, json};
+
+use super::measure::{Tracer, prog_stats, run_timed, stop_child};
+
+/// The events crashtrace attaches to, as (crashtrace program prefix, bpftrace tracepoint).
+const EVENTS: [(&str, &str); 3] = [
+    ("signal_generate", "signal:signal_generate"),
+    ("signal_deliver", "signal:signal_deliver"),
+    ("sched_process_exit", "sched:sched_process_exit"),
+];
+
+/// Runs and mean ns per run of each event, for one tracer over one workload.
+type Costs = Vec<(String, u64, f64)>;
+
+pub fn per_event(bin: &Path, workloads: &[(&str, Vec<String>)]) -> Result<Value> {
+    let stats_before = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
+        .context("reading kernel.bpf_stats_enabled")?;
+    let mut rows = vec![];
+    println!(
+        "\nPER-EVENT COST in the kernel (mean ns per program run; each tracer alone; \
+         `above floor`: crashtrace minus the empty probe)"
+    );
+    println!(
+        "{:<18} {:<20} {:>9} {:>12} {:>16} {:>12} {:>12}",
+        "workload", "event", "runs", "crashtrace", "bpftrace filter", "empty probe", "above floor"
+    );
+    for (name, cmd) in workloads {
+        let ours = crashtrace(bin, cmd)?;
+        set_stats("1")?;
+        let filtered = bpftrace(cmd, |tp| {
+            format!("tracepoint:{tp} /comm == \"crasher\"/ {{ @[ustack] = count(); }}")
+        });
+        let empty = bpftrace(cmd, |tp| format!("tracepoint:{tp} {{ }}"));
+        set_stats(stats_before.trim())?;
+        let (filtered, empty) = (filtered?, empty?);
+        for (prog, tp) in EVENTS {
+            let find = |c: &Costs, key: &str| c.iter().find(|e| e.0.starts_with(key)).cloned();
+            let Some((_, runs, ns)) = find(&ours, prog) else {
+                continue;
+            };
+            if runs < 1000 {
+                // A few stray events of the machine's own: no mean worth printing.
+                continue;
+            }
+            let f = find(&filtered, tp).map(|e| e.2);
+            let e = find(&empty, tp).map(|e| e.2);
+            let cell = |v: Option<f64>| v.map(|v| format!("{v:.0} ns")).unwrap_or("-".into());
+            println!(
+                "{:<18} {:<20} {:>9} {:>12} {:>16} {:>12} {:>12}",
+                name,
+                prog,
+                runs,
+                format!("{ns:.0} ns"),
+                cell(f),
+                cell(e),
+                e.map(|e| format!("{:+.0} ns", ns - e))
+                    .unwrap_or("-".into()),
+            );
+            rows.push(json!({
+                "workload": name, "event": prog, "runs": runs, "crashtrace_ns": ns,
+                "bpftrace_filtered_ns": f, "empty_probe_ns": e,
+            }));
+        }
+    }
+    Ok(json!(rows))
+}
+
+fn crashtrace(bin: &Path, cmd: &[String]) -> Result<Costs> {
+    let t = Tracer::crashtrace(bin, &["--bpf-stats", "--comm", "=crasher"], Stdio::null())?;
+    run_timed(cmd)?;
+    Ok(prog_stats(&t.stop()))
+}
+
+/// One bpftrace process per tracepoint, so each one's single program is its own.
+fn bpftrace(cmd: &[String], script: impl Fn(&str) -> String) -> Result<Costs> {
+    let mut kids = vec![];
+    for (_, tp) in EVENTS {
+        let child = Command::new("bpftrace")
+            .args(["-e", &script(tp)])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting bpftrace")?;
+        kids.push((tp, child));
+    }
+    let mut before = vec![];
+    for (tp, child) in &mut kids {
+        before.push(wait_attached(child).with_context(|| format!("bpftrace on {tp}"))?);
+    }
+    let ran = run_timed(cmd);
+    let mut out = vec![];
+    for ((tp, child), b) in kids.iter_mut().zip(before) {
+        let (runs, ns) = prog_counters(child.id());
+        stop_child(child);
+        let runs = runs.saturating_sub(b.0);
+        if runs > 0 {
+            out.push((
+                tp.to_string(),
+                runs,
+                (ns.saturating_sub(b.1)) as f64 / runs as f64,
+            ));
+        }
+    }
+    ran?;
+    Ok(out)
+}
+
+/// Waits until bpftrace's program is loaded and attached (it says so on stdout), and
+/// returns its counters then: what ran while the others were starting is not counted.
+fn wait_attached(child: &mut std::process::Child) -> Result<(u64, u64)> {
+    use std::io::Read as _;
+    let mut out = child.stdout.take().context("bpftrace stdout")?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("Attaching") {
+        if Instant::now() > deadline {
+            bail!("bpftrace did not attach in 60 s");
+        }
+        let n = out.read(&mut buf)?;
+        if n == 0 {
+            bail!("bpftrace exited: {}", String::from_utf8_lossy(&seen));
+        }
+        seen.extend_from_slice(&buf[..n]);
+    }
+    // Attaching is said just before the attach itself: wait for the program to exist.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while prog_ids(child.id()) == 0 {
+        if Instant::now() > deadline {
+            bail!("bpftrace loaded no program");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // Keep draining its stdout so it never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    Ok(prog_counters(child.id()))
+}
+
+fn prog_ids(pid: u32) -> usize {
+    fdinfos(pid)
+        .iter()
+        .filter(|s| s.contains("prog_id:"))
+        .count()
+}
+
+/// Runs and run time summed over the BPF programs a process holds, from fdinfo.
+fn prog_counters(pid: u32) -> (u64, u64) {
+    let mut runs = 0;
+    let mut ns = 0;
+    for s in fdinfos(pid) {
+        let field = |k: &str| -> u64 {
+            s.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        if s.contains("prog_id:") {
+            runs += field("run_cnt:");
+            ns += field("run_time_ns:");
+        }
+    }
+    (runs, ns)
+}
+
+fn fdinfos(pid: u32) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return vec![];
+    };
+    dir.flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .collect()
+}
+
+fn set_stats(v: &str) -> Result<()> {
+    std::fs::write("/proc/sys/kernel/bpf_stats_enabled", v)
+        .context("setting kernel.bpf_stats_enabled")
+}
+
+/// Where a fork+exec's extra time goes with crashtrace attached: its programs' run time
+/// (kernel statistics), crashtrace's own CPU (it runs beside the workload), and the rest,
+/// which is the kernel writing the mapping, fork, exec and exit records crashtrace reads.
+pub fn forkexec_breakdown(bin: &Path, cmd: &[String], execs: u64, rounds: usize) -> Result<Value> {
+    let mut untraced = vec![];
+    let mut traced = vec![];
+    // Untraced runs before and after the traced ones, so a drift of the machine shows.
+    for _ in 0..rounds.div_ceil(2) {
+        untraced.push(run_timed(cmd)?);
+    }
+    let t = Tracer::crashtrace(bin, &["--bpf-stats"], Stdio::null())?;
+    let (cpu0, _, _) = super::measure::proc_usage(t.pid());
+    for _ in 0..rounds {
+        traced.push(run_timed(cmd)?);
+    }
+    let (cpu1, _, _) = super::measure::proc_usage(t.pid());
+    let stats = prog_stats(&t.stop());
+    for _ in 0..rounds / 2 {
+        untraced.push(run_timed(cmd)?);
+    }
+    let n = (execs * traced.len() as u64) as f64;
+    let per = |v: &mut Vec<f64>| super::measure::median(v) / execs as f64 * 1e6;
+    let (u, tr) = (per(&mut untraced), per(&mut traced));
+    let bpf_us = stats
+        .iter()
+        .map(|(_, runs, ns)| *runs as f64 * ns)
+        .sum::<f64>()
+        / n
+        / 1e3;
+    let own_us = (cpu1 - cpu0) / n * 1e6;
+    println!(
+        "\nFORK+EXEC: where the extra time goes (µs per fork+exec of /bin/true, median of {rounds})"
+    );
+    println!(
+        "untraced {u:.1}, crashtrace attached {tr:.1}: {:+.1} ({:+.1} %); crashtrace's programs \
+         {bpf_us:.2}; the kernel's mapping records and noise {:+.1}; crashtrace's own CPU, \
+         beside the workload, {own_us:.1}",
+        tr - u,
+        (tr / u - 1.0) * 100.0,
+        tr - u - bpf_us,
+    );
+    Ok(json!({
+        "untraced_us": u, "traced_us": tr, "bpf_us": bpf_us, "crashtrace_cpu_us": own_us,
+        "untraced_runs": untraced, "traced_runs": traced,
+    }))
+}
