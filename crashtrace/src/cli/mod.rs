@@ -73,7 +73,8 @@ pub struct Args {
     #[arg(long = "env", value_name = "NAME", value_parser = parse_env_name)]
     pub env: Vec<String>,
 
-    /// Signals to report, by name or number, comma-separated.
+    /// Signals to report, by name or number, comma-separated (not those whose default
+    /// action stops or ignores: they end no process).
     #[arg(
         short = 's',
         long = "signals",
