@@ -2,15 +2,41 @@
 
 use crate::{DEFAULT_STACK_BYTES, MAX_COMM_FILTERS, MAX_PID_FILTERS, TASK_COMM_LEN};
 
-/// One `--comm` pattern, matched in the kernel against the process's name.
+/// One `--comm` pattern, matched in the kernel against the first 16 bytes of the process's
+/// name and of its executable's name: two masked 8-byte compares, no loop (older
+/// verifiers walk every iteration of a byte loop for every pattern).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CommPattern {
-    pub bytes: [u8; TASK_COMM_LEN],
-    /// Number of significant bytes in `bytes` (1..=15).
-    pub len: u32,
-    /// 1: the name must equal the pattern; 0: the name must start with it.
-    pub exact: u32,
+    /// The pattern's bytes, then a NUL where the name must end (an exact pattern).
+    pub bytes: [u64; 2],
+    /// All ones over the bytes compared: the pattern's, and its NUL if exact.
+    pub mask: [u64; 2],
+}
+
+impl CommPattern {
+    /// `name` (1 to 15 bytes, no NUL) as a prefix, or as the whole name when `exact`.
+    pub fn new(name: &[u8], exact: bool) -> Self {
+        let mut bytes = [0u8; TASK_COMM_LEN];
+        let mut mask = [0u8; TASK_COMM_LEN];
+        let n = name.len().min(TASK_COMM_LEN - 1);
+        bytes[..n].copy_from_slice(&name[..n]);
+        let compared = if exact { n + 1 } else { n };
+        mask[..compared].fill(0xff);
+        let word = |b: &[u8; TASK_COMM_LEN], i: usize| {
+            u64::from_ne_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]))
+        };
+        Self {
+            bytes: [word(&bytes, 0), word(&bytes, 1)],
+            mask: [word(&mask, 0), word(&mask, 1)],
+        }
+    }
+
+    /// Whether a NUL-padded name, as its two words, matches.
+    #[inline(always)]
+    pub fn matches(&self, name: [u64; 2]) -> bool {
+        name[0] & self.mask[0] == self.bytes[0] && name[1] & self.mask[1] == self.bytes[1]
+    }
 }
 
 /// Kernel structure offsets the eBPF side needs, read from the running kernel's BTF
@@ -142,9 +168,8 @@ impl Config {
             comm_count: 0,
             pids: [0; MAX_PID_FILTERS],
             comms: [CommPattern {
-                bytes: [0; TASK_COMM_LEN],
-                len: 0,
-                exact: 0,
+                bytes: [0; 2],
+                mask: [0; 2],
             }; MAX_COMM_FILTERS],
             offsets: KernelOffsets {
                 task_group_leader: 0,

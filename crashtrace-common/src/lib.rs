@@ -165,6 +165,37 @@ mod tests {
     use core::mem::{offset_of, size_of};
 
     #[test]
+    fn comm_patterns() {
+        let padded = |n: &[u8]| {
+            let mut b = [0u8; TASK_COMM_LEN];
+            b[..n.len()].copy_from_slice(n);
+            [0, 1].map(|i| u64::from_ne_bytes(b[i * 8..i * 8 + 8].try_into().unwrap()))
+        };
+        // (pattern, exact, name, matches)
+        let cases: &[(&[u8], bool, &[u8], bool)] = &[
+            (b"python", false, b"python3.11", true),
+            (b"python", false, b"pytho", false),
+            (b"python", false, b"ruby", false),
+            (b"python3", true, b"python3", true),
+            (b"python3", true, b"python3.11", false),
+            (b"python3", true, b"python", false),
+            (b"pt_data_worker_", false, b"pt_data_worker_", true),
+            (b"pt_data_worker_", true, b"pt_data_worker_", true),
+            (b"pt_data_worker_", true, b"pt_data_worker", false),
+            (b"a", false, b"a", true),
+            (b"a", true, b"ab", false),
+        ];
+        for &(pattern, exact, name, want) in cases {
+            let p = CommPattern::new(pattern, exact);
+            assert_eq!(
+                p.matches(padded(name)),
+                want,
+                "{pattern:?} {exact} {name:?}"
+            );
+        }
+    }
+
+    #[test]
     fn layouts_have_no_hidden_padding() {
         assert_eq!(size_of::<RecordHeader>(), 24);
         assert_eq!(size_of::<UserRegs>(), 21 * 8);
@@ -204,10 +235,10 @@ mod tests {
             size_of::<CrashMemory<2>>(),
             size_of::<CrashMemoryHead>() + 2 * STACK_CHUNK
         );
-        assert_eq!(size_of::<CommPattern>(), 24);
+        assert_eq!(size_of::<CommPattern>(), 32);
         assert_eq!(
             size_of::<Config>(),
-            16 + 4 * 4 + 4 * MAX_PID_FILTERS + 24 * MAX_COMM_FILTERS + size_of::<KernelOffsets>()
+            16 + 4 * 4 + 4 * MAX_PID_FILTERS + 32 * MAX_COMM_FILTERS + size_of::<KernelOffsets>()
         );
         assert_eq!(MAX_STACK_BYTES % STACK_CHUNK, 0);
         assert_eq!(*STACK_CLASSES.last().unwrap(), MAX_STACK_BYTES);

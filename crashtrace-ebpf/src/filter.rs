@@ -1,8 +1,6 @@
 //! In-kernel filters, applied before anything is copied.
 
-use crashtrace_common::{
-    EXE_NAME_LEN, MAX_COMM_FILTERS, MAX_PID_FILTERS, NEVER_WANTED_SIGNALS, TASK_COMM_LEN,
-};
+use crashtrace_common::{MAX_COMM_FILTERS, MAX_PID_FILTERS, NEVER_WANTED_SIGNALS};
 
 use crate::maps::config;
 
@@ -49,7 +47,8 @@ pub fn pid_wanted(pid: u32) -> bool {
 
 /// `--comm`: the process name or the executable's base name matches one pattern, by
 /// prefix or exactly. (A renamed process, like a PyTorch worker, keeps its executable.)
-pub fn comm_wanted(name: &[u8; TASK_COMM_LEN], exe: &[u8; EXE_NAME_LEN]) -> bool {
+/// Both names come as their first 16 bytes in two words (see `CommPattern`).
+pub fn comm_wanted(name: [u64; 2], exe: [u64; 2]) -> bool {
     let n = config!(comm_count);
     if n == 0 {
         return true;
@@ -58,26 +57,14 @@ pub fn comm_wanted(name: &[u8; TASK_COMM_LEN], exe: &[u8; EXE_NAME_LEN]) -> bool
         if i as u32 >= n {
             break;
         }
-        if comm_matches(i, name) || comm_matches(i, exe) {
+        // Field by field: a copy of the whole pattern would take stack.
+        let p = crashtrace_common::CommPattern {
+            bytes: [config!(comms[i].bytes[0]), config!(comms[i].bytes[1])],
+            mask: [config!(comms[i].mask[0]), config!(comms[i].mask[1])],
+        };
+        if p.matches(name) || p.matches(exe) {
             return true;
         }
     }
     false
-}
-
-fn comm_matches<const N: usize>(i: usize, name: &[u8; N]) -> bool {
-    let len = config!(comms[i].len) as usize;
-    for (j, &c) in name.iter().take(TASK_COMM_LEN).enumerate() {
-        if j >= len {
-            break;
-        }
-        if c != config!(comms[i].bytes[j]) {
-            return false;
-        }
-    }
-    if config!(comms[i].exact) != 0 {
-        // The loader guarantees len < TASK_COMM_LEN; the mask keeps the verifier sure.
-        return name[len & (TASK_COMM_LEN - 1)] == 0;
-    }
-    true
 }

@@ -32,6 +32,23 @@ pub fn output<T: 'static>(value: &T) {
     }
 }
 
+/// The plain-data `T` at `addr`, all zeros where unreadable: the helper zeroes its
+/// destination when the read fails, so no branch and no zeroing loop follow it (a verifier
+/// before 6.2 walks both on every path; see `read_exe_name`).
+pub fn read_kernel_or_zero<T: Copy>(addr: u64) -> T {
+    let mut v = core::mem::MaybeUninit::<T>::uninit();
+    // SAFETY: the helper tolerates any address and writes all size_of::<T>() bytes,
+    // read or zero; T is plain data.
+    unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+            v.as_mut_ptr() as *mut aya_ebpf::cty::c_void,
+            size_of::<T>() as u32,
+            addr as *const aya_ebpf::cty::c_void,
+        );
+        v.assume_init()
+    }
+}
+
 pub fn read_kernel<T>(addr: u64) -> Option<T> {
     // SAFETY: bpf_probe_read_kernel tolerates any address.
     unsafe { aya_ebpf::helpers::bpf_probe_read_kernel(addr as *const T).ok() }

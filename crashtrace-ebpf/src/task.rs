@@ -4,15 +4,23 @@
 use aya_ebpf::{cty::c_void, helpers::generated::bpf_probe_read_kernel_str};
 use crashtrace_common::{EXE_NAME_LEN, TASK_COMM_LEN, Usage, file_key};
 
-use crate::{helpers::read_kernel, maps::config};
+use crate::{
+    helpers::{read_kernel, read_kernel_or_zero},
+    maps::config,
+};
 
 /// The process name: the comm of the thread-group leader (a thread's own comm may have
 /// been renamed with PR_SET_NAME).
 pub fn process_comm(task: u64) -> [u8; TASK_COMM_LEN] {
+    // SAFETY: plain bytes either way.
+    unsafe { core::mem::transmute::<[u64; 2], [u8; TASK_COMM_LEN]>(process_comm_words(task)) }
+}
+
+/// The same as two words, for the filter's aligned loads (see `CommPattern`).
+pub fn process_comm_words(task: u64) -> [u64; 2] {
     let leader =
         read_kernel::<u64>(task + config!(offsets.task_group_leader) as u64).unwrap_or(task);
-    read_kernel::<[u8; TASK_COMM_LEN]>(leader + config!(offsets.task_comm) as u64)
-        .unwrap_or([0; TASK_COMM_LEN])
+    read_kernel_or_zero::<[u64; 2]>(leader + config!(offsets.task_comm) as u64)
 }
 
 /// When the process started (its leader's `start_time`): with the pid, names one process.
@@ -23,34 +31,32 @@ pub fn process_start(task: u64) -> u64 {
 }
 
 /// Base name of the executable: `task->mm->exe_file->f_path.dentry->d_name.name`.
-/// Left empty for tasks without an mm (kernel threads, late in exit).
-pub fn read_exe_name(task: u64, out: &mut [u8; EXE_NAME_LEN]) {
-    let Some(mm) = read_kernel::<u64>(task + config!(offsets.task_mm) as u64) else {
-        return;
-    };
-    if mm == 0 {
-        return;
-    }
-    let Some(file) = read_kernel::<u64>(mm + config!(offsets.mm_exe_file) as u64) else {
-        return;
-    };
-    if file == 0 {
-        return;
-    }
-    let Some(dentry) = read_kernel::<u64>(file + config!(offsets.file_dentry) as u64) else {
-        return;
-    };
-    let Some(name) = read_kernel::<u64>(dentry + config!(offsets.dentry_name) as u64) else {
-        return;
-    };
-    // SAFETY: bounded copy into `out`; the helper NUL-terminates.
+/// Empty for tasks without an mm (kernel threads, late in exit). Every byte of `out` is
+/// written (the string, or zeros where unreadable), so it may start uninitialized.
+pub fn read_exe_name(task: u64, out: *mut [u8; EXE_NAME_LEN]) {
+    // A null pointer anywhere down the chain reads as 0, and the last read then fails.
+    let mm = read_kernel_or_zero::<u64>(task + config!(offsets.task_mm) as u64);
+    let file = pointer_at(mm, config!(offsets.mm_exe_file));
+    let dentry = pointer_at(file, config!(offsets.file_dentry));
+    let name = pointer_at(dentry, config!(offsets.dentry_name));
+    // SAFETY: bounded copy into `out`; the helper NUL-terminates, and zeroes `out` when
+    // the read fails (name 0 included).
     unsafe {
         bpf_probe_read_kernel_str(
-            out.as_mut_ptr() as *mut c_void,
+            out as *mut c_void,
             EXE_NAME_LEN as u32,
             name as *const c_void,
         )
     };
+}
+
+/// The pointer at `base + off`, or 0 for a null `base`.
+fn pointer_at(base: u64, off: u32) -> u64 {
+    if base == 0 {
+        0
+    } else {
+        read_kernel_or_zero::<u64>(base + off as u64)
+    }
 }
 
 /// The task's id in its own (innermost) pid namespace: `thread_pid->numbers[level].nr`.

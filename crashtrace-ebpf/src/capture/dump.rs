@@ -39,7 +39,7 @@ pub fn on_task(task: u64) {
             if on_cpu != 0 {
                 (*head).flags |= CAPTURE_ON_CPU;
             }
-            read_exe_name(task, &mut (*head).exe_name);
+            read_exe_name(task, &raw mut (*head).exe_name);
         }
         entry.submit(0);
         count(crashtrace_common::Stat::ThreadsCaptured);

@@ -14,14 +14,16 @@ use aya_ebpf::{
 use crashtrace_common::{
     CAPTURE_HAS_SIGINFO, CAPTURE_SP_PAGE_SKIPPED, CrashState, EXE_NAME_LEN, HANDLED_PER_WINDOW,
     HANDLED_WINDOW_NS, HandledRate, MAX_THREADS_PER_CRASH, RecordKind, STACK_CHUNK, Sender,
-    SignalCapture, Stat, TASK_COMM_LEN, ThreadCapture,
+    SignalCapture, Stat, ThreadCapture,
 };
 
 use crate::{
     filter::{comm_wanted, kill_wanted, never_wanted, pid_wanted, signal_wanted},
-    helpers::{atomic_add32, count, read_kernel, reserve},
+    helpers::{atomic_add32, count, read_kernel, read_kernel_or_zero, reserve},
     maps::{CRASHED, HANDLED, OOMED, SENDERS, config},
-    task::{process_comm, process_start, read_exe_name, task_uid, usage_of_signal},
+    task::{
+        process_comm, process_comm_words, process_start, read_exe_name, task_uid, usage_of_signal,
+    },
 };
 use record::{NOT_A_SIGINFO, copy_stack, copy_stack_top, fill_head, fill_signal, fill_thread};
 
@@ -135,13 +137,39 @@ fn handled_allowed(task: u64, pid: u32) -> bool {
 #[inline(always)]
 pub fn on_signal_deliver<const CHUNKS: usize>(ctx: &BtfTracePointContext) {
     let sig: i32 = ctx.arg(0);
-    if !never_wanted(sig) {
-        signal_delivered::<CHUNKS>(ctx, sig);
+    if !never_wanted(sig)
+        && let Some(c) = signal_delivered::<CHUNKS>(ctx, sig)
+    {
+        after_capture(&c);
     }
 }
 
+/// What the records that follow a capture need from it.
+struct Captured {
+    task: u64,
+    pid: u32,
+    tid: u32,
+    sig: i32,
+    rip: u64,
+    /// The faulting address to look up, or None.
+    fault_addr: Option<u64>,
+}
+
+/// The Python stacks, the process's memory, the faulting mapping. Called from the entry
+/// program, not from `signal_delivered`: kernels before 6.13 cap the stack of a whole call
+/// chain at 512 bytes, and `signal_delivered`'s frame alone is over 300.
 #[inline(never)]
-fn signal_delivered<const CHUNKS: usize>(ctx: &BtfTracePointContext, sig: i32) {
+fn after_capture(c: &Captured) {
+    python::capture::<false>(c.task, c.pid, c.tid);
+    memory::emit(c.task, c.pid, c.tid, c.sig, c.rip);
+    if let Some(addr) = c.fault_addr {
+        faultmaps::emit(c.task, c.pid, c.tid, addr);
+    }
+}
+
+/// The capture of the signalled thread; None for a signal not captured.
+#[inline(never)]
+fn signal_delivered<const CHUNKS: usize>(ctx: &BtfTracePointContext, sig: i32) -> Option<Captured> {
     let info: u64 = ctx.arg(1);
     let pid_tgid = bpf_get_current_pid_tgid();
     let pid = (pid_tgid >> 32) as u32;
@@ -152,18 +180,18 @@ fn signal_delivered<const CHUNKS: usize>(ctx: &BtfTracePointContext, sig: i32) {
         && let Some(state) = CRASHED.get_ptr_mut(pid)
     {
         capture_sibling(state, pid, tid);
-        return;
+        return None;
     }
     // Most signals (SIGCHLD, SIGALRM, ...) stop here.
     if sig != SIGKILL && !signal_wanted(sig) && !kill_wanted(sig) {
-        return;
+        return None;
     }
     // A kill the process handles ends nothing: decided before any lookup. (SIGKILL
     // cannot be handled; crash signals are captured either way, for re-raise pairing.)
     if sig != SIGKILL && !signal_wanted(sig) {
         let ka: u64 = ctx.arg(2);
         if read_kernel::<u64>(ka).unwrap_or(0) != 0 {
-            return;
+            return None;
         }
     }
     // SAFETY: helper without arguments; returns the current task (BTF pointer).
@@ -176,7 +204,7 @@ fn signal_delivered<const CHUNKS: usize>(ctx: &BtfTracePointContext, sig: i32) {
         let code = read_kernel::<u32>(signal + config!(offsets.signal_group_exit_code) as u64)
             .unwrap_or(0);
         if code & 0x7f == 0 {
-            return;
+            return None;
         }
         (code & 0x7f) as i32
     } else {
@@ -192,29 +220,26 @@ fn signal_delivered<const CHUNKS: usize>(ctx: &BtfTracePointContext, sig: i32) {
     // A crash signal, however it was sent; a kill from another process; an OOM kill.
     let wanted = signal_wanted(sig) || (sender.is_some() && kill_wanted(sig)) || oom;
     if !wanted || !pid_wanted(pid) {
-        return;
+        return None;
     }
-    let process_comm = process_comm(task);
-    let mut exe_name = [0u8; EXE_NAME_LEN];
-    read_exe_name(task, &mut exe_name);
-    if !comm_wanted(&process_comm, &exe_name) {
-        return;
+    if !names_wanted(task) {
+        return None;
     }
     let ka: u64 = ctx.arg(2);
     // struct k_sigaction starts with struct sigaction { sa_handler; sa_flags; ... }.
     let disposition = read_kernel::<[u64; 2]>(ka).unwrap_or([0, 0]);
     if disposition[0] == SIG_IGN {
         // get_signal() drops ignored signals right after this tracepoint.
-        return;
+        return None;
     }
     if !signal_wanted(sig) && disposition[0] != 0 {
         // A kill the process handles (a graceful SIGTERM) ends nothing.
-        return;
+        return None;
     }
     count(Stat::Matched);
     if disposition[0] != 0 && !handled_allowed(task, pid) {
         count(Stat::HandledLimited);
-        return;
+        return None;
     }
     if disposition[0] == 0 {
         // The default action ends the process: follow it to its exit. Usage of the
@@ -229,9 +254,7 @@ fn signal_delivered<const CHUNKS: usize>(ctx: &BtfTracePointContext, sig: i32) {
         }
     }
 
-    let Some(mut entry) = reserve::<SignalCapture<CHUNKS>>() else {
-        return;
-    };
+    let mut entry = reserve::<SignalCapture<CHUNKS>>()?;
     let rec = entry.as_mut_ptr();
     // SAFETY: `rec` points at a reserved record; fill_head and copy_stack write every
     // field the reader looks at.
@@ -246,20 +269,18 @@ fn signal_delivered<const CHUNKS: usize>(ctx: &BtfTracePointContext, sig: i32) {
             task,
         );
         fill_signal(head, sig, info, disposition);
-        (*head).process_comm = process_comm;
-        (*head).exe_name = exe_name;
-        match sender {
-            Some(s) => {
-                (*head).sender_pid = (*s).pid;
-                (*head).sender_uid = (*s).uid;
-                (*head).sender_comm = (*s).comm;
-            }
-            None => {
-                (*head).sender_pid = 0;
-                (*head).sender_uid = 0;
-                (*head).sender_comm = [0; TASK_COMM_LEN];
-            }
-        }
+        // Read again, straight into the record: copies held from the filter would take
+        // stack (see `names_wanted`).
+        (*head).process_comm = process_comm(task);
+        read_exe_name(task, &raw mut (*head).exe_name);
+        let (sender_pid, sender_uid, sender_comm) = match sender {
+            Some(s) => ((*s).pid, (*s).uid, &raw const (*s).comm as u64),
+            None => (0, 0, 0),
+        };
+        (*head).sender_pid = sender_pid;
+        (*head).sender_uid = sender_uid;
+        // Zeros without a sender (address 0).
+        (*head).sender_comm = read_kernel_or_zero(sender_comm);
         let budget = config!(stack_bytes) as usize / STACK_CHUNK;
         let area = (*rec).stack.as_mut_ptr() as *mut u8;
         let flags = copy_stack::<CHUNKS, false>(head, area, budget, task);
@@ -298,15 +319,32 @@ fn signal_delivered<const CHUNKS: usize>(ctx: &BtfTracePointContext, sig: i32) {
         // Used once: a later signal of the same number is not this sender's.
         let _ = SENDERS.remove(pid);
     }
-    python::capture::<false>(task, pid, tid);
-    memory::emit(task, pid, tid, sig, rip);
     // Fault signals carry an address in si_addr: say what it hit. (After an overflow the
     // one mapping lookup an event allows went to the stack.)
     // Only a fault the kernel raised has an address: a handler's re-raise (SI_TKILL, si_code
     // < 0) carries a pid there, and its lookup must not replace the original fault's.
-    if has_info && fault_signal(sig) && si_code > 0 && !overflow {
-        faultmaps::emit(task, pid, tid, addr);
-    }
+    let fault_addr = (has_info && fault_signal(sig) && si_code > 0 && !overflow).then_some(addr);
+    Some(Captured {
+        task,
+        pid,
+        tid,
+        sig,
+        rip,
+        fault_addr,
+    })
+}
+
+/// `--comm` on the process and executable names. Its own frame: the names would
+/// otherwise sit in `signal_delivered`'s for the whole capture, past the 512 bytes that
+/// kernels before 6.13 allow a call chain.
+#[inline(never)]
+fn names_wanted(task: u64) -> bool {
+    // Words, for the filter's aligned loads (see `CommPattern`).
+    let mut exe = core::mem::MaybeUninit::<[u64; EXE_NAME_LEN / 8]>::uninit();
+    read_exe_name(task, exe.as_mut_ptr() as *mut [u8; EXE_NAME_LEN]);
+    // SAFETY: read_exe_name writes every byte.
+    let exe = unsafe { exe.assume_init() };
+    comm_wanted(process_comm_words(task), [exe[0], exe[1]])
 }
 
 fn fault_signal(sig: i32) -> bool {

@@ -4,20 +4,20 @@
 use aya_ebpf::{
     cty::c_void,
     helpers::{
-        bpf_get_current_comm, bpf_ktime_get_ns,
+        bpf_ktime_get_ns,
         generated::{bpf_probe_read_kernel, bpf_probe_read_user, bpf_task_pt_regs},
     },
 };
 use crashtrace_common::{
     CAPTURE_HAS_CODE, CAPTURE_HAS_SIGINFO, CAPTURE_NO_REGS, CAPTURE_SP_PAGE_SKIPPED,
-    CAPTURE_STACK_TRUNCATED, CODE_BYTES, CaptureHead, EXE_NAME_LEN, HANDLER_CUSTOM,
-    HANDLER_DEFAULT, RecordHeader, RecordKind, STACK_CHUNK, Stat, TASK_COMM_LEN,
-    THREAD_STACK_BYTES, TOP_STACK_BYTES, ThreadCapture, UserRegs, top_bytes,
+    CAPTURE_STACK_TRUNCATED, CODE_BYTES, CaptureHead, HANDLER_CUSTOM, HANDLER_DEFAULT,
+    RecordHeader, RecordKind, STACK_CHUNK, Stat, THREAD_STACK_BYTES, TOP_STACK_BYTES,
+    ThreadCapture, UserRegs, top_bytes,
 };
 
 use super::faultmaps::mapping_end;
 use crate::{
-    helpers::{count, read_kernel},
+    helpers::{count, read_kernel, read_kernel_or_zero},
     maps::config,
     task::{ns_nr, process_comm},
     user::read_raw,
@@ -54,12 +54,7 @@ pub unsafe fn fill_head<const O: bool>(
         (*head)._pad1 = 0;
         (*head).task_state = 0;
         (*head).flags = 0;
-        (*head).thread_comm = if O {
-            read_kernel::<[u8; TASK_COMM_LEN]>(task + config!(offsets.task_comm) as u64)
-        } else {
-            bpf_get_current_comm().ok()
-        }
-        .unwrap_or([0; TASK_COMM_LEN]);
+        (*head).thread_comm = read_kernel_or_zero(task + config!(offsets.task_comm) as u64);
         (*head).ns_tid = ns_nr(task);
         let leader =
             read_kernel::<u64>(task + config!(offsets.task_group_leader) as u64).unwrap_or(task);
@@ -77,20 +72,16 @@ pub unsafe fn fill_head<const O: bool>(
         } else {
             0
         };
-        (*head).parent_comm = if parent != 0 {
-            read_kernel::<[u8; TASK_COMM_LEN]>(parent + config!(offsets.task_comm) as u64)
-                .unwrap_or([0; TASK_COMM_LEN])
-        } else {
-            [0; TASK_COMM_LEN]
-        };
+        // Zeros without a parent (the read at a small address fails).
+        (*head).parent_comm = read_kernel_or_zero(parent + config!(offsets.task_comm) as u64);
         let regs = bpf_task_pt_regs(task as *mut _) as u64;
         let rc = bpf_probe_read_kernel(
             &raw mut (*head).regs as *mut c_void,
             size_of::<UserRegs>() as u32,
             regs as *const c_void,
         );
+        // A failed read left them zero.
         if rc != 0 {
-            (*head).regs = UserRegs::default();
             (*head).flags |= CAPTURE_NO_REGS;
             count(Stat::RegsFailed);
         }
@@ -124,7 +115,7 @@ pub unsafe fn fill_signal(head: *mut CaptureHead, sig: i32, info: u64, dispositi
         };
         let si = if info > NOT_A_SIGINFO {
             (*head).flags |= CAPTURE_HAS_SIGINFO;
-            read_kernel::<[u64; 3]>(info).unwrap_or([0; 3])
+            read_kernel_or_zero::<[u64; 3]>(info)
         } else {
             [0; 3]
         };
@@ -156,10 +147,10 @@ pub unsafe fn fill_thread<const O: bool>(
         fill_head::<O>(head, kind, size_of::<ThreadCapture>(), pid, tid, task);
         fill_signal(head, sig, 0, [0, 0]);
         (*head).process_comm = process_comm(task);
-        (*head).exe_name = [0; EXE_NAME_LEN];
+        (*head).exe_name = read_kernel_or_zero(0);
         (*head).sender_pid = 0;
         (*head).sender_uid = 0;
-        (*head).sender_comm = [0; TASK_COMM_LEN];
+        (*head).sender_comm = read_kernel_or_zero(0);
         (*head).top_start = 0;
         (*head).top_len = 0;
         (*head).top_offset = 0;

@@ -218,13 +218,7 @@ impl CommFilter {
     }
 
     pub fn to_pattern(&self) -> CommPattern {
-        let mut bytes = [0u8; TASK_COMM_LEN];
-        bytes[..self.name.len()].copy_from_slice(self.name.as_bytes());
-        CommPattern {
-            bytes,
-            len: self.name.len() as u32,
-            exact: self.exact as u32,
-        }
+        CommPattern::new(self.name.as_bytes(), self.exact)
     }
 }
 

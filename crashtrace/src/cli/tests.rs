@@ -40,9 +40,29 @@ fn comm_prefix_and_exact() {
             }
         ]
     );
-    let p = a.comms[1].to_pattern();
-    assert_eq!(&p.bytes[..8], b"python3\0");
-    assert_eq!((p.len, p.exact), (7, 1));
+    // The kernel-side pattern decides as the filter does (names as the kernel pads them).
+    let padded = |n: &str| {
+        let mut b = [0u8; 16];
+        b[..n.len()].copy_from_slice(n.as_bytes());
+        [0, 1].map(|i| u64::from_ne_bytes(b[i * 8..i * 8 + 8].try_into().unwrap()))
+    };
+    for name in [
+        "python",
+        "python3",
+        "python3.11",
+        "pytho",
+        "py",
+        "ruby",
+        "python3x",
+    ] {
+        for f in &a.comms {
+            assert_eq!(
+                f.to_pattern().matches(padded(name)),
+                f.matches(name),
+                "{f:?} on {name}"
+            );
+        }
+    }
     assert!(parse(&["--comm", "a-name-way-too-long"]).is_err());
     assert!(parse(&["--comm", "="]).is_err());
 }
