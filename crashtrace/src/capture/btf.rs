@@ -27,6 +27,7 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets> {
             Ok((max, used))
         })
         .ok();
+    let rss = rss_layout(btf)?;
     Ok(KernelOffsets {
         task_group_leader: member_offset(btf, "task_struct", "group_leader")?,
         task_comm: member_offset(btf, "task_struct", "comm")?,
@@ -76,9 +77,8 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets> {
         memcg_usage: member_offset(btf, "mem_cgroup", "memory")?
             + member_offset(btf, "page_counter", "usage")?,
         mm_total_vm: member_offset(btf, "mm_struct", "total_vm")?,
-        mm_rss_count: member_offset(btf, "mm_struct", "rss_stat")?
-            + member_offset(btf, "percpu_counter", "count")?,
-        mm_rss_stride: struct_size(btf, "percpu_counter")?,
+        mm_rss_count: rss.0,
+        mm_rss_stride: rss.1,
         task_pid: member_offset(btf, "task_struct", "pid")?,
         task_thread_pid: member_offset(btf, "task_struct", "thread_pid")?,
         pid_level: member_offset(btf, "pid", "level")?,
@@ -106,6 +106,20 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets> {
         inode_rdev: member_offset(btf, "inode", "i_rdev")?,
         _pad: 0,
     })
+}
+
+/// Where `mm_struct`'s page counters are: (offset of the first count, distance to the
+/// next). Before 6.2 `rss_stat` is a struct holding an array of atomic longs; since, an
+/// array of per-CPU counters, whose `count` is the sum as of the last fold.
+fn rss_layout(btf: &Btf) -> Result<(u32, u32)> {
+    if let Ok(off) = member_offset(btf, "mm_struct", "rss_stat.count") {
+        return Ok((off, 8));
+    }
+    Ok((
+        member_offset(btf, "mm_struct", "rss_stat")?
+            + member_offset(btf, "percpu_counter", "count")?,
+        struct_size(btf, "percpu_counter")?,
+    ))
 }
 
 /// Size in bytes of `struct name`.
