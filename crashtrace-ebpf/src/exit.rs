@@ -123,7 +123,9 @@ fn submit_exit(task: u64, tid: u32, exit_code: u32, st: &CrashState, flags: u32)
         flags,
         _pad: 0,
         start_ns: process_start(task),
-        // signal->maxrss is in pages.
+        // signal->maxrss is in pages. Nothing here reads through the mm: on older kernels
+        // (6.1) this tracepoint runs after exit_mm(), the mm gone, on newer ones (6.18)
+        // before it; do_exit() folds the mm's peak into signal->maxrss ahead of both.
         maxrss_kb: read_kernel::<u64>(signal + config!(offsets.signal_maxrss) as u64).unwrap_or(0)
             * 4,
         usage: st.usage,

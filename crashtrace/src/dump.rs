@@ -13,7 +13,7 @@ use crashtrace_common::{Config, PyCode, PyThread, ThreadCapture};
 
 use crate::{
     assemble::PyRecords,
-    capture::{btf, iter::DumpIter, pins::FilePins, records::Event},
+    capture::{btf, features, iter::DumpIter, pins::FilePins, records::Event},
     cli::{CommFilter, parse_comm},
     python::{Tracebacks, merge_all, registry::PythonRegistry},
     report::{
@@ -115,7 +115,9 @@ pub fn run(args: DumpArgs) -> Result<i32> {
     let pids = targets(&args, me)?;
     let mut config = Config::empty();
     config.self_pid = me;
-    config.offsets = btf::kernel_offsets(&btf::load_vmlinux()?)?;
+    let vmlinux = btf::load_vmlinux()?;
+    features::check(&vmlinux, &[features::CAPTURE, features::DUMP])?;
+    config.offsets = btf::kernel_offsets(&vmlinux)?;
     let before: Vec<Before> = pids.iter().map(|&pid| read_before(pid)).collect();
     let batches = batches(&before.iter().map(|b| b.threads.len()).collect::<Vec<_>>());
     let most = batches

@@ -102,9 +102,22 @@ impl Probes {
     }
 }
 
-/// Turns permission errors into one sentence saying what to do.
+/// Turns permission errors and verifier rejections into one sentence saying what to do.
 pub fn explain(err: anyhow::Error, what: &str) -> anyhow::Error {
     let text = format!("{err:#}");
+    if let Some(log) = text.split_once("Verifier output:").map(|(_, l)| l) {
+        // Not a permission matter: the kernel's verifier refused the program. The log is
+        // long; its reason is the last line before the statistics.
+        log::debug!("{what}: the verifier's log:{log}");
+        let reason = verifier_reason(log);
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
+        return anyhow!(
+            "{what} failed: the verifier of this kernel ({release}) refused it: {reason}. This is \
+             a crashtrace bug; please report it with the log `crashtrace -v` prints"
+        );
+    }
     let denied = text.contains("Operation not permitted")
         || text.contains("Permission denied")
         || text.contains("EPERM")
@@ -121,4 +134,30 @@ pub fn explain(err: anyhow::Error, what: &str) -> anyhow::Error {
         return anyhow!("{what} failed: {hint} ({text})");
     }
     err.context(format!("{what} failed"))
+}
+
+/// The verifier's reason: the last line of its log before the statistics (`verification
+/// time`, `processed N insns`, `stack depth`).
+fn verifier_reason(log: &str) -> &str {
+    log.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .take_while(|l| !l.starts_with("verification time"))
+        .last()
+        .unwrap_or("no reason given")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_verifier_reason_is_the_line_before_the_statistics() {
+        let log = " reg type unsupported for arg#0\n0: R1=ctx() R10=fp0\n; x\n514: (b7) r3 = 16\n\
+                   BPF program is too large. Processed 1000001 insn\nverification time 38320985 usec\n\
+                   stack depth 48+320\nprocessed 1000001 insns (limit 1000000)\n: Argument list too long";
+        assert_eq!(
+            super::verifier_reason(log),
+            "BPF program is too large. Processed 1000001 insn"
+        );
+        assert_eq!(super::verifier_reason(""), "no reason given");
+    }
 }

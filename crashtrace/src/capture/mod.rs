@@ -5,6 +5,7 @@
 //! executable mappings, and the files behind them are pinned while they still exist.
 
 pub mod btf;
+pub mod features;
 pub mod iter;
 pub mod loader;
 pub mod perf;

@@ -9,7 +9,7 @@ use crashtrace_common::Config;
 
 use super::workers::Grouping;
 use crate::{
-    capture::btf,
+    capture::{btf, features},
     cli::{Args, Outputs},
     metrics::Metrics,
     report::signature::Rules,
@@ -102,6 +102,7 @@ pub fn raise_fd_limit() {
 
 pub fn build_config(args: &Args) -> Result<Config> {
     let btf = btf::load_vmlinux()?;
+    features::check(&btf, &[features::CAPTURE])?;
     let mut cfg = Config::empty();
     cfg.signal_mask = args.signals.0;
     cfg.kill_mask = args.kills.0;
