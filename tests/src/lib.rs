@@ -15,8 +15,15 @@ pub use crashtrace::{
     report::dump::DumpReport,
 };
 
-/// How long any single wait may take before the test fails.
-pub const WAIT: Duration = Duration::from_secs(30);
+/// How long any single wait may take before the test fails: 30 s, or
+/// CRASHTRACE_TEST_WAIT_SECS (`cargo xtask vm-test` sets it: an emulated CPU is slower).
+pub static WAIT: std::sync::LazyLock<Duration> = std::sync::LazyLock::new(|| {
+    let secs = std::env::var("CRASHTRACE_TEST_WAIT_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
+    Duration::from_secs(secs)
+});
 
 /// Tests that load eBPF run one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -150,7 +157,7 @@ pub fn finish_dump(mut child: Child) -> DumpRun {
         s
     });
     let mut stderr = String::new();
-    let deadline = Instant::now() + WAIT;
+    let deadline = Instant::now() + *WAIT;
     let status = loop {
         if let Some(st) = child.try_wait().expect("wait") {
             break st;
@@ -158,7 +165,7 @@ pub fn finish_dump(mut child: Child) -> DumpRun {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("crashtrace dump did not finish within {WAIT:?}");
+            panic!("crashtrace dump did not finish within {:?}", *WAIT);
         }
         std::thread::sleep(Duration::from_millis(5));
     };
@@ -179,11 +186,12 @@ pub fn run_dump(args: &[&str]) -> DumpRun {
 /// outside its stdout and stderr (files it writes).
 #[track_caller]
 pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
+    let deadline = Instant::now() + *WAIT;
     while !cond() {
         assert!(
             Instant::now() < deadline,
-            "timed out after {WAIT:?} waiting for {what}"
+            "timed out after {:?} waiting for {what}",
+            *WAIT
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -338,7 +346,7 @@ impl Crashtrace {
 
     fn wait_for(&self, mut done: impl FnMut(&Output) -> bool, what: &str) {
         let (lock, cv) = &*self.out;
-        let deadline = Instant::now() + WAIT;
+        let deadline = Instant::now() + *WAIT;
         let mut g = lock.lock().unwrap();
         loop {
             assert!(
@@ -352,7 +360,8 @@ impl Crashtrace {
             let left = deadline.saturating_duration_since(Instant::now());
             assert!(
                 !left.is_zero(),
-                "timed out after {WAIT:?} waiting for {what}; reports for pids {:?}; stderr: {:?}",
+                "timed out after {:?} waiting for {what}; reports for pids {:?}; stderr: {:?}",
+                *WAIT,
                 g.reports.iter().map(|r| r.pid).collect::<Vec<_>>(),
                 g.stderr
             );
@@ -601,7 +610,7 @@ impl Victim {
             let _ = BufReader::new(stdout).read_line(&mut line);
             let _ = tx.send(line);
         });
-        let line = rx.recv_timeout(WAIT).expect("victim never said ready");
+        let line = rx.recv_timeout(*WAIT).expect("victim never said ready");
         assert_eq!(line.trim(), "ready");
     }
 
@@ -631,7 +640,7 @@ impl Victim {
 
     /// Waits for exit, bounded by `WAIT`.
     pub fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let deadline = Instant::now() + WAIT;
+        let deadline = Instant::now() + *WAIT;
         loop {
             if let Some(st) = self.child.try_wait().expect("wait") {
                 return st;
@@ -667,8 +676,8 @@ impl Lines {
     #[track_caller]
     pub fn next_line(&self, what: &str) -> String {
         self.0
-            .recv_timeout(WAIT)
-            .unwrap_or_else(|e| panic!("no {what} from the victim within {WAIT:?}: {e}"))
+            .recv_timeout(*WAIT)
+            .unwrap_or_else(|e| panic!("no {what} from the victim within {:?}: {e}", *WAIT))
     }
 
     /// A line that holds a process id.

@@ -39,6 +39,23 @@ fn c_with_frame_pointers() {
     assert!(loc.line.is_some_and(|l| l > 0), "{f0:?}");
 }
 
+/// Each stack-size class is its own signal_deliver program: each must pass this kernel's
+/// verifier and capture (the larger ones copy more pages, a longer program).
+#[test]
+fn every_stack_class_loads_and_captures() {
+    // STACK_CLASSES: 8, 16, 32, 64 and 128 KiB.
+    for kib in [8, 16, 32, 64, 128] {
+        let (class, size) = (kib << 10, format!("{kib}K"));
+        let ct = Crashtrace::start(&["--comm", "=crash_fp", "--stack-size", &size]);
+        let r = crash_and_report(&ct, &mut Command::new(victim("crash_fp")), SIGSEGV);
+        assert!(r.unwind.stack_bytes <= class, "{size}: {:?}", r.unwind);
+        assert_in_order(
+            &function_names(&r),
+            &["crash_segv", "level3", "level2", "level1", "main"],
+        );
+    }
+}
+
 #[test]
 fn c_without_frame_pointers() {
     let ct = Crashtrace::start(&[]);

@@ -139,7 +139,7 @@ fn readiness_watchdog_and_stopping_reach_the_notify_socket() {
     let dir = Shared::new("notify");
     let path = dir.0.join("notify");
     let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
-    sock.set_read_timeout(Some(WAIT)).unwrap();
+    sock.set_read_timeout(Some(*WAIT)).unwrap();
     let next = || {
         let mut buf = [0u8; 256];
         let n = sock

@@ -298,7 +298,7 @@ fn the_target_runs_on_while_it_is_dumped() {
     // Until the dump exits: nobody traces the target and no thread of it is stopped.
     let mut samples = 0;
     let mut during = Vec::new();
-    let deadline = Instant::now() + crashtrace_tests::WAIT;
+    let deadline = Instant::now() + *crashtrace_tests::WAIT;
     while std::path::Path::new(&format!("/proc/{dump_pid}/stat"))
         .exists()
         .then(|| std::fs::read_to_string(format!("/proc/{dump_pid}/stat")).unwrap_or_default())

@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup | build | run | test | bench | fuzz`.
+//! Project tasks: `cargo xtask setup | build | run | test | vm-test | bench | fuzz`.
 //!
 //! `setup` installs whatever is missing on a Debian 12 machine (idempotent, and fast
 //! when everything is present); `run` and `test` call it first.
@@ -12,6 +12,7 @@ use std::{
 
 mod bench;
 mod fuzz;
+mod vm;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
@@ -68,8 +69,14 @@ enum Task {
         #[arg(long, default_value_t = 600)]
         seconds: u64,
     },
-    /// Set up, build, and run every test: unit tests, the root integration tests, and a
-    /// short run of every fuzz target.
+    /// Set up, build, and run the smoke tests on other kernels, each booted under qemu.
+    VmTest {
+        /// Kernels to boot (6.1, 6.12); all of them if none is named.
+        #[arg(long = "kernel")]
+        kernels: Vec<String>,
+    },
+    /// Set up, build, and run every test: unit tests, the root integration tests, a
+    /// short run of every fuzz target, and the smoke tests on one more kernel.
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -94,6 +101,9 @@ const APT_PACKAGES: &[&str] = &[
     "binutils",
     "xz-utils",
     "util-linux",
+    // The kernel matrix: other kernels booted under emulation, busybox as their init.
+    "qemu-system-x86",
+    "busybox-static",
     // The peer the benchmark compares with.
     "bpftrace",
     // The reference for inlined frames (the test runs the victim under it, not crashtrace).
@@ -116,6 +126,19 @@ fn main() -> ExitCode {
         Task::Build => setup().and_then(|_| build()),
         Task::Run { args } => setup().and_then(|_| build()).and_then(|_| run(&args)),
         Task::Test { args } => setup().and_then(|_| build()).and_then(|_| test(&args)),
+        Task::VmTest { kernels } => setup().and_then(|_| build()).and_then(|_| {
+            let kernels = if kernels.is_empty() {
+                vm::KERNELS.iter().map(|k| k.0.to_string()).collect()
+            } else {
+                kernels
+            };
+            let outcomes = vm::run(&root(), &kernels)?;
+            Ok(if outcomes.iter().all(|o| o.failed.is_empty()) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }),
         Task::Fuzz { target, seconds } => setup().and_then(|_| {
             let all: Vec<&str> = match &target {
                 Some(t) => vec![t.as_str()],
@@ -334,13 +357,18 @@ fn setup() -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Downloads kept between runs and shared by checkouts (kernels, venvs).
+fn cache_dir() -> PathBuf {
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    PathBuf::from(home).join(".cache/crashtrace")
+}
+
 /// The venv with PyTorch the tests use (CRASHTRACE_TORCH_VENV overrides the place).
 fn torch_venv() -> PathBuf {
     if let Some(p) = std::env::var_os("CRASHTRACE_TORCH_VENV") {
         return p.into();
     }
-    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-    PathBuf::from(home).join(".cache/crashtrace/torch-venv")
+    cache_dir().join("torch-venv")
 }
 
 /// The venv with opentelemetry-proto (CRASHTRACE_OTEL_VENV overrides the place).
@@ -348,8 +376,7 @@ fn otel_venv() -> PathBuf {
     if let Some(p) = std::env::var_os("CRASHTRACE_OTEL_VENV") {
         return p.into();
     }
-    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-    PathBuf::from(home).join(".cache/crashtrace/otel-venv")
+    cache_dir().join("otel-venv")
 }
 
 fn dpkg_installed(pkg: &str) -> bool {
@@ -427,16 +454,30 @@ fn test(args: &[String]) -> Result<ExitCode> {
     let st = child.wait()?;
     // A short run of every fuzz target: the seeds and a little beyond them.
     let fuzz_clean = fuzz::run(&fuzz::TARGETS, FUZZ_SECONDS_IN_TEST)?;
+    // The smoke tests on one kernel more than the machine's own.
+    let vm = vm::run(&root(), &[vm::IN_TEST.to_string()])?;
+    let vm_failed: usize = vm.iter().map(|o| o.failed.len()).sum();
     println!(
-        "tests: {passed} passed, {failed} failed; fuzz: {} targets {} for {FUZZ_SECONDS_IN_TEST} s each",
+        "tests: {passed} passed, {failed} failed; fuzz: {} targets {} for {FUZZ_SECONDS_IN_TEST} s each; {}",
         fuzz::TARGETS.len(),
-        if fuzz_clean { "clean" } else { "NOT clean" }
+        if fuzz_clean { "clean" } else { "NOT clean" },
+        vm.iter()
+            .map(|o| format!(
+                "kernel {}: {} passed, {} failed",
+                o.release,
+                o.passed,
+                o.failed.len()
+            ))
+            .collect::<Vec<_>>()
+            .join("; ")
     );
-    Ok(if st.success() && failed == 0 && fuzz_clean {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(
+        if st.success() && failed == 0 && fuzz_clean && vm_failed == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        },
+    )
 }
 
 /// In `ok. 14 passed; 0 failed; ...`, the number before `word`.
