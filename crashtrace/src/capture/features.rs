@@ -133,6 +133,13 @@ mod tests {
              bpf_task_pt_regs (Linux 5.15), bpf_loop (Linux 5.17), bpf_find_vma (Linux 5.17), \
              which crashtrace's eBPF programs need: run it on Linux 5.17 or later"
         );
+        // A 5.15 kernel (Ubuntu 22.04's): everything up to bpf_task_pt_regs.
+        let lts = |p: &Probe| !matches!(p, Probe::Helper("BPF_FUNC_loop" | "BPF_FUNC_find_vma"));
+        assert_eq!(
+            refusal("5.15.0", &missing(&[CAPTURE], lts)).unwrap(),
+            "this kernel (5.15.0) lacks bpf_loop (Linux 5.17), bpf_find_vma (Linux 5.17), which \
+             crashtrace's eBPF programs need: run it on Linux 5.17 or later"
+        );
         // A 5.17 kernel can capture but not dump.
         let no_dump = |p: &Probe| !matches!(p, Probe::Helper("BPF_FUNC_copy_from_user_task"));
         assert!(missing(&[CAPTURE], no_dump).is_empty());
