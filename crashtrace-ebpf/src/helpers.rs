@@ -33,8 +33,8 @@ pub fn output<T: 'static>(value: &T) {
 }
 
 /// The plain-data `T` at `addr`, all zeros where unreadable: the helper zeroes its
-/// destination when the read fails, so no branch and no zeroing loop follow it (a verifier
-/// before 6.2 walks both on every path; see `read_exe_name`).
+/// destination when the read fails, so no branch and no zeroing loop follow it. Verifier
+/// workaround: 6.1's walks both on every path, and ran out of budget on them.
 pub fn read_kernel_or_zero<T: Copy>(addr: u64) -> T {
     let mut v = core::mem::MaybeUninit::<T>::uninit();
     // SAFETY: the helper tolerates any address and writes all size_of::<T>() bytes,

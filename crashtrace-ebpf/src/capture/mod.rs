@@ -156,8 +156,9 @@ struct Captured {
 }
 
 /// The Python stacks, the process's memory, the faulting mapping. Called from the entry
-/// program, not from `signal_delivered`: kernels before 6.13 cap the stack of a whole call
-/// chain at 512 bytes, and `signal_delivered`'s frame alone is over 300.
+/// program, not from `signal_delivered`. Verifier workaround: 6.1 and 6.12 (not 6.18) cap
+/// the stack of a whole call chain at 512 bytes, and `signal_delivered`'s frame alone is
+/// over 200.
 #[inline(never)]
 fn after_capture(c: &Captured) {
     python::capture::<false>(c.task, c.pid, c.tid);
@@ -334,9 +335,9 @@ fn signal_delivered<const CHUNKS: usize>(ctx: &BtfTracePointContext, sig: i32) -
     })
 }
 
-/// `--comm` on the process and executable names. Its own frame: the names would
-/// otherwise sit in `signal_delivered`'s for the whole capture, past the 512 bytes that
-/// kernels before 6.13 allow a call chain.
+/// `--comm` on the process and executable names. Its own frame (verifier workaround):
+/// the names would otherwise sit in `signal_delivered`'s for the whole capture, past the
+/// 512 bytes 6.1 and 6.12 allow a call chain (see `after_capture`).
 #[inline(never)]
 fn names_wanted(task: u64) -> bool {
     // Words, for the filter's aligned loads (see `CommPattern`).

@@ -322,8 +322,8 @@ unsafe fn string<const O: bool>(
         (data, bytes as u32)
     };
     // Verifier workaround: the compiler knows n <= cap and drops any clamp, passing the
-    // helper a copy it spilled before the comparison, whose bound verifiers before 6.8
-    // do not learn; hidden from the compiler, the clamp stays next to the call.
+    // helper a copy it spilled before the comparison, whose bound 6.1's verifier does not
+    // learn; hidden from the compiler, the clamp stays next to the call.
     n = core::hint::black_box(n);
     if n > cap as u32 {
         n = cap as u32;
