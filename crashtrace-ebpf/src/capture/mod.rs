@@ -133,7 +133,9 @@ fn handled_allowed(task: u64, pid: u32) -> bool {
 
 /// `CHUNKS`: the record's stack capacity in pages, one program per class (see
 /// `STACK_CLASSES`).
-/// As for `on_signal_generate`, the entry holds only the constant test.
+///
+/// As for `on_signal_generate`, the entry holds the constant test, and past it the two
+/// calls of a capture (see `after_capture`).
 #[inline(always)]
 pub fn on_signal_deliver<const CHUNKS: usize>(ctx: &BtfTracePointContext) {
     let sig: i32 = ctx.arg(0);

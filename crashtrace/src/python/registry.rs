@@ -127,9 +127,9 @@ impl PythonRegistry {
             proc_.runtime
         );
         match self.procs.insert(pid, proc_, 0) {
-            // Registered after the process exited: its exit (which removes the entry in
-            // the kernel) has passed, so remove it here.
-            Ok(()) if !std::path::Path::new(&format!("/proc/{pid}")).exists() => {
+            // Registered after the process exited: its exit record, which removes
+            // entries, has passed, so remove it here.
+            Ok(()) if !alive(pid) => {
                 let _ = self.procs.remove(&pid);
             }
             Ok(()) => self.track(pid),
@@ -144,7 +144,7 @@ impl PythonRegistry {
         if self.pids.contains(&pid) || self.procs.get(&pid, 0).is_err() {
             return;
         }
-        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        if alive(pid) {
             self.track(pid);
         } else {
             // Its exit record has been applied already.
@@ -155,9 +155,13 @@ impl PythonRegistry {
     fn track(&mut self, pid: u32) {
         if self.pids.len() >= MAX_TRACKED {
             // Exits missed (lost records): keep the live ones.
-            self.pids
-                .retain(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
+            self.pids.retain(|&p| alive(p));
         }
         self.pids.insert(pid);
     }
+}
+
+/// Whether process `pid` still exists.
+fn alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
