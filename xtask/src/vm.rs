@@ -213,7 +213,26 @@ fn boot_and_test(
     std::fs::write(&script, smoke_script(root, tests))?;
     let order = modules_into(kernel, &initrd_dir.join("modules"))?;
     std::fs::write(initrd_dir.join("modules/order"), order.join("\n"))?;
-    std::fs::write(initrd_dir.join("init"), init_script(&script))?;
+    // What the guest must see of the host where a tmpfs goes over it (a checkout or a
+    // target directory under /tmp).
+    let mut keep: Vec<PathBuf> = vec![root.to_path_buf(), crate::binary()];
+    keep.extend(tests.values().cloned());
+    let mut keep: Vec<PathBuf> = keep
+        .iter()
+        .map(|p| {
+            if p.is_dir() {
+                p.clone()
+            } else {
+                p.parent().unwrap_or(p).to_path_buf()
+            }
+        })
+        .collect();
+    keep.sort();
+    keep.dedup();
+    if keep.iter().any(|p| p.to_string_lossy().contains('\'')) {
+        bail!("a path with a single quote cannot be shared with the guest: {keep:?}");
+    }
+    std::fs::write(initrd_dir.join("init"), init_script(&script, &keep))?;
     make_initrd(&initrd_dir, &work.join("initrd.gz"))?;
 
     let console = std::fs::File::create(work.join("console.log"))?;
@@ -389,8 +408,21 @@ fn make_initrd(dir: &Path, out: &Path) -> Result<()> {
 }
 
 /// PID 1: the modules, the host's root at /newroot (read-only) with the kernel's own
-/// file systems and fresh tmpfs where the tests write, the output share, then the suite.
-fn init_script(smoke: &Path) -> String {
+/// file systems and fresh tmpfs where the tests write (`keep` bound back over them), the
+/// output share, then the suite.
+fn init_script(smoke: &Path, keep: &[PathBuf]) -> String {
+    let (mut save, mut restore) = (String::new(), String::new());
+    for (i, dir) in keep.iter().enumerate() {
+        let d = dir.display();
+        let _ = writeln!(
+            save,
+            "  $B mkdir -p /keep/{i} && $B mount --bind '/newroot{d}' /keep/{i}"
+        );
+        let _ = writeln!(
+            restore,
+            "  $B mkdir -p '/newroot{d}' && $B mount --bind /keep/{i} '/newroot{d}'"
+        );
+    }
     format!(
         r#"#!/bin/busybox sh
 B=/bin/busybox
@@ -401,7 +433,7 @@ for m in $($B cat /modules/order); do $B insmod /modules/$m.ko || echo "vm: insm
 R=/newroot
 if $B mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose host $R; then
   $B mount -t proc proc $R/proc
-  $B mount -t sysfs sys $R/sys
+{save}  $B mount -t sysfs sys $R/sys
   $B mount -t devtmpfs dev $R/dev
   $B mkdir -p $R/dev/pts $R/dev/shm
   $B mount -t devpts devpts $R/dev/pts
@@ -410,7 +442,7 @@ if $B mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose h
   $B mount -t tmpfs run $R/run
   $B mount -t tracefs tracefs $R/sys/kernel/tracing
   $B mount -t cgroup2 cgroup2 $R/sys/fs/cgroup
-  $B mkdir -p $R/tmp/vm-out
+{restore}  $B mkdir -p $R/tmp/vm-out
   $B mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 out $R/tmp/vm-out
   $B chroot $R /bin/sh {}
 else
@@ -418,7 +450,7 @@ else
 fi
 $B poweroff -f
 "#,
-        smoke.display()
+        smoke.display(),
     )
 }
 
