@@ -152,6 +152,11 @@ pub struct Config {
     pub stack_bytes: u32,
     pub pid_count: u32,
     pub comm_count: u32,
+    /// 1: the kernel has bpf_loop and bpf_find_vma (5.17), and the records after a
+    /// capture (Python stacks, memory, faulting mapping, an overflowed stack's top) are
+    /// made; 0: they are not, and the verifier never walks their code (a constant).
+    pub extras: u32,
+    pub _pad: u32,
     pub pids: [u32; MAX_PID_FILTERS],
     pub comms: [CommPattern; MAX_COMM_FILTERS],
     pub offsets: KernelOffsets,
@@ -166,6 +171,8 @@ impl Config {
             stack_bytes: DEFAULT_STACK_BYTES,
             pid_count: 0,
             comm_count: 0,
+            extras: 1,
+            _pad: 0,
             pids: [0; MAX_PID_FILTERS],
             comms: [CommPattern {
                 bytes: [0; 2],

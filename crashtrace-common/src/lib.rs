@@ -238,7 +238,7 @@ mod tests {
         assert_eq!(size_of::<CommPattern>(), 32);
         assert_eq!(
             size_of::<Config>(),
-            16 + 4 * 4 + 4 * MAX_PID_FILTERS + 32 * MAX_COMM_FILTERS + size_of::<KernelOffsets>()
+            16 + 4 * 6 + 4 * MAX_PID_FILTERS + 32 * MAX_COMM_FILTERS + size_of::<KernelOffsets>()
         );
         assert_eq!(MAX_STACK_BYTES % STACK_CHUNK, 0);
         assert_eq!(*STACK_CLASSES.last().unwrap(), MAX_STACK_BYTES);

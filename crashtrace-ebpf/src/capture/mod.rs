@@ -163,6 +163,11 @@ struct Captured {
 /// over 200.
 #[inline(never)]
 fn after_capture(c: &Captured) {
+    // Off on a kernel without bpf_loop and bpf_find_vma: a known constant, so its
+    // verifier skips what follows and never sees the helpers it lacks.
+    if config!(extras) == 0 {
+        return;
+    }
     python::capture::<false>(c.task, c.pid, c.tid);
     memory::emit(c.task, c.pid, c.tid, c.sig, c.rip);
     if let Some(addr) = c.fault_addr {
@@ -301,7 +306,8 @@ fn signal_delivered<const CHUNKS: usize>(ctx: &BtfTracePointContext, sig: i32) -
             && sig == SIGSEGV
             && fault < sp
             && sp - fault <= PUSH_BELOW_SP;
-        if flags & CAPTURE_SP_PAGE_SKIPPED != 0 || push_below_sp {
+        // (bpf_find_vma: only with the extras, see `after_capture`.)
+        if config!(extras) != 0 && (flags & CAPTURE_SP_PAGE_SKIPPED != 0 || push_below_sp) {
             copy_stack_top::<CHUNKS>(task, head, area);
         }
     }
