@@ -26,6 +26,8 @@ pub struct ProcessView<'a> {
     pub xid: Vec<XidEvent>,
     /// The host's name.
     pub host: Option<String>,
+    /// What this kernel keeps out of every report (see `capture::features`).
+    pub kernel_note: Option<&'a str>,
 }
 
 pub fn analyze(
@@ -84,6 +86,7 @@ pub fn analyze(
         gpu_libraries,
         xid: view.xid,
         host: view.host,
+        kernel_note: view.kernel_note.map(str::to_string),
         time,
         latency_ms,
     });

@@ -116,7 +116,11 @@ pub fn run(args: DumpArgs) -> Result<i32> {
     let mut config = Config::empty();
     config.self_pid = me;
     let vmlinux = btf::load_vmlinux()?;
-    features::check(&vmlinux, &[features::CAPTURE, features::DUMP])?;
+    features::check(
+        &vmlinux,
+        &[features::CAPTURE, features::EXTRAS, features::DUMP],
+        &[],
+    )?;
     config.offsets = btf::kernel_offsets(&vmlinux)?;
     let before: Vec<Before> = pids.iter().map(|&pid| read_before(pid)).collect();
     let batches = batches(&before.iter().map(|b| b.threads.len()).collect::<Vec<_>>());

@@ -119,6 +119,7 @@ fn names(s: &Snapshot, stack_limit: Option<usize>) -> (Vec<String>, String) {
         earlier_failure: None,
         xid: Vec::new(),
         host: None,
+        kernel_note: None,
     };
     let r = analyze(
         &mut Symbolizer::new(&[], None),

@@ -45,6 +45,11 @@ pub const CAPTURE: &[Feature] = &[
         since: (5, 15),
         probe: Probe::Helper("BPF_FUNC_task_pt_regs"),
     },
+];
+
+/// What the records after a capture need (Python stacks, the memory map, the faulting
+/// mapping, an overflowed stack's top): without it crashtrace still runs, without them.
+pub const EXTRAS: &[Feature] = &[
     Feature {
         name: "bpf_loop",
         since: (5, 17),
@@ -89,22 +94,47 @@ pub fn refusal(release: &str, missing: &[&Feature]) -> Option<String> {
     ))
 }
 
-/// Checks the running kernel for `wanted`; Err with the sentence when something is
-/// missing.
-pub fn check(btf: &Btf, wanted: &[&[Feature]]) -> anyhow::Result<()> {
+/// What a report lacks on a kernel without `missing` extras; None when nothing is.
+pub fn degradation(release: &str, missing: &[&Feature]) -> Option<String> {
+    let newest = missing.iter().map(|f| f.since).max()?;
+    let named: Vec<String> = missing
+        .iter()
+        .map(|f| format!("{} (Linux {}.{})", f.name, f.since.0, f.since.1))
+        .collect();
+    Some(format!(
+        "this kernel ({release}) lacks {}: no Python frames, memory map, faulting mapping or \
+         top of an overflowed stack in the reports (Linux {}.{} has them)",
+        named.join(", "),
+        newest.0,
+        newest.1
+    ))
+}
+
+/// Checks the running kernel for `required` (Err with the sentence when one is missing)
+/// and for `extras`: the sentence of what reports will lack, if any.
+pub fn check(
+    btf: &Btf,
+    required: &[&[Feature]],
+    extras: &[Feature],
+) -> anyhow::Result<Option<String>> {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown release".into());
-    let gone = missing(wanted, |p| match p {
-        Probe::Helper(h) => enum_value(btf, "bpf_func_id", h).is_ok(),
+    // The tests run the degraded programs on a kernel that has everything by naming
+    // helpers to take as missing.
+    let pretend = std::env::var("CRASHTRACE_TEST_KERNEL_LACKS").unwrap_or_default();
+    let has = |p: &Probe| match p {
+        Probe::Helper(h) => {
+            !pretend.split(',').any(|x| x == *h) && enum_value(btf, "bpf_func_id", h).is_ok()
+        }
         Probe::Tracepoint(t) => btf
             .resolve_types_by_name(&format!("btf_trace_{t}"))
             .is_ok_and(|v| !v.is_empty()),
-    });
-    match refusal(&release, &gone) {
-        Some(sentence) => anyhow::bail!("{sentence}"),
-        None => Ok(()),
+    };
+    if let Some(sentence) = refusal(&release, &missing(required, has)) {
+        anyhow::bail!("{sentence}");
     }
+    Ok(degradation(&release, &missing(&[extras], has)))
 }
 
 #[cfg(test)]
@@ -113,7 +143,8 @@ mod tests {
 
     #[test]
     fn a_kernel_with_everything_is_not_refused() {
-        assert!(missing(&[CAPTURE, DUMP], |_| true).is_empty());
+        assert!(missing(&[CAPTURE, EXTRAS, DUMP], |_| true).is_empty());
+        assert_eq!(degradation("6.1.0-57-amd64", &[]), None);
         assert_eq!(refusal("6.1.0-57-amd64", &[]), None);
     }
 
@@ -130,20 +161,23 @@ mod tests {
         assert_eq!(
             refusal("5.10.0-32-amd64", &gone).unwrap(),
             "this kernel (5.10.0-32-amd64) lacks bpf_get_current_task_btf (Linux 5.11), \
-             bpf_task_pt_regs (Linux 5.15), bpf_loop (Linux 5.17), bpf_find_vma (Linux 5.17), \
-             which crashtrace's eBPF programs need: run it on Linux 5.17 or later"
+             bpf_task_pt_regs (Linux 5.15), which crashtrace's eBPF programs need: run it on \
+             Linux 5.15 or later"
         );
-        // A 5.15 kernel (Ubuntu 22.04's): everything up to bpf_task_pt_regs.
+        // A 5.15 kernel (Ubuntu 22.04's): everything up to bpf_task_pt_regs. It runs, and
+        // says what its reports lack.
         let lts = |p: &Probe| !matches!(p, Probe::Helper("BPF_FUNC_loop" | "BPF_FUNC_find_vma"));
+        assert!(missing(&[CAPTURE], lts).is_empty());
         assert_eq!(
-            refusal("5.15.0", &missing(&[CAPTURE], lts)).unwrap(),
-            "this kernel (5.15.0) lacks bpf_loop (Linux 5.17), bpf_find_vma (Linux 5.17), which \
-             crashtrace's eBPF programs need: run it on Linux 5.17 or later"
+            degradation("5.15.0", &missing(&[EXTRAS], lts)).unwrap(),
+            "this kernel (5.15.0) lacks bpf_loop (Linux 5.17), bpf_find_vma (Linux 5.17): no \
+             Python frames, memory map, faulting mapping or top of an overflowed stack in the \
+             reports (Linux 5.17 has them)"
         );
         // A 5.17 kernel can capture but not dump.
         let no_dump = |p: &Probe| !matches!(p, Probe::Helper("BPF_FUNC_copy_from_user_task"));
-        assert!(missing(&[CAPTURE], no_dump).is_empty());
-        let gone = missing(&[CAPTURE, DUMP], no_dump);
+        assert!(missing(&[CAPTURE, EXTRAS], no_dump).is_empty());
+        let gone = missing(&[CAPTURE, EXTRAS, DUMP], no_dump);
         assert_eq!(
             refusal("5.17.0", &gone).unwrap(),
             "this kernel (5.17.0) lacks bpf_copy_from_user_task (Linux 5.18), which \

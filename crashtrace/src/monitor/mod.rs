@@ -239,7 +239,10 @@ pub fn check(args: &Args) -> Result<()> {
 /// Runs until SIGINT/SIGTERM, or in run mode until the command has ended. Reports go to
 /// the sinks; status lines to stderr. Returns the exit code for crashtrace.
 pub async fn run(args: Args) -> Result<i32> {
-    let config = build_config(&args)?;
+    let (config, degraded) = build_config(&args)?;
+    if let Some(d) = &degraded {
+        say!("crashtrace: {d}");
+    }
     let metrics = match args.outputs.metrics_address {
         Some(addr) => {
             let m = Arc::new(Metrics::new());
@@ -306,6 +309,7 @@ pub async fn run(args: Args) -> Result<i32> {
             shed.clone(),
             args.cpu_budget.map(|p| f64::from(p) / 100.0),
             grouping,
+            degraded,
         ),
         registrar: Registrar::start(registry, abort_msgs, shed.clone()),
         scope: None,

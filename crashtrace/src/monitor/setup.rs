@@ -100,10 +100,12 @@ pub fn raise_fd_limit() {
     }
 }
 
-pub fn build_config(args: &Args) -> Result<Config> {
+/// The programs' configuration, and what reports lack on this kernel (see `features`).
+pub fn build_config(args: &Args) -> Result<(Config, Option<String>)> {
     let btf = btf::load_vmlinux()?;
-    features::check(&btf, &[features::CAPTURE])?;
+    let degraded = features::check(&btf, &[features::CAPTURE], features::EXTRAS)?;
     let mut cfg = Config::empty();
+    cfg.extras = degraded.is_none() as u32;
     cfg.signal_mask = args.signals.0;
     cfg.kill_mask = args.kills.0;
     cfg.self_pid = std::process::id();
@@ -117,7 +119,7 @@ pub fn build_config(args: &Args) -> Result<Config> {
         *slot = c.to_pattern();
     }
     cfg.offsets = btf::kernel_offsets(&btf)?;
-    Ok(cfg)
+    Ok((cfg, degraded))
 }
 
 /// The stop signals seen and not yet acted on: a bit per signal number.

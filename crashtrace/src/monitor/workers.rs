@@ -122,7 +122,7 @@ pub struct Analysis {
 impl Analysis {
     /// `make_symbolizer` makes the symbolizer on the thread (blazesym's is not Send), again
     /// when `shed` asks for its caches to go; `cpu_share` holds the thread to that share
-    /// of one CPU.
+    /// of one CPU. `kernel_note`, what this kernel keeps out of reports, goes into each.
     pub fn start(
         make_symbolizer: impl Fn() -> Symbolizer + Send + 'static,
         sinks: Sinks,
@@ -130,6 +130,7 @@ impl Analysis {
         shed: Arc<Shed>,
         cpu_share: Option<f64>,
         grouping: Grouping,
+        kernel_note: Option<String>,
     ) -> Self {
         let losses = sinks.losses();
         let stopping = Arc::new(AtomicBool::new(false));
@@ -167,6 +168,7 @@ impl Analysis {
                         earlier_failure: job.earlier_failure,
                         xid: job.xid,
                         host: host.clone(),
+                        kernel_note: kernel_note.as_deref(),
                     };
                     // From the fatal signal reaching the thread to the report leaving the stages.
                     let started = job.crash.fatal().ktime_ns;

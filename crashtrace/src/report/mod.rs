@@ -51,6 +51,8 @@ pub struct ReportInput<'a> {
     pub xid: Vec<XidEvent>,
     /// The host's name.
     pub host: Option<String>,
+    /// What this kernel keeps out of every report, Python frames among them.
+    pub kernel_note: Option<String>,
     /// When the report is made (wall clock), and how long after the fatal signal.
     pub time: SystemTime,
     pub latency_ms: f64,
@@ -133,7 +135,9 @@ pub fn build(input: ReportInput<'_>) -> CrashReport {
         }),
     };
     let mut notes = Vec::new();
-    if python.is_none()
+    if let Some(n) = &input.kernel_note {
+        notes.push(n.clone());
+    } else if python.is_none()
         && let Some(v) = input.python_mapped
     {
         notes.push(if !input.python_layout_known {
