@@ -263,3 +263,53 @@ fn python_in_its_own_namespaces_and_the_gil() {
         assert!(crashing(&r).name.is_some(), "{py}");
     }
 }
+
+/// On a kernel without bpf_loop and bpf_find_vma (5.15), crashtrace runs without the
+/// records that follow a capture and says so, at start and in each report. This kernel
+/// has them: crashtrace is told to take them as missing, so the programs load with that
+/// code switched off, as they would there.
+#[test]
+fn without_bpf_loop_reports_say_what_they_lack() {
+    let ct = Crashtrace::start_with_env(
+        &["--comm", "python"],
+        &[(
+            "CRASHTRACE_TEST_KERNEL_LACKS",
+            "BPF_FUNC_loop,BPF_FUNC_find_vma",
+        )],
+    );
+    let said = ct.stderr_line("what the reports will lack", |l| {
+        l.contains("lacks bpf_loop")
+    });
+    assert!(said.contains("no Python frames"), "{said}");
+    let r = crash_and_report(
+        &ct,
+        Command::new("python3").arg(source("ctypes_deep.py")),
+        libc::SIGSEGV,
+    );
+    assert!(r.python.is_none(), "{:?}", r.python);
+    assert_eq!(
+        r.notes
+            .iter()
+            .filter(|n| n.contains("lacks bpf_loop (Linux 5.17), bpf_find_vma (Linux 5.17)"))
+            .count(),
+        1,
+        "{:?}",
+        r.notes
+    );
+    assert!(
+        !r.notes.iter().any(|n| n.contains("registered")),
+        "{:?}",
+        r.notes
+    );
+    // The native stack is whole: through the interpreter to its start.
+    let names = crashtrace_tests::function_names(&r);
+    assert!(
+        names.iter().any(|n| n.contains("_PyEval_EvalFrameDefault")),
+        "{names:?}"
+    );
+    assert_eq!(
+        names.last().map(String::as_str),
+        Some("_start"),
+        "{names:?}"
+    );
+}
