@@ -7,7 +7,7 @@ use crashtrace_common::{
 };
 
 use crate::{
-    helpers::{atomic_add64, count, read_kernel, reserve},
+    helpers::{atomic_add64, count, read_kernel, read_kernel_or_zero, reserve},
     maps::{CRASHED, HANDLED, config},
     task::{process_start, usage_of_signal},
 };
@@ -22,7 +22,7 @@ pub fn on_process_exit(task: u64) {
     // of the hot task_struct and no map lookup. (Python processes leave PYPROCS through
     // crashtrace, which sees every exit; HANDLED entries are checked against the process
     // start time where they are used.)
-    let exit_code = read_kernel::<u32>(task + config!(offsets.task_exit_code) as u64).unwrap_or(0);
+    let exit_code = read_kernel_or_zero::<u32>(task + config!(offsets.task_exit_code) as u64);
     if exit_code != 0 {
         // The rest in a subprogram, as for the signal programs (see `on_signal_generate`).
         process_exited(task, exit_code);
@@ -48,7 +48,7 @@ fn process_exited(task: u64, exit_code: u32) {
     let Some(state) = CRASHED.get_ptr_mut(pid) else {
         return;
     };
-    let f = |off: u32| read_kernel::<u64>(task + off as u64).unwrap_or(0);
+    let f = |off: u32| read_kernel_or_zero::<u64>(task + off as u64);
     // SAFETY: map value pointer from a successful lookup; threads may exit concurrently.
     unsafe {
         let u = &raw mut (*state).usage;
@@ -61,7 +61,7 @@ fn process_exited(task: u64, exit_code: u32) {
         atomic_add64(&raw mut (*u).nivcsw, f(config!(offsets.task_nivcsw)));
     }
     // signal->live reaches 0 in the last thread's do_exit(), before this tracepoint.
-    let signal = read_kernel::<u64>(task + config!(offsets.task_signal) as u64).unwrap_or(0);
+    let signal = read_kernel_or_zero::<u64>(task + config!(offsets.task_signal) as u64);
     let live = read_kernel::<i32>(signal + config!(offsets.signal_live) as u64).unwrap_or(1);
     if live != 0 {
         return;
@@ -81,7 +81,7 @@ fn exit_after_handler(task: u64, pid: u32, exit_code: u32, last_ns: u64) {
     if now.saturating_sub(last_ns) >= HANDLED_END_NS {
         return;
     }
-    let f = |off: u32| read_kernel::<u64>(task + off as u64).unwrap_or(0);
+    let f = |off: u32| read_kernel_or_zero::<u64>(task + off as u64);
     // The group's usage so far and this thread's own; threads still exiting are missed.
     let g = usage_of_signal(task);
     let st = CrashState {
@@ -104,7 +104,7 @@ fn submit_exit(task: u64, tid: u32, exit_code: u32, st: &CrashState, flags: u32)
         count(Stat::ExitsLost);
         return;
     };
-    let signal = read_kernel::<u64>(task + config!(offsets.task_signal) as u64).unwrap_or(0);
+    let signal = read_kernel_or_zero::<u64>(task + config!(offsets.task_signal) as u64);
     let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let rec = ProcessExit {
         header: RecordHeader::of::<ProcessExit>(
@@ -126,8 +126,7 @@ fn submit_exit(task: u64, tid: u32, exit_code: u32, st: &CrashState, flags: u32)
         // signal->maxrss is in pages. Nothing here reads through the mm: on older kernels
         // (6.1) this tracepoint runs after exit_mm(), the mm gone, on newer ones (6.18)
         // before it; do_exit() folds the mm's peak into signal->maxrss ahead of both.
-        maxrss_kb: read_kernel::<u64>(signal + config!(offsets.signal_maxrss) as u64).unwrap_or(0)
-            * 4,
+        maxrss_kb: read_kernel_or_zero::<u64>(signal + config!(offsets.signal_maxrss) as u64) * 4,
         usage: st.usage,
     };
     entry.write(rec);

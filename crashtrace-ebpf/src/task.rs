@@ -27,7 +27,7 @@ pub fn process_comm_words(task: u64) -> [u64; 2] {
 pub fn process_start(task: u64) -> u64 {
     let leader =
         read_kernel::<u64>(task + config!(offsets.task_group_leader) as u64).unwrap_or(task);
-    read_kernel::<u64>(leader + config!(offsets.task_start_time) as u64).unwrap_or(0)
+    read_kernel_or_zero::<u64>(leader + config!(offsets.task_start_time) as u64)
 }
 
 /// Base name of the executable: `task->mm->exe_file->f_path.dentry->d_name.name`.
@@ -61,24 +61,24 @@ fn pointer_at(base: u64, off: u32) -> u64 {
 
 /// The task's id in its own (innermost) pid namespace: `thread_pid->numbers[level].nr`.
 pub fn ns_nr(task: u64) -> u32 {
-    let pid = read_kernel::<u64>(task + config!(offsets.task_thread_pid) as u64).unwrap_or(0);
+    let pid = read_kernel_or_zero::<u64>(task + config!(offsets.task_thread_pid) as u64);
     if pid == 0 {
         return 0;
     }
     // Nesting is at most 32 levels (MAX_PID_NS_LEVEL); the mask keeps the verifier sure.
-    let level = read_kernel::<u32>(pid + config!(offsets.pid_level) as u64).unwrap_or(0) & 31;
+    let level = read_kernel_or_zero::<u32>(pid + config!(offsets.pid_level) as u64) & 31;
     let off =
         config!(offsets.pid_numbers_nr) as u64 + level as u64 * config!(offsets.upid_size) as u64;
-    read_kernel::<u32>(pid + off).unwrap_or(0)
+    read_kernel_or_zero::<u32>(pid + off)
 }
 
 /// The task's real uid.
 pub fn task_uid(task: u64) -> u32 {
-    let cred = read_kernel::<u64>(task + config!(offsets.task_cred) as u64).unwrap_or(0);
+    let cred = read_kernel_or_zero::<u64>(task + config!(offsets.task_cred) as u64);
     if cred == 0 {
         return 0;
     }
-    read_kernel::<u32>(cred + config!(offsets.cred_uid) as u64).unwrap_or(0)
+    read_kernel_or_zero::<u32>(cred + config!(offsets.cred_uid) as u64)
 }
 
 /// Usage totals in signal_struct: the threads of the process that are already gone.
@@ -86,7 +86,7 @@ pub fn usage_of_signal(task: u64) -> Usage {
     let Some(sig) = read_kernel::<u64>(task + config!(offsets.task_signal) as u64) else {
         return Usage::default();
     };
-    let f = |off: u32| read_kernel::<u64>(sig + off as u64).unwrap_or(0);
+    let f = |off: u32| read_kernel_or_zero::<u64>(sig + off as u64);
     Usage {
         utime_ns: f(config!(offsets.signal_utime)),
         stime_ns: f(config!(offsets.signal_stime)),
@@ -103,9 +103,9 @@ pub fn inode_key(inode: u64) -> u64 {
     if inode == 0 {
         return 0;
     }
-    let ino = read_kernel::<u64>(inode + config!(offsets.inode_ino) as u64).unwrap_or(0);
-    let sb = read_kernel::<u64>(inode + config!(offsets.inode_sb) as u64).unwrap_or(0);
-    let dev = read_kernel::<u32>(sb + config!(offsets.sb_dev) as u64).unwrap_or(0);
+    let ino = read_kernel_or_zero::<u64>(inode + config!(offsets.inode_ino) as u64);
+    let sb = read_kernel_or_zero::<u64>(inode + config!(offsets.inode_sb) as u64);
+    let dev = read_kernel_or_zero::<u32>(sb + config!(offsets.sb_dev) as u64);
     // The kernel's dev_t: major above bit 20.
     file_key(dev >> 20, dev & 0xfffff, ino)
 }

@@ -7,7 +7,7 @@ use crashtrace_common::{CAPTURE_ON_CPU, RecordKind, ThreadCapture};
 
 use super::{python, record::fill_thread};
 use crate::{
-    helpers::{count, read_kernel, reserve},
+    helpers::{count, read_kernel, read_kernel_or_zero, reserve},
     maps::{DUMP_TARGETS, config},
     task::read_exe_name,
 };
@@ -22,12 +22,12 @@ pub fn on_task(task: u64) {
         return;
     };
     // A thread that has exited but not yet been reaped has no memory to read.
-    if read_kernel::<u64>(task + config!(offsets.task_mm) as u64).unwrap_or(0) == 0 {
+    if read_kernel_or_zero::<u64>(task + config!(offsets.task_mm) as u64) == 0 {
         return;
     }
-    let tid = read_kernel::<u32>(task + config!(offsets.task_pid) as u64).unwrap_or(0);
-    let task_state = read_kernel::<u32>(task + config!(offsets.task_state) as u64).unwrap_or(0);
-    let on_cpu = read_kernel::<i32>(task + config!(offsets.task_on_cpu) as u64).unwrap_or(0);
+    let tid = read_kernel_or_zero::<u32>(task + config!(offsets.task_pid) as u64);
+    let task_state = read_kernel_or_zero::<u32>(task + config!(offsets.task_state) as u64);
+    let on_cpu = read_kernel_or_zero::<i32>(task + config!(offsets.task_on_cpu) as u64);
     if let Some(mut entry) = reserve::<ThreadCapture>() {
         let rec = entry.as_mut_ptr();
         // SAFETY: `rec` is a reserved ThreadCapture; fill_thread writes every field the

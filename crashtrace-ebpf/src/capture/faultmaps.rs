@@ -11,7 +11,7 @@ use aya_ebpf::{
 use crashtrace_common::{FaultMaps, RecordHeader, RecordKind, TMPFS_MAGIC, VmaInfo};
 
 use crate::{
-    helpers::{read_kernel, reserve},
+    helpers::{read_kernel_or_zero, reserve},
     maps::config,
 };
 
@@ -21,7 +21,7 @@ use crate::{
 extern "C" fn copy_vma(_task: *mut c_void, vma: *mut c_void, ctx: *mut c_void) -> i64 {
     let v = vma as u64;
     let out = ctx as *mut VmaInfo;
-    let field = |off: u32| read_kernel::<u64>(v + off as u64).unwrap_or(0);
+    let field = |off: u32| read_kernel_or_zero::<u64>(v + off as u64);
     // SAFETY: ctx is the VmaInfo on the caller's stack.
     unsafe {
         (*out).start = field(config!(offsets.vma_start));
@@ -31,28 +31,24 @@ extern "C" fn copy_vma(_task: *mut c_void, vma: *mut c_void, ctx: *mut c_void) -
         (*out).found = 1;
         let file = field(config!(offsets.vma_file));
         if file != 0 {
-            let inode = read_kernel::<u64>(file + config!(offsets.file_inode) as u64).unwrap_or(0);
+            let inode = read_kernel_or_zero::<u64>(file + config!(offsets.file_inode) as u64);
             (*out).has_file = 1;
             (*out).file_size =
-                read_kernel::<u64>(inode + config!(offsets.inode_size) as u64).unwrap_or(0);
-            let sb = read_kernel::<u64>(inode + config!(offsets.inode_sb) as u64).unwrap_or(0);
-            let magic = read_kernel::<u64>(sb + config!(offsets.sb_magic) as u64).unwrap_or(0);
+                read_kernel_or_zero::<u64>(inode + config!(offsets.inode_size) as u64);
+            let sb = read_kernel_or_zero::<u64>(inode + config!(offsets.inode_sb) as u64);
+            let magic = read_kernel_or_zero::<u64>(sb + config!(offsets.sb_magic) as u64);
             (*out).fs_magic = magic;
             // A full tmpfs cannot give the page a shared mapping faults in: SIGBUS.
             if magic == TMPFS_MAGIC && config!(offsets.shmem_known) != 0 {
-                let info = read_kernel::<u64>(sb + config!(offsets.sb_fs_info) as u64).unwrap_or(0);
+                let info = read_kernel_or_zero::<u64>(sb + config!(offsets.sb_fs_info) as u64);
                 (*out).fs_blocks =
-                    read_kernel::<u64>(info + config!(offsets.shmem_max_blocks) as u64)
-                        .unwrap_or(0);
+                    read_kernel_or_zero::<u64>(info + config!(offsets.shmem_max_blocks) as u64);
                 (*out).fs_blocks_used =
-                    read_kernel::<i64>(info + config!(offsets.shmem_used_blocks) as u64)
-                        .unwrap_or(0)
+                    read_kernel_or_zero::<i64>(info + config!(offsets.shmem_used_blocks) as u64)
                         .max(0) as u64;
             }
-            let dentry =
-                read_kernel::<u64>(file + config!(offsets.file_dentry) as u64).unwrap_or(0);
-            let name =
-                read_kernel::<u64>(dentry + config!(offsets.dentry_name) as u64).unwrap_or(0);
+            let dentry = read_kernel_or_zero::<u64>(file + config!(offsets.file_dentry) as u64);
+            let name = read_kernel_or_zero::<u64>(dentry + config!(offsets.dentry_name) as u64);
             bpf_probe_read_kernel_str(
                 (*out).name.as_mut_ptr() as *mut c_void,
                 (*out).name.len() as u32,
@@ -102,7 +98,7 @@ extern "C" fn vma_end(_task: *mut c_void, vma: *mut c_void, ctx: *mut c_void) ->
     // SAFETY: ctx is the u64 on the caller's stack.
     unsafe {
         *(ctx as *mut u64) =
-            read_kernel::<u64>(vma as u64 + config!(offsets.vma_end) as u64).unwrap_or(0)
+            read_kernel_or_zero::<u64>(vma as u64 + config!(offsets.vma_end) as u64)
     };
     0
 }

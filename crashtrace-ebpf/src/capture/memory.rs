@@ -16,7 +16,7 @@ use crashtrace_common::{
 };
 
 use crate::{
-    helpers::{read_kernel, reserve},
+    helpers::{read_kernel, read_kernel_or_zero, reserve},
     maps::{LIBC_FILES, config},
     task::inode_key,
 };
@@ -30,9 +30,9 @@ const ABORT_MSG_TEXT: u64 = 4;
 /// that holds the environment block.
 #[inline(never)]
 pub fn emit(task: u64, pid: u32, tid: u32, sig: i32, rip: u64) {
-    let mm = read_kernel::<u64>(task + config!(offsets.task_mm) as u64).unwrap_or(0);
-    let start = read_kernel::<u64>(mm + config!(offsets.mm_env_start) as u64).unwrap_or(0);
-    let end = read_kernel::<u64>(mm + config!(offsets.mm_env_end) as u64).unwrap_or(0);
+    let mm = read_kernel_or_zero::<u64>(task + config!(offsets.task_mm) as u64);
+    let start = read_kernel_or_zero::<u64>(mm + config!(offsets.mm_env_start) as u64);
+    let end = read_kernel_or_zero::<u64>(mm + config!(offsets.mm_env_end) as u64);
     let first = start & !(PAGE - 1);
     let last = (end + PAGE - 1) & !(PAGE - 1);
     let pages = if mm != 0 && start < end {
@@ -172,16 +172,16 @@ extern "C" fn fd_cb(i: u64, ctx: *mut c_void) -> i64 {
     }
     // SAFETY: as above.
     unsafe { (*s).scanned = i as u32 + 1 };
-    let file = read_kernel::<u64>(fds + i * 8).unwrap_or(0);
+    let file = read_kernel_or_zero::<u64>(fds + i * 8);
     if file == 0 {
         return 0;
     }
-    let inode = read_kernel::<u64>(file + config!(offsets.file_inode) as u64).unwrap_or(0);
-    let mode = read_kernel::<u16>(inode + config!(offsets.inode_mode) as u64).unwrap_or(0);
+    let inode = read_kernel_or_zero::<u64>(file + config!(offsets.file_inode) as u64);
+    let mode = read_kernel_or_zero::<u16>(inode + config!(offsets.inode_mode) as u64);
     if inode == 0 || mode & S_IFMT != S_IFCHR {
         return 0;
     }
-    let rdev = read_kernel::<u32>(inode + config!(offsets.inode_rdev) as u64).unwrap_or(0);
+    let rdev = read_kernel_or_zero::<u32>(inode + config!(offsets.inode_rdev) as u64);
     let (major, minor) = (rdev >> MINOR_BITS, rdev & ((1 << MINOR_BITS) - 1));
     // SAFETY: as above.
     unsafe {
@@ -196,8 +196,8 @@ extern "C" fn fd_cb(i: u64, ctx: *mut c_void) -> i64 {
         }
     }
     // UVM's major is dynamic: known by its name.
-    let dentry = read_kernel::<u64>(file + config!(offsets.file_dentry) as u64).unwrap_or(0);
-    let name = read_kernel::<u64>(dentry + config!(offsets.dentry_name) as u64).unwrap_or(0);
+    let dentry = read_kernel_or_zero::<u64>(file + config!(offsets.file_dentry) as u64);
+    let name = read_kernel_or_zero::<u64>(dentry + config!(offsets.dentry_name) as u64);
     if name != 0 && read_kernel::<[u8; 11]>(name) == Some(*b"nvidia-uvm\0") {
         // SAFETY: as above.
         unsafe { (*s).flags |= GPU_UVM };
@@ -216,17 +216,17 @@ fn scan_fds(task: u64) -> FdScan {
         flags: 0,
         _pad: 0,
     };
-    let files = read_kernel::<u64>(task + config!(offsets.task_files) as u64).unwrap_or(0);
+    let files = read_kernel_or_zero::<u64>(task + config!(offsets.task_files) as u64);
     let fdt = if files != 0 {
-        read_kernel::<u64>(files + config!(offsets.files_fdt) as u64).unwrap_or(0)
+        read_kernel_or_zero::<u64>(files + config!(offsets.files_fdt) as u64)
     } else {
         0
     };
     if fdt == 0 {
         return s;
     }
-    let max = read_kernel::<u32>(fdt + config!(offsets.fdt_max_fds) as u64).unwrap_or(0);
-    s.fds = read_kernel::<u64>(fdt + config!(offsets.fdt_fd) as u64).unwrap_or(0);
+    let max = read_kernel_or_zero::<u32>(fdt + config!(offsets.fdt_max_fds) as u64);
+    s.fds = read_kernel_or_zero::<u64>(fdt + config!(offsets.fdt_fd) as u64);
     s.max = max.min(MAX_FDS_SCANNED);
     if max > MAX_FDS_SCANNED {
         s.flags |= GPU_FDS_MORE;
@@ -261,10 +261,10 @@ struct LibcVma {
 extern "C" fn copy_libc_vma(_task: *mut c_void, vma: *mut c_void, ctx: *mut c_void) -> i64 {
     let v = vma as u64;
     let out = ctx as *mut LibcVma;
-    let field = |off: u32| read_kernel::<u64>(v + off as u64).unwrap_or(0);
+    let field = |off: u32| read_kernel_or_zero::<u64>(v + off as u64);
     let file = field(config!(offsets.vma_file));
     let inode = if file != 0 {
-        read_kernel::<u64>(file + config!(offsets.file_inode) as u64).unwrap_or(0)
+        read_kernel_or_zero::<u64>(file + config!(offsets.file_inode) as u64)
     } else {
         0
     };
@@ -274,8 +274,7 @@ extern "C" fn copy_libc_vma(_task: *mut c_void, vma: *mut c_void, ctx: *mut c_vo
         (*out).pgoff = field(config!(offsets.vma_pgoff));
         if inode != 0 {
             (*out).ino = inode_key(inode);
-            (*out).size =
-                read_kernel::<u64>(inode + config!(offsets.inode_size) as u64).unwrap_or(0);
+            (*out).size = read_kernel_or_zero::<u64>(inode + config!(offsets.inode_size) as u64);
         }
     }
     0

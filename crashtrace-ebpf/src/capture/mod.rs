@@ -198,7 +198,7 @@ fn signal_delivered<const CHUNKS: usize>(ctx: &BtfTracePointContext, sig: i32) -
     // cannot be handled; crash signals are captured either way, for re-raise pairing.)
     if sig != SIGKILL && !signal_wanted(sig) {
         let ka: u64 = ctx.arg(2);
-        if read_kernel::<u64>(ka).unwrap_or(0) != 0 {
+        if read_kernel_or_zero::<u64>(ka) != 0 {
             return None;
         }
     }
@@ -208,9 +208,9 @@ fn signal_delivered<const CHUNKS: usize>(ctx: &BtfTracePointContext, sig: i32) -
     // SIGUSR1, ...) reaches every thread as SIGKILL: the signal that ended the process is
     // in signal->group_exit_code. A plain exit_group() leaves it 0 there.
     let sig = if sig == SIGKILL {
-        let signal = read_kernel::<u64>(task + config!(offsets.task_signal) as u64).unwrap_or(0);
-        let code = read_kernel::<u32>(signal + config!(offsets.signal_group_exit_code) as u64)
-            .unwrap_or(0);
+        let signal = read_kernel_or_zero::<u64>(task + config!(offsets.task_signal) as u64);
+        let code =
+            read_kernel_or_zero::<u32>(signal + config!(offsets.signal_group_exit_code) as u64);
         if code & 0x7f == 0 {
             return None;
         }

@@ -14,7 +14,7 @@ use crashtrace_common::{
 };
 
 use crate::{
-    helpers::{output, read_kernel, reserve},
+    helpers::{output, read_kernel_or_zero, reserve},
     maps::{PY_CODES_SEEN, PY_SCRATCH, PYFILES, PYPROCS, config},
     task::inode_key,
     user::{read, read_raw},
@@ -60,14 +60,14 @@ struct Walk {
 pub fn capture<const O: bool>(task: u64, pid: u32, tid: u32) {
     if PYPROCS.get_ptr(pid).is_none() {
         // Not registered yet: maybe a known non-PIE interpreter (same layout everywhere).
-        let mm = read_kernel::<u64>(task + config!(offsets.task_mm) as u64).unwrap_or(0);
+        let mm = read_kernel_or_zero::<u64>(task + config!(offsets.task_mm) as u64);
         let exe = if mm != 0 {
-            read_kernel::<u64>(mm + config!(offsets.mm_exe_file) as u64).unwrap_or(0)
+            read_kernel_or_zero::<u64>(mm + config!(offsets.mm_exe_file) as u64)
         } else {
             0
         };
         let inode = if exe != 0 {
-            read_kernel::<u64>(exe + config!(offsets.file_inode) as u64).unwrap_or(0)
+            read_kernel_or_zero::<u64>(exe + config!(offsets.file_inode) as u64)
         } else {
             0
         };
@@ -93,7 +93,7 @@ pub fn capture<const O: bool>(task: u64, pid: u32, tid: u32) {
         fsbase: if O {
             0
         } else {
-            read_kernel::<u64>(task + config!(offsets.task_fsbase) as u64).unwrap_or(0)
+            read_kernel_or_zero::<u64>(task + config!(offsets.task_fsbase) as u64)
         },
         frame: 0,
         nframes: 0,

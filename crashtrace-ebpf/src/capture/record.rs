@@ -65,10 +65,9 @@ pub unsafe fn fill_head<const O: bool>(
         } else {
             aya_ebpf::helpers::bpf_get_current_cgroup_id()
         };
-        let parent =
-            read_kernel::<u64>(task + config!(offsets.task_real_parent) as u64).unwrap_or(0);
+        let parent = read_kernel_or_zero::<u64>(task + config!(offsets.task_real_parent) as u64);
         (*head).parent_pid = if parent != 0 {
-            read_kernel::<u32>(parent + config!(offsets.task_tgid) as u64).unwrap_or(0)
+            read_kernel_or_zero::<u32>(parent + config!(offsets.task_tgid) as u64)
         } else {
             0
         };
