@@ -7,7 +7,7 @@ use std::io::Read as _;
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, RingBuf},
+    maps::{HashMap, MapData},
     programs::Iter,
 };
 use crashtrace_common::Config;
@@ -19,7 +19,7 @@ use super::{
 
 pub struct DumpIter {
     ebpf: Ebpf,
-    events: RingBuf<MapData>,
+    events: super::ring::Ring,
     targets: HashMap<MapData, u32, u32>,
 }
 
@@ -54,7 +54,8 @@ impl DumpIter {
             .try_into()?;
         prog.load("task", &btf)
             .map_err(|e| explain(anyhow!(e), "verifying the dump_task program"))?;
-        let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("EVENTS map missing")?)?;
+        let events =
+            super::ring::Ring::new(ebpf.take_map("EVENTS").context("EVENTS map missing")?)?;
         let targets = HashMap::try_from(
             ebpf.take_map("DUMP_TARGETS")
                 .context("DUMP_TARGETS map missing")?,
@@ -105,7 +106,7 @@ impl DumpIter {
             undecodable: 0,
             ring_full: 0,
         };
-        while let Some(item) = self.events.next() {
+        while let Some(item) = self.events.next_record() {
             match decode(&item) {
                 Ok(e) => pass.events.push(e),
                 Err(_) => pass.undecodable += 1,

@@ -3,7 +3,7 @@
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{MapData, PerCpuArray},
     programs::BtfTracePoint,
 };
 use crashtrace_common::{Config, STAT_COUNT, Stat, stack_class};
@@ -27,7 +27,7 @@ pub type LibcFiles = aya::maps::HashMap<MapData, u64, crashtrace_common::LibcFil
 
 /// The maps crashtrace writes or reads while the probes run.
 pub struct ProbeMaps {
-    pub events: RingBuf<MapData>,
+    pub events: super::ring::Ring,
     pub pyprocs: PyProcs,
     pub pyfiles: PyFiles,
     pub libc_files: LibcFiles,
@@ -64,7 +64,8 @@ impl Probes {
             prog.attach()
                 .map_err(|e| explain(anyhow!(e), &format!("attaching to the {name} tracepoint")))?;
         }
-        let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("EVENTS map missing")?)?;
+        let events =
+            super::ring::Ring::new(ebpf.take_map("EVENTS").context("EVENTS map missing")?)?;
         let stats = PerCpuArray::try_from(ebpf.take_map("STATS").context("STATS map missing")?)?;
         let pyprocs = PyProcs::try_from(ebpf.take_map("PYPROCS").context("PYPROCS map missing")?)?;
         let pyfiles = PyFiles::try_from(ebpf.take_map("PYFILES").context("PYFILES map missing")?)?;

@@ -12,3 +12,4 @@ pub mod perf;
 pub mod pins;
 pub mod processes;
 pub mod records;
+pub mod ring;

@@ -368,7 +368,7 @@ pub async fn run(args: Args) -> Result<i32> {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
                 let rb = guard.get_inner_mut();
-                while let Some(item) = rb.next() {
+                while let Some(item) = rb.next_record() {
                     pipeline.on_record(&item);
                 }
                 guard.clear_ready();
@@ -390,7 +390,7 @@ pub async fn run(args: Args) -> Result<i32> {
                 // while crashtrace was stopped, say) must not leave records unread.
                 {
                     let rb = ring.get_mut();
-                    while let Some(item) = rb.next() {
+                    while let Some(item) = rb.next_record() {
                         pipeline.on_record(&item);
                     }
                 }
@@ -459,7 +459,7 @@ pub async fn run(args: Args) -> Result<i32> {
     let exits_by = tokio::time::Instant::now() + STOP_EXIT_WAIT;
     loop {
         let rb = ring.get_mut();
-        while let Some(item) = rb.next() {
+        while let Some(item) = rb.next_record() {
             pipeline.on_record(&item);
         }
         pipeline.tick();
