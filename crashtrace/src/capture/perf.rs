@@ -30,6 +30,9 @@ pub struct MappingStream {
     /// Readable when a process exec'd: the drain need not wait for a tick, so a new
     /// program's files are pinned within microseconds of being mapped.
     wakeup: Option<Wakeup>,
+    /// Every kind of record again, each one waking the reader, enabled only while the
+    /// machine is quiet (see `arm_waker`); what they carry is thrown away.
+    wakers: Vec<Sampler>,
     /// Build IDs whose mapping record has not been applied yet, by (pid, start).
     early_ids: HashMap<(u32, u64), BuildId>,
     /// Records the kernel had to drop because a buffer was full.
@@ -79,31 +82,35 @@ impl MappingStream {
         let ep = unsafe { OwnedFd::from_raw_fd(ep) };
         let mut samplers = Vec::with_capacity(cpus.len());
         let mut id_samplers = Vec::with_capacity(cpus.len());
-        for cpu in cpus {
-            let execs = open_one(cpu, 64 << 10, Stream::Execs, wake_on_exec)?;
+        let mut wakers = Vec::with_capacity(cpus.len());
+        let watch = |s: &Sampler| {
             let mut ev = libc::epoll_event {
                 events: libc::EPOLLIN as u32,
-                u64: cpu as u64,
+                u64: 0,
             };
             // SAFETY: valid descriptors and event.
             if unsafe {
-                libc::epoll_ctl(
-                    ep.as_raw_fd(),
-                    libc::EPOLL_CTL_ADD,
-                    execs.as_raw_fd(),
-                    &mut ev,
-                )
+                libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, s.as_raw_fd(), &mut ev)
             } != 0
             {
                 return Err(std::io::Error::last_os_error()).context("epoll_ctl");
             }
+            Ok(())
+        };
+        for cpu in cpus {
+            let execs = open_one(cpu, 64 << 10, Stream::Execs, wake_on_exec)?;
+            watch(&execs)?;
             samplers.push(open_one(cpu, ring_bytes, Stream::Mappings, false)?);
             samplers.push(execs);
             id_samplers.push(open_one(cpu, ring_bytes / 2, Stream::BuildIds, false)?);
+            let waker = open_one(cpu, 8 << 10, Stream::Waker, true)?;
+            watch(&waker)?;
+            wakers.push(waker);
         }
         Ok(Self {
             samplers,
             id_samplers,
+            wakers,
             wakeup: Some(Wakeup(ep)),
             early_ids: HashMap::new(),
             lost: 0,
@@ -113,6 +120,21 @@ impl MappingStream {
     /// The descriptor to wait on for new records (once).
     pub fn take_wakeup(&mut self) -> Option<Wakeup> {
         self.wakeup.take()
+    }
+
+    /// With `on`, the next record of any kind makes the wakeup descriptor readable: the
+    /// reader may then sleep without a tick while nothing happens. Off again, what the
+    /// wakers wrote is discarded (the records themselves come through the other streams).
+    pub fn arm_waker(&mut self, on: bool) {
+        for w in &mut self.wakers {
+            let done = if on { w.enable() } else { w.disable() };
+            if let Err(e) = done {
+                log::debug!("perf waker: {e}");
+            }
+            if !on {
+                while w.next_record().is_some() {}
+            }
+        }
     }
 
     /// Applies every pending record to `table`, in time order across CPUs.
@@ -129,7 +151,10 @@ impl MappingStream {
             read_records(s, &mut batch, &mut self.lost, true);
         }
         batch.sort_by_key(|(t, _)| *t);
-        let mut d = Drained::default();
+        let mut d = Drained {
+            records: batch.len(),
+            ..Default::default()
+        };
         for (time, change) in batch {
             match change {
                 Change::Mmap(pid, mut m) => {
@@ -180,25 +205,28 @@ enum Stream {
     Execs,
     /// Executable mmaps again, with the file's build ID in place of device and inode.
     BuildIds,
+    /// Mmaps, forks, exits and execs, created disabled: only to wake the reader.
+    Waker,
 }
 
 /// One dummy software event on `cpu` for one kind of side-band record.
 fn open_one(cpu: usize, ring_bytes: usize, stream: Stream, wake: bool) -> Result<Sampler> {
     let mut b = Builder::new(Software::DUMMY);
     let maps = stream != Stream::Execs;
+    let execs = matches!(stream, Stream::Execs | Stream::Waker);
     b.any_pid()
         .one_cpu(cpu)
         .exclude_kernel(false)
         .mmap(maps)
         .mmap2(maps)
         .build_id(stream == Stream::BuildIds)
-        .comm(stream == Stream::Execs)
-        .comm_exec(stream == Stream::Execs)
-        .task(stream == Stream::Mappings)
+        .comm(execs)
+        .comm_exec(execs)
+        .task(matches!(stream, Stream::Mappings | Stream::Waker))
         .sample_id_all(true)
         .sample(perf_event::SampleFlag::TID | perf_event::SampleFlag::TIME)
         .clockid(perf_event::Clock::MONOTONIC)
-        .enabled(true);
+        .enabled(stream != Stream::Waker);
     if wake {
         b.wakeup_watermark(1);
     }
@@ -274,6 +302,8 @@ fn read_records(s: &mut Sampler, batch: &mut Vec<(u64, Change)>, lost: &mut u64,
 /// What one drain changed, in time order within each list.
 #[derive(Default)]
 pub struct Drained {
+    /// Records applied.
+    pub records: usize,
     /// New file mappings, by process.
     pub mmaps: Vec<(u32, Mapping)>,
     pub events: Vec<Lifecycle>,

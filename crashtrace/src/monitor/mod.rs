@@ -5,6 +5,8 @@
 //! parses a file or waits for output: the buffers are drained whatever the workers do.
 
 mod budget;
+mod pace;
+mod pipeline;
 pub mod runmode;
 pub mod setup;
 mod summary;
@@ -17,27 +19,28 @@ use crashtrace_common::Stat;
 use tokio::io::unix::AsyncFd;
 
 use crate::{
-    assemble::{Assembled, Assembler, EXIT_WAIT_NS, EnvAllow},
+    assemble::{Assembler, EXIT_WAIT_NS, EnvAllow},
     capture::{
         loader::{Probes, explain},
         perf::MappingStream,
         pins::FilePins,
         processes::ProcessTable,
-        records::{Event, decode},
     },
     cli::Args,
     metrics::{self, LoopState, Metrics},
-    python::{registry::PythonRegistry, runtime::version_from_name},
-    report::{attribution::FailureLedger, gpu::xids_for},
+    python::registry::PythonRegistry,
+    report::attribution::FailureLedger,
     sinks::{self, QUEUE_REPORTS, Sinks},
-    symbolize::libc::{AbortMessages, is_glibc},
-    sys::{cgroups::CgroupNames, kmsg::Kmsg, notify::Notifier, wait},
+    symbolize::libc::AbortMessages,
+    sys::{cgroups::CgroupNames, kmsg::Kmsg, notify::Notifier},
 };
+use pace::Pace;
+use pipeline::Pipeline;
 use runmode::{spawn_command, summarize};
 use setup::{
     build_config, install_stop_handlers, make_symbolizer, raise_fd_limit, take_stop_request,
 };
-use workers::{Analysis, Job, Registrar, Registration};
+use workers::{Analysis, Registrar};
 
 /// Exec wakeups drained between two ticks at most (see the loop).
 const WAKES_PER_TICK: u32 = 32;
@@ -60,175 +63,6 @@ pub fn monotonic_ns() -> u64 {
     // SAFETY: valid pointer to a timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// glibc files registered at most (the kernel map's size).
-const MAX_LIBC_FILES: usize = 256;
-
-/// The state the loop keeps between events.
-struct Pipeline {
-    table: ProcessTable,
-    pins: FilePins,
-    cgroups: CgroupNames,
-    stream: MappingStream,
-    assembler: Assembler,
-    analysis: Analysis,
-    registrar: Registrar,
-    /// Run mode: only this process and its descendants are reported.
-    scope: Option<u32>,
-    /// When the process table was last pruned.
-    housekept_ns: u64,
-    /// Recent failures by job: a rank killed after another's fault names it.
-    failures: FailureLedger,
-    /// The kernel log, for the GPU driver's Xid lines.
-    kmsg: Kmsg,
-    /// glibc files already handed to the registration thread.
-    libc_inodes: std::collections::HashSet<crate::capture::pins::FileKey>,
-}
-
-impl Pipeline {
-    /// Crashes still waiting for their process's exit within the run-mode scope.
-    fn pending_in_scope(&self) -> bool {
-        let mut pids = self.assembler.pending_pids();
-        match self.scope {
-            Some(root) => pids.any(|pid| self.table.is_descendant(pid, root)),
-            None => pids.next().is_some(),
-        }
-    }
-
-    fn on_record(&mut self, buf: &[u8]) {
-        match decode(buf) {
-            Ok(event) => {
-                if let Event::Signal(c) = &event {
-                    // The process may be gone within microseconds: take what is still
-                    // to be had of its files now, before anything else.
-                    self.drain();
-                    self.pin_process(c.pid, c.ktime_ns);
-                    self.registrar.send(Registration::Captured(c.pid));
-                }
-                if let Some(a) = self.assembler.push(event, monotonic_ns()) {
-                    self.on_assembled(a);
-                }
-            }
-            Err(e) => say!("crashtrace: dropped an undecodable record: {e:#}"),
-        }
-    }
-
-    fn on_assembled(&mut self, a: Assembled) {
-        match a {
-            Assembled::Crash(crash) => self.report(*crash),
-            Assembled::CaptureLost(e) => say!(
-                "crashtrace: process {} {} but its capture was lost (ring buffer full; \
-                 raise --ring-buffer-size)",
-                e.header.pid,
-                wait::decode(e.exit_code as i32).words
-            ),
-            Assembled::OrphanThread { pid, tid } => {
-                say!("crashtrace: thread {tid} of process {pid} captured without its crash record")
-            }
-            Assembled::Recovered { pid, tid, signo } => {
-                log::debug!("{pid}/{tid}: the handler of signal {signo} recovered")
-            }
-        }
-    }
-
-    /// Applies pending mapping records; keeps the Python registry current.
-    fn drain(&mut self) {
-        let d = self.stream.drain_into(&mut self.table, &mut self.pins);
-        // Lifecycle first: within one drain an exec precedes the new image's mappings.
-        if !d.events.is_empty() {
-            self.registrar.send(Registration::Lifecycles(d.events));
-        }
-        for (pid, m) in d.mmaps {
-            self.register_mapping(pid, m);
-        }
-    }
-
-    /// Hands a mapping of a file named like an interpreter or glibc to the registration
-    /// thread.
-    fn register_mapping(&mut self, pid: u32, m: crate::sys::procfs::Mapping) {
-        // Each glibc file once: every process maps one.
-        let new_libc = is_glibc(&m.path)
-            && self.libc_inodes.len() < MAX_LIBC_FILES
-            && self.libc_inodes.insert((m.dev_major, m.dev_minor, m.inode));
-        if version_from_name(&m.path).is_some() || new_libc {
-            let pinned = self.pins.get(&m);
-            self.registrar.send(Registration::Mapping(pid, m, pinned));
-        }
-    }
-
-    /// Pins every file process `pid` maps at `time_ns` that is not pinned yet (its
-    /// mapping record may have come after the process had already run to its crash).
-    fn pin_process(&mut self, pid: u32, time_ns: u64) {
-        for m in self.table.mappings_at(pid, time_ns) {
-            if m.is_file() && !self.pins.has(&m) {
-                self.pins.pin(pid, &m);
-            }
-        }
-    }
-
-    /// For each file of the crashed process that is neither pinned nor at its path any
-    /// more, a live process that maps a file with the same build ID: pinned through it.
-    fn pin_through_others(&mut self, pid: u32, maps: &[crate::sys::procfs::Mapping]) {
-        for m in maps {
-            let Some(id) = m.build_id else { continue };
-            if !m.is_file() || self.pins.has(m) {
-                continue;
-            }
-            if self.pins.by_build_id(&id).is_some() {
-                continue;
-            }
-            if let Some((other, om)) = self.table.live_with_build_id(&id, pid) {
-                self.pins.pin(other, &om);
-                self.pins.index(&om, id);
-            }
-        }
-    }
-
-    fn report(&mut self, crash: crate::assemble::Crash) {
-        // Mapping records written before the crash may still sit in the perf buffers.
-        self.drain();
-        let s = &crash.subject;
-        if let Some(root) = self.scope
-            && !self.table.is_descendant(s.pid, root)
-        {
-            // Run mode: another process on the machine; not what was asked about.
-            return;
-        }
-        let maps = self.table.mappings_at(s.pid, s.ktime_ns);
-        self.pin_through_others(s.pid, &maps);
-        let earlier_failure = self.failures.take(&crash);
-        self.kmsg.drain();
-        let has_gpu = crash
-            .memory
-            .as_ref()
-            .is_some_and(|m| m.gpu_minors != 0 || m.gpu_flags != 0);
-        let xid = xids_for(self.kmsg.recent(), s.pid, crash.fatal().ktime_ns, has_gpu);
-        self.analysis.send(Job {
-            earlier_failure,
-            xid,
-            pins: self.pins.subset(&maps),
-            executable: self.table.exe_at(s.pid, s.ktime_ns),
-            cgroup: self.cgroups.path(s.cgroup_id),
-            mappings: maps,
-            crash: Box::new(crash),
-        });
-    }
-
-    fn tick(&mut self) {
-        self.drain();
-        let now = monotonic_ns();
-        for a in self.assembler.expire(now) {
-            self.on_assembled(a);
-        }
-        // Expiry walks every known process: far less often than the drains, which must
-        // keep up with short-lived processes.
-        if now.saturating_sub(self.housekept_ns) >= HOUSEKEEPING_NS {
-            self.housekept_ns = now;
-            let awaited = self.assembler.awaited_pids();
-            self.table.expire(now, |pid| awaited.contains(&pid));
-        }
-    }
 }
 
 /// What `--check-config` checks beyond the options themselves: the files they name.
@@ -358,8 +192,8 @@ pub async fn run(args: Args) -> Result<i32> {
     // Mapping records are drained (files pinned, Python runtimes registered) this often:
     // a process that lives longer than this has them before it can crash. A Python
     // interpreter takes more than 10 ms to start running a script.
-    let mut tick = tokio::time::interval(Duration::from_millis(5));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pace = Pace::default();
+    let mut tick = pipeline.repace(&mut pace, pace::FAST);
     let mut stats_tick = tokio::time::interval(Duration::from_secs(1));
     let mut lost_reported = (0u64, 0u64);
     let mut wake_budget = WAKES_PER_TICK;
@@ -372,6 +206,9 @@ pub async fn run(args: Args) -> Result<i32> {
                     pipeline.on_record(&item);
                 }
                 guard.clear_ready();
+                if let Some(p) = pace.woke() {
+                    tick = pipeline.repace(&mut pace, p);
+                }
             }
             // With --pin-on-exec, a process exec'd: pin its files now, not at the next
             // tick. Within a budget per tick, so that an exec storm cannot keep crashtrace
@@ -383,18 +220,26 @@ pub async fn run(args: Args) -> Result<i32> {
                 pipeline.drain();
                 guard.clear_ready();
                 wake_budget -= 1;
+                if let Some(p) = pace.woke() {
+                    tick = pipeline.repace(&mut pace, p);
+                }
             }
             _ = tick.tick() => {
                 wake_budget = WAKES_PER_TICK;
                 // Also read here what the ring holds: a readiness event lost (one raised
                 // while crashtrace was stopped, say) must not leave records unread.
+                let mut active = false;
                 {
                     let rb = ring.get_mut();
                     while let Some(item) = rb.next_record() {
+                        active = true;
                         pipeline.on_record(&item);
                     }
                 }
-                pipeline.tick();
+                active |= pipeline.tick();
+                if let Some(p) = pace.after_tick(active) {
+                    tick = pipeline.repace(&mut pace, p);
+                }
                 // In run mode Ctrl-C reaches the command too: wait for it to end.
                 if take_stop_request(libc::SIGINT) && done_rx.is_none() {
                     break;
