@@ -13,3 +13,4 @@ pub mod pins;
 pub mod processes;
 pub mod records;
 pub mod ring;
+pub mod sideband;

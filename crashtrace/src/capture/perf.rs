@@ -5,22 +5,18 @@
 //! milliseconds, which polling /proc can never be.
 
 use anyhow::{Context as _, Result};
-use perf_event::data::Record;
 use perf_event::{Builder, Sampler, events::Software};
 use std::{
     collections::HashMap,
     os::fd::{AsRawFd, FromRawFd as _, OwnedFd, RawFd},
-    sync::Arc,
 };
 
-use super::{pins::FilePins, processes::ProcessTable};
+use super::{
+    pins::FilePins,
+    processes::ProcessTable,
+    sideband::{Change, parse},
+};
 use crate::sys::{buildid::BuildId, procfs::Mapping};
-
-/// PERF_RECORD_MMAP2's type.
-const PERF_RECORD_MMAP2: u32 = 10;
-
-/// PERF_RECORD_MISC_COMM_EXEC: the comm change comes from execve.
-const MISC_COMM_EXEC: u16 = 1 << 13;
 
 pub struct MappingStream {
     samplers: Vec<Sampler>,
@@ -37,6 +33,8 @@ pub struct MappingStream {
     early_ids: HashMap<(u32, u64), BuildId>,
     /// Records the kernel had to drop because a buffer was full.
     pub lost: u64,
+    /// One drain's records, kept for the next drain's (no allocation per drain).
+    batch: Vec<(u64, Change)>,
 }
 
 /// An epoll descriptor holding every mapping-record buffer, for the event loop to wait
@@ -114,6 +112,7 @@ impl MappingStream {
             wakeup: Some(Wakeup(ep)),
             early_ids: HashMap::new(),
             lost: 0,
+            batch: Vec::new(),
         })
     }
 
@@ -141,21 +140,21 @@ impl MappingStream {
     /// New file mappings are pinned (see `FilePins`) while their process still exists.
     /// Returns what changed, for those who keep per-process state of their own.
     pub fn drain_into(&mut self, table: &mut ProcessTable, pins: &mut FilePins) -> Drained {
-        let mut batch: Vec<(u64, Change)> = Vec::new();
+        let mut batch = std::mem::take(&mut self.batch);
         for s in &mut self.samplers {
-            read_records(s, &mut batch, &mut self.lost, false);
+            read_records(s, &mut batch, false);
         }
         // Build-ID records after the plain ones: for the same mmap both have the same
         // time, and a stable sort keeps this order.
         for s in &mut self.id_samplers {
-            read_records(s, &mut batch, &mut self.lost, true);
+            read_records(s, &mut batch, true);
         }
         batch.sort_by_key(|(t, _)| *t);
         let mut d = Drained {
             records: batch.len(),
             ..Default::default()
         };
-        for (time, change) in batch {
+        for (time, change) in batch.drain(..) {
             match change {
                 Change::Mmap(pid, mut m) => {
                     pins.pin(pid, &m);
@@ -189,8 +188,10 @@ impl MappingStream {
                     d.events.push(Lifecycle::Exit(pid));
                     table.on_exit(pid, time)
                 }
+                Change::Lost(n) => self.lost += n,
             }
         }
+        self.batch = batch;
         d
     }
 }
@@ -236,31 +237,7 @@ fn open_one(cpu: usize, ring_bytes: usize, stream: Stream, wake: bool) -> Result
     counter.sampled(ring_bytes).context("mapping the perf ring")
 }
 
-/// The body (after the header) of a PERF_RECORD_MMAP2 in its device-and-inode form: pid,
-/// tid (u32), addr, len, pgoff (u64), maj, min (u32), ino, ino_generation (u64), prot,
-/// flags (u32), then the NUL-padded file name and the sample_id fields.
-fn mmap2_with_inode(raw: &[u8]) -> Option<(u32, Mapping)> {
-    let u32_at = |o: usize| Some(u32::from_ne_bytes(raw.get(o..o + 4)?.try_into().ok()?));
-    let u64_at = |o: usize| Some(u64::from_ne_bytes(raw.get(o..o + 8)?.try_into().ok()?));
-    let name = raw.get(64..)?;
-    let name = &name[..name.iter().position(|&b| b == 0)?];
-    let (addr, len) = (u64_at(8)?, u64_at(16)?);
-    Some((
-        u32_at(0)?,
-        Mapping {
-            start: addr,
-            end: addr.checked_add(len)?,
-            offset: u64_at(24)?,
-            dev_major: u32_at(32)?,
-            dev_minor: u32_at(36)?,
-            inode: u64_at(40)?,
-            path: Arc::from(String::from_utf8_lossy(name).as_ref()),
-            build_id: None,
-        },
-    ))
-}
-
-fn read_records(s: &mut Sampler, batch: &mut Vec<(u64, Change)>, lost: &mut u64, ids: bool) {
+fn read_records(s: &mut Sampler, batch: &mut Vec<(u64, Change)>, ids: bool) {
     while let Some(rec) = s.next_record() {
         let raw = rec.to_contiguous();
         // sample_id (pid, tid, time) trails every record: time is the last u64.
@@ -269,32 +246,8 @@ fn read_records(s: &mut Sampler, batch: &mut Vec<(u64, Change)>, lost: &mut u64,
             .checked_sub(8)
             .map(|o| u64::from_ne_bytes(raw[o..].try_into().unwrap()))
             .unwrap_or(0);
-        let misc = rec.misc();
-        // The kernel leaves the build-ID flag set in the header of the records it writes
-        // for the other events after a build-ID event: the plain stream's mmap records
-        // are read by hand, by their layout (perf_event_open(2), PERF_RECORD_MMAP2).
-        if !ids && rec.ty() == PERF_RECORD_MMAP2 {
-            if let Some((pid, m)) = mmap2_with_inode(&raw) {
-                batch.push((time, Change::Mmap(pid, m)));
-            }
-            continue;
-        }
-        let Ok(parsed) = rec.parse_record() else {
-            continue;
-        };
-        match parsed {
-            Record::Mmap2(m) if ids => {
-                if let Some(id) = m.build_id().and_then(BuildId::new) {
-                    batch.push((time, Change::BuildId(m.pid, m.addr, id)));
-                }
-            }
-            Record::Comm(c) if misc & MISC_COMM_EXEC != 0 => {
-                batch.push((time, Change::Exec(c.pid)))
-            }
-            Record::Fork(f) if f.pid != f.ppid => batch.push((time, Change::Fork(f.pid, f.ppid))),
-            Record::Exit(e) if e.pid == e.tid => batch.push((time, Change::Exit(e.pid))),
-            Record::Lost(l) => *lost += l.lost,
-            _ => {}
+        if let Some(change) = parse(rec.ty(), rec.misc(), &raw, ids) {
+            batch.push((time, change));
         }
     }
 }
@@ -312,15 +265,6 @@ pub struct Drained {
 pub enum Lifecycle {
     Exec(u32),
     /// (child, parent)
-    Fork(u32, u32),
-    Exit(u32),
-}
-
-enum Change {
-    Mmap(u32, Mapping),
-    /// (pid, start of the mapping, the mapped file's build ID)
-    BuildId(u32, u64, BuildId),
-    Exec(u32),
     Fork(u32, u32),
     Exit(u32),
 }
@@ -344,29 +288,6 @@ pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>> {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn mmap2_records_by_their_layout() {
-        let mut raw = vec![0u8; 64];
-        raw[0..4].copy_from_slice(&42u32.to_ne_bytes());
-        raw[8..16].copy_from_slice(&0x5000u64.to_ne_bytes());
-        raw[16..24].copy_from_slice(&0x2000u64.to_ne_bytes());
-        raw[24..32].copy_from_slice(&0x1000u64.to_ne_bytes());
-        raw[32..36].copy_from_slice(&0xfdu32.to_ne_bytes());
-        raw[36..40].copy_from_slice(&1u32.to_ne_bytes());
-        raw[40..48].copy_from_slice(&131u64.to_ne_bytes());
-        raw.extend_from_slice(b"/usr/bin/victim\0\0");
-        let (pid, m) = super::mmap2_with_inode(&raw).unwrap();
-        assert_eq!(
-            (pid, m.start, m.end, m.offset),
-            (42, 0x5000, 0x7000, 0x1000)
-        );
-        assert_eq!((m.dev_major, m.dev_minor, m.inode), (0xfd, 1, 131));
-        assert_eq!(&*m.path, "/usr/bin/victim");
-        // Cut short, or a name without its NUL: nothing.
-        assert!(super::mmap2_with_inode(&raw[..52]).is_none());
-        assert!(super::mmap2_with_inode(&raw[..72]).is_none());
-    }
-
     #[test]
     fn cpu_lists() {
         assert_eq!(

@@ -150,6 +150,7 @@ pub async fn run(args: Args) -> Result<i32> {
         housekept_ns: 0,
         failures: FailureLedger::default(),
         libc_inodes: Default::default(),
+        python: Default::default(),
         kmsg: Kmsg::open(),
     };
     // Python processes that were running before crashtrace.

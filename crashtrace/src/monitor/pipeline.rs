@@ -44,6 +44,8 @@ pub(super) struct Pipeline {
     pub(super) kmsg: Kmsg,
     /// glibc files already handed to the registration thread.
     pub(super) libc_inodes: std::collections::HashSet<crate::capture::pins::FileKey>,
+    /// The processes whose lifecycles the Python registry hears about.
+    pub(super) python: crate::python::interest::Interest,
 }
 
 impl Pipeline {
@@ -64,6 +66,7 @@ impl Pipeline {
                     // to be had of its files now, before anything else.
                     self.drain();
                     self.pin_process(c.pid, c.ktime_ns);
+                    self.python.note(c.pid);
                     self.registrar.send(Registration::Captured(c.pid));
                 }
                 if let Some(a) = self.assembler.push(event, monotonic_ns()) {
@@ -98,8 +101,9 @@ impl Pipeline {
         let d = self.stream.drain_into(&mut self.table, &mut self.pins);
         let records = d.records;
         // Lifecycle first: within one drain an exec precedes the new image's mappings.
-        if !d.events.is_empty() {
-            self.registrar.send(Registration::Lifecycles(d.events));
+        let events = self.python.filter(d.events);
+        if !events.is_empty() {
+            self.registrar.send(Registration::Lifecycles(events));
         }
         for (pid, m) in d.mmaps {
             self.register_mapping(pid, m);
@@ -109,7 +113,11 @@ impl Pipeline {
 
     /// Sets the loop's own tick to `period` (see `pace`): while slow, the kernel's next
     /// record wakes the loop instead.
-    pub(super) fn repace(&mut self, pace: &mut Pace, mut period: Duration) -> tokio::time::Interval {
+    pub(super) fn repace(
+        &mut self,
+        pace: &mut Pace,
+        mut period: Duration,
+    ) -> tokio::time::Interval {
         let slow = period == pace::SLOW;
         self.stream.arm_waker(slow);
         // A record written just before the waker was armed woke nobody.
@@ -129,7 +137,11 @@ impl Pipeline {
         let new_libc = is_glibc(&m.path)
             && self.libc_inodes.len() < MAX_LIBC_FILES
             && self.libc_inodes.insert((m.dev_major, m.dev_minor, m.inode));
-        if version_from_name(&m.path).is_some() || new_libc {
+        let python = version_from_name(&m.path).is_some();
+        if python {
+            self.python.note(pid);
+        }
+        if python || new_libc {
             let pinned = self.pins.get(&m);
             self.registrar.send(Registration::Mapping(pid, m, pinned));
         }
@@ -210,4 +222,3 @@ impl Pipeline {
         active
     }
 }
-

@@ -1,6 +1,7 @@
 //! CPython, read from outside the process: the Python frames the eBPF program copied at a
 //! crash, turned into a faulthandler-style traceback per thread.
 
+pub mod interest;
 pub mod layouts;
 pub mod linetable;
 pub mod registry;
