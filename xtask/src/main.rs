@@ -60,6 +60,12 @@ enum Task {
         /// Instead: `crashtrace dump` of a 100-thread Python process beside py-spy.
         #[arg(long)]
         dump: bool,
+        /// Instead: crashtrace at rest beside bpftrace (CPU, wakeups, RSS) over SECONDS.
+        #[arg(long, value_name = "SECONDS")]
+        rest: Option<u64>,
+        /// The crashtrace to measure (default: this checkout's release build).
+        #[arg(long, value_name = "PATH")]
+        bin: Option<std::path::PathBuf>,
     },
     /// Run the fuzz targets (all, or one) from their seed corpora.
     Fuzz {
@@ -158,7 +164,10 @@ fn main() -> ExitCode {
             fleet_crashes,
             fleet_seconds,
             dump,
+            rest,
+            bin,
         } => setup().and_then(|_| build()).and_then(|_| {
+            let bin = bin.unwrap_or_else(|| root().join("target/release/crashtrace"));
             if dump {
                 bench::dump::dump(&root(), &otel_venv().join("bin/py-spy"))
             } else if fleet {
@@ -169,8 +178,10 @@ fn main() -> ExitCode {
                 let out = root().join("target/bench");
                 std::fs::create_dir_all(&out)?;
                 bench::soak::soak(&root(), &out, soak_seconds)
+            } else if let Some(seconds) = rest {
+                bench::rest::at_rest(&bin, seconds).map(|_| ())
             } else {
-                bench::bench(&root(), quick)
+                bench::bench(&root(), &bin, quick)
             }
             .map(|_| ExitCode::SUCCESS)
         }),

@@ -14,6 +14,7 @@ pub mod dump;
 mod events;
 pub mod fleet;
 mod measure;
+pub mod rest;
 mod scale;
 pub mod soak;
 
@@ -62,7 +63,8 @@ const FULL: Sizes = Sizes {
     population: (10_000, 10),
 };
 
-pub fn bench(root: &Path, quick: bool) -> Result<()> {
+/// `bin`: the crashtrace to measure (another build's, to compare two).
+pub fn bench(root: &Path, bin: &Path, quick: bool) -> Result<()> {
     let sz = if quick { &QUICK } else { &FULL };
     let out_dir = root.join("target/bench");
     std::fs::create_dir_all(&out_dir)?;
@@ -84,7 +86,7 @@ pub fn bench(root: &Path, quick: bool) -> Result<()> {
             bail!("building bench/{src}.c failed");
         }
     }
-    let bin = root.join("target/release/crashtrace");
+    let bin = bin.to_path_buf();
     let w = |name: &str| out_dir.join(name).to_string_lossy().into_owned();
     let workloads: Vec<(&str, Vec<String>)> = vec![
         (
@@ -390,6 +392,10 @@ pub fn bench(root: &Path, quick: bool) -> Result<()> {
         sz.idle, pct, rss, hwm
     );
     results["footprint"] = json!({ "seconds": sz.idle.as_secs(), "cpu_percent": pct, "rss_kb": rss, "peak_rss_kb": hwm });
+
+    // 5b. At rest on the quiet machine, beside bpftrace.
+    eprintln!("bench: at rest");
+    results["at_rest"] = rest::at_rest(&bin, sz.idle.as_secs().min(30))?;
 
     // 6. A crowded host.
     eprintln!("bench: crowded host, {:?}", sz.population);
