@@ -437,6 +437,43 @@ fn a_full_ring_buffer_is_counted_and_said() {
 }
 
 #[test]
+fn records_that_wrap_around_the_ring_are_read_whole() {
+    // The ring's data is mapped once: a record that runs past its end is read in two
+    // pieces. 60 captures of about 24 KiB go through a 1 MiB ring, 20 at a time, so
+    // records cross its end, and every report must still hold the whole stack.
+    let ct = Crashtrace::start(&[
+        "--comm",
+        "=crash_fp",
+        "--stack-size",
+        "8K",
+        "--ring-buffer-size",
+        "1M",
+    ]);
+    for _ in 0..3 {
+        let kids: Vec<std::process::Child> = (0..20)
+            .map(|_| Command::new(victim("crash_fp")).spawn().expect("spawn"))
+            .collect();
+        let pids: Vec<u32> = kids.iter().map(|k| k.id()).collect();
+        for mut k in kids {
+            let _ = k.wait();
+        }
+        for pid in pids {
+            let r = ct.report_for(pid);
+            assert_in_order(&function_names(&r), &["crash_segv", "level3", "main"]);
+            assert!(r.unwind.stack_bytes > 0, "{:?}", r.unwind);
+        }
+    }
+    let said = ct.stop();
+    let summary = said
+        .iter()
+        .find(|l| l.contains("detached"))
+        .expect("summary");
+    assert!(summary.contains(" 60 captured,"), "{summary}");
+    assert!(summary.contains(" 0 lost (ring buffer full)"), "{summary}");
+    assert!(!said.iter().any(|l| l.contains("undecodable")), "{said:#?}");
+}
+
+#[test]
 fn records_are_sized_to_the_stack_size() {
     // Records of the 8K class (24 KiB with room for an overflow's top): 20 crashes at
     // once fit a 1 MiB ring even if nothing is drained meanwhile (at 144 KiB a record,
