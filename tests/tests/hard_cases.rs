@@ -388,13 +388,7 @@ fn a_full_ring_buffer_is_counted_and_said() {
     let ct = Crashtrace::start(&["--comm", "=crash_fp", "--ring-buffer-size", "512K"]);
     // SAFETY: signalling the crashtrace we started.
     unsafe { libc::kill(ct.pid() as i32, libc::SIGSTOP) };
-    let kids: Vec<std::process::Child> = (0..100)
-        .map(|_| Command::new(victim("crash_fp")).spawn().expect("spawn"))
-        .collect();
-    let pids: Vec<u32> = kids.iter().map(|k| k.id()).collect();
-    for mut k in kids {
-        let _ = k.wait();
-    }
+    let pids = crash_fp_at_once(100);
     // SAFETY: as above.
     unsafe { libc::kill(ct.pid() as i32, libc::SIGCONT) };
     // Let the per-second loss line come out, then stop for the closing summary.
@@ -408,10 +402,7 @@ fn a_full_ring_buffer_is_counted_and_said() {
         .filter(|p| all.0.iter().any(|r| r.pid == **p))
         .count();
     let said = all.1;
-    let summary = said
-        .iter()
-        .find(|l| l.contains("detached"))
-        .expect("summary");
+    let summary = closing_summary(&said);
     // "... N signals matched, M captured, ..., L lost (ring buffer full)"
     let num = |word: &str| -> u64 {
         let head = summary.split(word).next().unwrap();
@@ -436,27 +427,45 @@ fn a_full_ring_buffer_is_counted_and_said() {
     assert_eq!(reported as u64, captured, "{summary}");
 }
 
-#[test]
-fn records_that_wrap_around_the_ring_are_read_whole() {
-    // The ring's data is mapped once: a record that runs past its end is read in two
-    // pieces. 60 captures of about 24 KiB go through a 1 MiB ring, 20 at a time, so
-    // records cross its end, and every report must still hold the whole stack.
-    let ct = Crashtrace::start(&[
+/// Starts `n` crash_fp victims at once and waits for them all; their pids.
+fn crash_fp_at_once(n: usize) -> Vec<u32> {
+    let kids: Vec<std::process::Child> = (0..n)
+        .map(|_| Command::new(victim("crash_fp")).spawn().expect("spawn"))
+        .collect();
+    let pids = kids.iter().map(|k| k.id()).collect();
+    for mut k in kids {
+        let _ = k.wait();
+    }
+    pids
+}
+
+/// crash_fp's crashes at `--stack-size 8K` (records of about 24 KiB) in a 1 MiB ring.
+fn small_records_in_a_1m_ring() -> Crashtrace {
+    Crashtrace::start(&[
         "--comm",
         "=crash_fp",
         "--stack-size",
         "8K",
         "--ring-buffer-size",
         "1M",
-    ]);
+    ])
+}
+
+/// The "detached; N signals matched, ..." line crashtrace closes with.
+fn closing_summary(said: &[String]) -> &String {
+    said.iter()
+        .find(|l| l.contains("detached"))
+        .expect("summary")
+}
+
+#[test]
+fn records_that_wrap_around_the_ring_are_read_whole() {
+    // The ring's data is mapped once: a record that runs past its end is read in two
+    // pieces. 60 captures of about 24 KiB go through a 1 MiB ring, 20 at a time, so
+    // records cross its end, and every report must still hold the whole stack.
+    let ct = small_records_in_a_1m_ring();
     for _ in 0..3 {
-        let kids: Vec<std::process::Child> = (0..20)
-            .map(|_| Command::new(victim("crash_fp")).spawn().expect("spawn"))
-            .collect();
-        let pids: Vec<u32> = kids.iter().map(|k| k.id()).collect();
-        for mut k in kids {
-            let _ = k.wait();
-        }
+        let pids = crash_fp_at_once(20);
         for pid in pids {
             let r = ct.report_for(pid);
             assert_in_order(&function_names(&r), &["crash_segv", "level3", "main"]);
@@ -464,10 +473,7 @@ fn records_that_wrap_around_the_ring_are_read_whole() {
         }
     }
     let said = ct.stop();
-    let summary = said
-        .iter()
-        .find(|l| l.contains("detached"))
-        .expect("summary");
+    let summary = closing_summary(&said);
     assert!(summary.contains(" 60 captured,"), "{summary}");
     assert!(summary.contains(" 0 lost (ring buffer full)"), "{summary}");
     assert!(!said.iter().any(|l| l.contains("undecodable")), "{said:#?}");
@@ -478,31 +484,15 @@ fn records_are_sized_to_the_stack_size() {
     // Records of the 8K class (24 KiB with room for an overflow's top): 20 crashes at
     // once fit a 1 MiB ring even if nothing is drained meanwhile (at 144 KiB a record,
     // seven would).
-    let ct = Crashtrace::start(&[
-        "--comm",
-        "=crash_fp",
-        "--stack-size",
-        "8K",
-        "--ring-buffer-size",
-        "1M",
-    ]);
-    let kids: Vec<std::process::Child> = (0..20)
-        .map(|_| Command::new(victim("crash_fp")).spawn().expect("spawn"))
-        .collect();
-    let pids: Vec<u32> = kids.iter().map(|k| k.id()).collect();
-    for mut k in kids {
-        let _ = k.wait();
-    }
+    let ct = small_records_in_a_1m_ring();
+    let pids = crash_fp_at_once(20);
     for pid in &pids {
         let r = ct.report_for(*pid);
         assert!(r.unwind.stack_bytes <= 8192, "{:?}", r.unwind);
         assert_in_order(&function_names(&r), &["crash_segv", "level3", "main"]);
     }
     let said = ct.stop();
-    let summary = said
-        .iter()
-        .find(|l| l.contains("detached"))
-        .expect("summary");
+    let summary = closing_summary(&said);
     assert!(summary.contains(" 0 lost (ring buffer full)"), "{summary}");
 
     // A stack overflow at --stack-size 16K: the innermost 16 KiB, and the top of the
