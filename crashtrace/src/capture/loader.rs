@@ -63,6 +63,14 @@ impl Probes {
                 .map_err(|e| explain(anyhow!(e), &format!("verifying the {name} program")))?;
             prog.attach()
                 .map_err(|e| explain(anyhow!(e), &format!("attaching to the {name} tracepoint")))?;
+            if let Some(n) = prog
+                .info()
+                .ok()
+                .and_then(|i| i.verified_instruction_count())
+            {
+                // How close each program is to the verifier's budget (1 000 000).
+                log::info!("{name}: the verifier walked {n} instructions");
+            }
         }
         let events =
             super::ring::Ring::new(ebpf.take_map("EVENTS").context("EVENTS map missing")?)?;
