@@ -36,37 +36,7 @@ enum Task {
         args: Vec<String>,
     },
     /// Measure overhead, per-event cost, latency, storms and footprint (root).
-    Bench {
-        /// A shorter run (under 5 minutes on 2 cores).
-        #[arg(long)]
-        quick: bool,
-        /// Instead: the soak run, hostile churn while RSS, descriptors and CPU are
-        /// printed over time.
-        #[arg(long)]
-        soak: bool,
-        /// Length of the soak run.
-        #[arg(long, default_value_t = 600)]
-        soak_seconds: u64,
-        /// Instead: a crash storm delivered to every output at once (file, journal,
-        /// OTLP with a slow collector, metrics).
-        #[arg(long)]
-        fleet: bool,
-        /// Crashes in the fleet run.
-        #[arg(long, default_value_t = 1000)]
-        fleet_crashes: usize,
-        /// Over how many seconds.
-        #[arg(long, default_value_t = 10)]
-        fleet_seconds: u64,
-        /// Instead: `crashtrace dump` of a 100-thread Python process beside py-spy.
-        #[arg(long)]
-        dump: bool,
-        /// Instead: crashtrace at rest beside bpftrace (CPU, wakeups, RSS) over SECONDS.
-        #[arg(long, value_name = "SECONDS")]
-        rest: Option<u64>,
-        /// The crashtrace to measure (default: this checkout's release build).
-        #[arg(long, value_name = "PATH")]
-        bin: Option<std::path::PathBuf>,
-    },
+    Bench(bench::args::BenchArgs),
     /// Run the fuzz targets (all, or one) from their seed corpora.
     Fuzz {
         /// One of records, unwind, elf, python, linetable.
@@ -156,35 +126,10 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             })
         }),
-        Task::Bench {
-            quick,
-            soak,
-            soak_seconds,
-            fleet,
-            fleet_crashes,
-            fleet_seconds,
-            dump,
-            rest,
-            bin,
-        } => setup().and_then(|_| build()).and_then(|_| {
-            let bin = bin.unwrap_or_else(|| root().join("target/release/crashtrace"));
-            if dump {
-                bench::dump::dump(&root(), &otel_venv().join("bin/py-spy"))
-            } else if fleet {
-                let out = root().join("target/bench");
-                std::fs::create_dir_all(&out)?;
-                bench::fleet::fleet(&root(), &out, fleet_crashes, fleet_seconds)
-            } else if soak {
-                let out = root().join("target/bench");
-                std::fs::create_dir_all(&out)?;
-                bench::soak::soak(&root(), &out, soak_seconds)
-            } else if let Some(seconds) = rest {
-                bench::rest::at_rest(&bin, seconds).map(|_| ())
-            } else {
-                bench::bench(&root(), &bin, quick)
-            }
-            .map(|_| ExitCode::SUCCESS)
-        }),
+        Task::Bench(args) => setup()
+            .and_then(|_| build())
+            .and_then(|_| bench::args::run(&root(), &otel_venv(), args))
+            .map(|_| ExitCode::SUCCESS),
     };
     match r {
         Ok(code) => code,

@@ -1,8 +1,9 @@
 //! Per-event cost in the kernel, side by side: crashtrace's programs, the bpftrace
 //! probes a user would write for the same events (filtered on the process name, as
-//! `--comm` filters), and empty bpftrace probes: what any program on that tracepoint
-//! costs on this machine before it does anything (the floor). Means from the kernel's
-//! BPF run-time statistics, each tracer alone on the same workload.
+//! `--comm` filters), empty bpftrace probes, and empty BTF tracepoint programs of the
+//! kind crashtrace's are (`floor.rs`): what any program on that event costs on this
+//! machine before it does anything. Means from the kernel's BPF run-time statistics,
+//! each tracer alone on the same workload.
 
 use std::{
     path::Path,
@@ -31,11 +32,18 @@ pub fn per_event(bin: &Path, workloads: &[(&str, Vec<String>)]) -> Result<Value>
     let mut rows = vec![];
     println!(
         "\nPER-EVENT COST in the kernel (mean ns per program run; each tracer alone; \
-         `above floor`: crashtrace minus the empty probe)"
+         empty probes of both kinds; `above floor`: crashtrace minus the empty tp_btf)"
     );
     println!(
-        "{:<18} {:<20} {:>9} {:>12} {:>16} {:>12} {:>12}",
-        "workload", "event", "runs", "crashtrace", "bpftrace filter", "empty probe", "above floor"
+        "{:<18} {:<20} {:>9} {:>12} {:>16} {:>12} {:>12} {:>12}",
+        "workload",
+        "event",
+        "runs",
+        "crashtrace",
+        "bpftrace filter",
+        "empty probe",
+        "empty tp_btf",
+        "above floor"
     );
     for (name, cmd) in workloads {
         let ours = crashtrace(bin, cmd)?;
@@ -44,8 +52,9 @@ pub fn per_event(bin: &Path, workloads: &[(&str, Vec<String>)]) -> Result<Value>
             format!("tracepoint:{tp} /comm == \"crasher\"/ {{ @[ustack] = count(); }}")
         });
         let empty = bpftrace(cmd, |tp| format!("tracepoint:{tp} {{ }}"));
+        let floor = empty_tp_btf(cmd);
         set_stats(stats_before.trim())?;
-        let (filtered, empty) = (filtered?, empty?);
+        let (filtered, empty, floor) = (filtered?, empty?, floor?);
         for (prog, tp) in EVENTS {
             let find = |c: &Costs, key: &str| c.iter().find(|e| e.0.starts_with(key)).cloned();
             let Some((_, runs, ns)) = find(&ours, prog) else {
@@ -57,21 +66,23 @@ pub fn per_event(bin: &Path, workloads: &[(&str, Vec<String>)]) -> Result<Value>
             }
             let f = find(&filtered, tp).map(|e| e.2);
             let e = find(&empty, tp).map(|e| e.2);
+            let fl = find(&floor, prog).map(|e| e.2);
             let cell = |v: Option<f64>| v.map(|v| format!("{v:.0} ns")).unwrap_or("-".into());
             println!(
-                "{:<18} {:<20} {:>9} {:>12} {:>16} {:>12} {:>12}",
+                "{:<18} {:<20} {:>9} {:>12} {:>16} {:>12} {:>12} {:>12}",
                 name,
                 prog,
                 runs,
                 format!("{ns:.0} ns"),
                 cell(f),
                 cell(e),
-                e.map(|e| format!("{:+.0} ns", ns - e))
+                cell(fl),
+                fl.map(|fl| format!("{:+.0} ns", ns - fl))
                     .unwrap_or("-".into()),
             );
             rows.push(json!({
                 "workload": name, "event": prog, "runs": runs, "crashtrace_ns": ns,
-                "bpftrace_filtered_ns": f, "empty_probe_ns": e,
+                "bpftrace_filtered_ns": f, "empty_probe_ns": e, "empty_tp_btf_ns": fl,
             }));
         }
     }
@@ -82,6 +93,24 @@ fn crashtrace(bin: &Path, cmd: &[String]) -> Result<Costs> {
     let t = Tracer::crashtrace(bin, &["--bpf-stats", "--comm", "=crasher"], Stdio::null())?;
     run_timed(cmd)?;
     Ok(prog_stats(&t.stop()))
+}
+
+/// Empty `tp_btf` programs on the same events, alone.
+fn empty_tp_btf(cmd: &[String]) -> Result<Costs> {
+    let names = EVENTS.map(|(prog, _)| prog);
+    let floor = super::floor::Floor::attach(&names)?;
+    let before = floor.counters()?;
+    run_timed(cmd)?;
+    let after = floor.counters()?;
+    Ok(names
+        .iter()
+        .zip(before.iter().zip(after))
+        .filter(|(_, (b, a))| a.0 > b.0)
+        .map(|(name, (b, a))| {
+            let runs = a.0 - b.0;
+            (name.to_string(), runs, (a.1 - b.1) as f64 / runs as f64)
+        })
+        .collect())
 }
 
 /// One bpftrace process per tracepoint, so each one's single program is its own.

@@ -10,13 +10,15 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
 
-pub mod dump;
+pub mod args;
+mod dump;
 mod events;
-pub mod fleet;
+mod fleet;
+mod floor;
 mod measure;
-pub mod rest;
+mod rest;
 mod scale;
-pub mod soak;
+mod soak;
 
 use measure::{Tracer, machine, median, percentile, proc_usage, prog_stats, run_large, run_timed};
 
@@ -63,8 +65,9 @@ const FULL: Sizes = Sizes {
     population: (10_000, 10),
 };
 
-/// `bin`: the crashtrace to measure (another build's, to compare two).
-pub fn bench(root: &Path, bin: &Path, quick: bool) -> Result<()> {
+/// `bin`: the crashtrace to measure (another build's, to compare two). `events_only`:
+/// only the per-event cost of rejected events.
+fn bench(root: &Path, bin: &Path, quick: bool, events_only: bool) -> Result<()> {
     let sz = if quick { &QUICK } else { &FULL };
     let out_dir = root.join("target/bench");
     std::fs::create_dir_all(&out_dir)?;
@@ -108,6 +111,11 @@ pub fn bench(root: &Path, bin: &Path, quick: bool) -> Result<()> {
         ),
     ];
     let mut results = json!({ "quick": quick, "machine": machine() });
+    let rejected = [&workloads[1], &workloads[2], &workloads[0]].map(|w| (w.0, w.1.clone()));
+    if events_only {
+        results["per_event"] = events::per_event(&bin, &rejected)?;
+        return write_results(&out_dir.join("events.json"), &results);
+    }
 
     // 1. Overhead on healthy processes, modes alternating round by round.
     eprintln!("bench: overhead, {} rounds", sz.rounds);
@@ -179,7 +187,6 @@ pub fn bench(root: &Path, bin: &Path, quick: bool) -> Result<()> {
     // 2. Per-event cost in the kernel, from BPF run-time statistics: rejected events
     //    side by side with bpftrace, then captures.
     eprintln!("bench: per-event cost");
-    let rejected = [&workloads[1], &workloads[2], &workloads[0]].map(|w| (w.0, w.1.clone()));
     results["per_event"] = events::per_event(&bin, &rejected)?;
     results["forkexec"] =
         events::forkexec_breakdown(&bin, &workloads[0].1, sz.forkexec, sz.rounds)?;
@@ -402,8 +409,11 @@ pub fn bench(root: &Path, bin: &Path, quick: bool) -> Result<()> {
     let (procs, threads) = sz.population;
     results["scale"] = scale::scale(&bin, &w("population"), procs, threads)?;
 
-    let path = out_dir.join("results.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&results)?)?;
+    write_results(&out_dir.join("results.json"), &results)
+}
+
+fn write_results(path: &Path, results: &Value) -> Result<()> {
+    std::fs::write(path, serde_json::to_string_pretty(results)?)?;
     println!("\nresults: {}", path.display());
     Ok(())
 }
