@@ -49,6 +49,19 @@ pub fn read_kernel_or_zero<T: Copy>(addr: u64) -> T {
     }
 }
 
+/// The field at `off` of `ptr`, a BTF-typed kernel pointer (a `tp_btf` argument, the
+/// current task, or a pointer field read from one), by a plain load: the verifier checks
+/// it against BTF and makes it a load that yields zero where it faults, with no helper
+/// call. The rejected events' tests use it: a helper call is most of their cost.
+/// `off` must be a load-time constant (from `CONFIG`, which the verifier reads as one)
+/// naming a field at least `size_of::<T>()` bytes long.
+#[inline(always)]
+pub fn btf_field<T: Copy>(ptr: u64, off: u32) -> T {
+    // SAFETY: the verifier rejects the program unless this names a field of ptr's type,
+    // and such a load cannot fault.
+    unsafe { core::ptr::read_volatile((ptr + off as u64) as *const T) }
+}
+
 pub fn read_kernel<T>(addr: u64) -> Option<T> {
     // SAFETY: bpf_probe_read_kernel tolerates any address.
     unsafe { aya_ebpf::helpers::bpf_probe_read_kernel(addr as *const T).ok() }

@@ -19,7 +19,7 @@ use crashtrace_common::{
 
 use crate::{
     filter::{comm_wanted, kill_wanted, never_wanted, pid_wanted, signal_wanted},
-    helpers::{atomic_add32, count, read_kernel, read_kernel_or_zero, reserve},
+    helpers::{atomic_add32, btf_field, count, read_kernel, read_kernel_or_zero, reserve},
     maps::{CRASHED, HANDLED, OOMED, SENDERS, config},
     task::{
         process_comm, process_comm_words, process_start, read_exe_name, task_uid, usage_of_signal,
@@ -40,33 +40,31 @@ const PUSH_BELOW_SP: u64 = 64;
 const SENDER_TTL_NS: u64 = 5_000_000_000;
 
 /// In the sender's context: remember who sent a signal of interest to another process.
-/// The test that rejects nearly every signal (SIGCHLD at each exit) is all the entry
-/// program holds: the rest is a subprogram, its own JIT image, whose code a rejected event
-/// never touches (a cold event's cost is mostly the code it runs through).
+/// The tests that reject nearly every signal (SIGCHLD at each exit, a process signalling
+/// itself) are all the entry program holds: the rest is a subprogram, its own JIT image,
+/// whose code a rejected event never touches (a cold event's cost is mostly the code it
+/// runs through).
 #[inline(always)]
 pub fn on_signal_generate(ctx: &BtfTracePointContext) {
     let sig: i32 = ctx.arg(0);
     let result: i32 = ctx.arg(4);
     // TRACE_SIGNAL_DELIVERED is 0; ignored or already pending signals change nothing.
-    if never_wanted(sig) || result != 0 {
-        return;
-    }
-    signal_generated(ctx, sig);
-}
-
-#[inline(never)]
-fn signal_generated(ctx: &BtfTracePointContext, sig: i32) {
-    if !(signal_wanted(sig) || kill_wanted(sig)) {
+    if never_wanted(sig) || result != 0 || !(signal_wanted(sig) || kill_wanted(sig)) {
         return;
     }
     let task: u64 = ctx.arg(2);
     // SAFETY: helper without arguments.
     let current = unsafe { bpf_get_current_task_btf() } as u64;
     if task == current {
-        // Faults, raise() and abort(): the thread itself; the common case, decided
-        // without reading the target.
+        // Faults, raise() and abort(): the thread itself, decided without reading the
+        // target.
         return;
     }
+    signal_generated(sig, task, current);
+}
+
+#[inline(never)]
+fn signal_generated(sig: i32, task: u64, current: u64) {
     let Some(target) = read_kernel::<u32>(task + config!(offsets.task_tgid) as u64) else {
         return;
     };
@@ -139,11 +137,36 @@ fn handled_allowed(task: u64, pid: u32) -> bool {
 #[inline(always)]
 pub fn on_signal_deliver<const CHUNKS: usize>(ctx: &BtfTracePointContext) {
     let sig: i32 = ctx.arg(0);
-    if !never_wanted(sig)
+    if !delivery_rejected(ctx, sig)
         && let Some(c) = signal_delivered::<CHUNKS>(ctx, sig)
     {
         after_capture(&c);
     }
+}
+
+/// The tests that end nearly every delivery, with plain loads of BTF-typed fields and at
+/// most one helper call. The mask tests read `CONFIG`, constants to the verifier, which
+/// drops the branches they decide.
+#[inline(always)]
+fn delivery_rejected(ctx: &BtfTracePointContext, sig: i32) -> bool {
+    if never_wanted(sig) {
+        return true;
+    }
+    if sig == SIGKILL {
+        // Every other thread of a process that calls exit_group() gets a SIGKILL here;
+        // only a group exit by a signal (a crash, a kill) leaves one in the exit code.
+        // SAFETY: helper without arguments; returns the current task (BTF pointer).
+        let task = unsafe { bpf_get_current_task_btf() } as u64;
+        let signal = btf_field::<u64>(task, config!(offsets.task_signal));
+        let code = btf_field::<u32>(signal, config!(offsets.signal_group_exit_code));
+        return code & 0x7f == 0;
+    }
+    if signal_wanted(sig) {
+        return false;
+    }
+    // A kill the process handles (a graceful SIGTERM, a SIGUSR1 handler) ends nothing.
+    // struct k_sigaction starts with struct sigaction { sa_handler; ... }.
+    !kill_wanted(sig) || btf_field::<u64>(ctx.arg(2), 0) != 0
 }
 
 /// What the records that follow a capture need from it.
@@ -182,26 +205,16 @@ fn signal_delivered<const CHUNKS: usize>(ctx: &BtfTracePointContext, sig: i32) -
     let pid_tgid = bpf_get_current_pid_tgid();
     let pid = (pid_tgid >> 32) as u32;
     let tid = pid_tgid as u32;
-    // The process is going down (core dump or group exit): each other thread gets SIGKILL.
-    // Only threads of a process that crashed are wanted; for the rest this is one lookup.
+    // The process is going down by a signal (core dump or group exit): each other thread
+    // gets SIGKILL. Only threads of a process that crashed are wanted; for a kill this is
+    // one lookup.
     if sig == SIGKILL
         && let Some(state) = CRASHED.get_ptr_mut(pid)
     {
         capture_sibling(state, pid, tid);
         return None;
     }
-    // Most signals (SIGCHLD, SIGALRM, ...) stop here.
-    if sig != SIGKILL && !signal_wanted(sig) && !kill_wanted(sig) {
-        return None;
-    }
-    // A kill the process handles ends nothing: decided before any lookup. (SIGKILL
-    // cannot be handled; crash signals are captured either way, for re-raise pairing.)
-    if sig != SIGKILL && !signal_wanted(sig) {
-        let ka: u64 = ctx.arg(2);
-        if read_kernel_or_zero::<u64>(ka) != 0 {
-            return None;
-        }
-    }
+    // Signals no mask wants and kills the process handles ended in `delivery_rejected`.
     // SAFETY: helper without arguments; returns the current task (BTF pointer).
     let task = unsafe { bpf_get_current_task_btf() } as u64;
     // A fatal signal with the default action that does not dump core (SIGTERM, SIGKILL,
