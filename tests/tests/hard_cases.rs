@@ -480,6 +480,44 @@ fn records_that_wrap_around_the_ring_are_read_whole() {
 }
 
 #[test]
+fn the_ring_is_mapped_again_for_the_first_crash_after_a_quiet_while() {
+    // With nothing to read for 2 s, crashtrace unmaps the ring buffer's data (1 MiB
+    // here; the kernel keeps it). The next crash must map it again and come out whole.
+    let ct = small_records_in_a_1m_ring();
+    // The two position pages stay: this is how the maps file names the ring.
+    assert!(
+        ring_data_mappings(ct.pid(), 4096) >= 2,
+        "no BPF map mappings found"
+    );
+    let data_mapped = || ring_data_mappings(ct.pid(), 1 << 20) > 0;
+    crashtrace_tests::wait_until("the ring's data to be unmapped at rest", || !data_mapped());
+    let pids = crash_fp_at_once(3);
+    for pid in pids {
+        let r = ct.report_for(pid);
+        assert_in_order(&function_names(&r), &["crash_segv", "level3", "main"]);
+    }
+    let said = ct.stop();
+    assert!(
+        closing_summary(&said).contains(" 0 lost (ring buffer full)"),
+        "{said:#?}"
+    );
+}
+
+/// How many BPF map mappings of at least `bytes` the process has (the ring's data; the
+/// positions are a page each).
+fn ring_data_mappings(pid: u32, bytes: u64) -> usize {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
+    maps.lines()
+        .filter(|l| l.ends_with("anon_inode:bpf-map"))
+        .filter_map(|l| {
+            let (a, b) = l.split_whitespace().next()?.split_once('-')?;
+            let len = u64::from_str_radix(b, 16).ok()? - u64::from_str_radix(a, 16).ok()?;
+            (len >= bytes).then_some(())
+        })
+        .count()
+}
+
+#[test]
 fn records_are_sized_to_the_stack_size() {
     // Records of the 8K class (24 KiB with room for an overflow's top): 20 crashes at
     // once fit a 1 MiB ring even if nothing is drained meanwhile (at 144 KiB a record,

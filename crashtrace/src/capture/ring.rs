@@ -8,11 +8,18 @@
 //! page holding the producer position followed by the data; each record is an 8-byte
 //! header (length with a busy and a discard bit, page offset) and its sample, the pair
 //! padded to 8 bytes.
+//!
+//! The data is mapped only while there is something to read: on a healthy machine the ring
+//! is empty nearly always (records come from crashes), and its pages, counted in RSS while
+//! mapped, are nearly all of crashtrace's memory at rest. The kernel keeps them allocated
+//! either way; the first record after a quiet while maps them again (about a millisecond
+//! for 16 MiB).
 
 use std::{
     os::fd::{AsFd as _, AsRawFd, RawFd},
     ptr::NonNull,
     sync::atomic::{AtomicU32, AtomicU64, Ordering},
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail};
@@ -108,8 +115,14 @@ pub struct Ring {
     /// Owns the descriptor the mappings were made from.
     map: MapData,
     consumer: Mapped,
-    /// The producer page, then the data.
+    /// The producer page alone.
     producer: Mapped,
+    /// The data, while mapped (see the module's comment).
+    data: Option<Mapped>,
+    /// When the last record was read, or the ring was made.
+    last_record: Instant,
+    /// The last try to map the data failed (said once, not at every try).
+    map_failed: bool,
     page: usize,
     size: usize,
     scratch: Vec<u8>,
@@ -137,15 +150,43 @@ impl Ring {
         }
         let fd = map.fd().as_fd().as_raw_fd();
         let consumer = Mapped::new(fd, page, libc::PROT_READ | libc::PROT_WRITE, 0)?;
-        let producer = Mapped::new(fd, page + size, libc::PROT_READ, page)?;
-        Ok(Self {
+        let producer = Mapped::new(fd, page, libc::PROT_READ, page)?;
+        let mut ring = Self {
             map,
             consumer,
             producer,
+            data: None,
+            last_record: Instant::now(),
+            map_failed: false,
             page,
             size,
             scratch: Vec::new(),
-        })
+        };
+        // Mapped once here so that a ring that cannot be mapped fails at start.
+        ring.map_data()?;
+        Ok(ring)
+    }
+
+    fn map_data(&mut self) -> Result<&Mapped> {
+        if self.data.is_none() {
+            let fd = self.map.fd().as_fd().as_raw_fd();
+            let data = Mapped::new(fd, self.size, libc::PROT_READ, 2 * self.page)
+                .context("mapping the ring buffer's data")?;
+            self.data = Some(data);
+        }
+        Ok(self.data.as_ref().expect("mapped just above"))
+    }
+
+    /// Unmaps the data when nothing has been read for `quiet` and nothing waits to be:
+    /// the caller's tick decides when to ask. Returns whether it did.
+    pub fn release_if_quiet(&mut self, now: Instant, quiet: Duration) -> bool {
+        let pending = self.consumer_pos().load(Ordering::Relaxed)
+            < self.producer_pos().load(Ordering::Acquire);
+        if self.data.is_none() || pending || now.duration_since(self.last_record) < quiet {
+            return false;
+        }
+        self.data = None;
+        true
     }
 
     fn consumer_pos(&self) -> &AtomicU64 {
@@ -159,13 +200,9 @@ impl Ring {
         unsafe { AtomicU64::from_ptr(self.producer.ptr.as_ptr().cast()) }
     }
 
-    fn data(&self) -> &[u8] {
-        // SAFETY: the data follows the producer page in the same mapping.
-        unsafe { std::slice::from_raw_parts(self.producer.ptr.as_ptr().add(self.page), self.size) }
-    }
-
     /// The next committed record, if any. The space it holds is given back to the
-    /// kernel when the record is dropped.
+    /// kernel when the record is dropped. A ring whose data cannot be mapped now (no
+    /// memory) keeps its records for a later call; that is said.
     pub fn next_record(&mut self) -> Option<Record<'_>> {
         loop {
             let cons = self.consumer_pos().load(Ordering::Relaxed);
@@ -173,19 +210,32 @@ impl Ring {
             if cons >= prod {
                 return None;
             }
-            let at = (cons & (self.size as u64 - 1)) as usize;
+            let size = self.size;
+            let base = match self.map_data() {
+                Ok(data) => data.ptr,
+                Err(e) => {
+                    if !std::mem::replace(&mut self.map_failed, true) {
+                        log::warn!("{e:#}; the records wait in the ring");
+                    }
+                    return None;
+                }
+            };
+            self.map_failed = false;
+            self.last_record = Instant::now();
+            let at = (cons & (size as u64 - 1)) as usize;
             // SAFETY: headers are 8-aligned inside the data, never across its end.
-            let header = unsafe {
-                AtomicU32::from_ptr(self.producer.ptr.as_ptr().add(self.page + at).cast())
-            }
-            .load(Ordering::Acquire);
+            let header = unsafe { AtomicU32::from_ptr(base.as_ptr().add(at).cast()) }
+                .load(Ordering::Acquire);
             match step(header, cons) {
                 Step::Busy => return None,
                 Step::Skip { next } => self.consumer_pos().store(next, Ordering::Release),
                 Step::Sample { len, next } => {
+                    // SAFETY: the data mapping is `size` bytes long and stays mapped
+                    // while `self` is borrowed by the record.
+                    let data = unsafe { std::slice::from_raw_parts(base.as_ptr(), size) };
                     let (ptr, len) = {
                         let mut scratch = std::mem::take(&mut self.scratch);
-                        let s = sample(self.data(), cons + HEADER, len, &mut scratch);
+                        let s = sample(data, cons + HEADER, len, &mut scratch);
                         let out = (s.as_ptr(), s.len());
                         self.scratch = scratch;
                         out

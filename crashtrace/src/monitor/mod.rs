@@ -52,8 +52,11 @@ const STOP_EXIT_WAIT: Duration = Duration::from_secs(2);
 const STOP_FLUSH: Duration = Duration::from_secs(20);
 /// Run mode: beyond the exit wait, time for the tick that reports an overdue crash.
 const TICK_SLACK: Duration = Duration::from_secs(1);
-/// Per-CPU buffer for mapping records: bursts of execs must fit between two drains.
-const MAPPING_RING_BYTES: usize = 4 << 20;
+/// Buffers for mapping records, all CPUs together (4 MiB each on 2 CPUs, 256 KiB each on
+/// 32 or more): bursts of execs must fit between two drains.
+const MAPPING_RING_BYTES: usize = 8 << 20;
+/// How long the ring buffer's data stays mapped once nothing comes (see `capture::ring`).
+const RING_QUIET: Duration = Duration::from_secs(2);
 
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -236,6 +239,7 @@ pub async fn run(args: Args) -> Result<i32> {
                         active = true;
                         pipeline.on_record(&item);
                     }
+                    rb.release_if_quiet(std::time::Instant::now(), RING_QUIET);
                 }
                 active |= pipeline.tick();
                 if let Some(p) = pace.after_tick(active) {
