@@ -65,12 +65,13 @@ impl Wakeup {
 const MAX_EARLY_IDS: usize = 4096;
 
 impl MappingStream {
-    /// Opens three events per online CPU. `ring_bytes` is the per-CPU buffer size of the
-    /// mapping records.
+    /// Opens four events per online CPU. `total_bytes`: the mapping records' buffers of
+    /// all CPUs together (see `per_cpu_bytes`).
     /// With `wake_on_exec`, every exec wakes the reader (see `Wakeup`); otherwise the
     /// records wait for the caller's drain.
-    pub fn open(ring_bytes: usize, wake_on_exec: bool) -> Result<Self> {
+    pub fn open(total_bytes: usize, wake_on_exec: bool) -> Result<Self> {
         let cpus = online_cpus().context("reading the online CPUs")?;
+        let ring_bytes = per_cpu_bytes(total_bytes, cpus.len());
         // SAFETY: plain syscall; the descriptor is owned right away.
         let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if ep < 0 {
@@ -269,6 +270,19 @@ pub enum Lifecycle {
     Exit(u32),
 }
 
+/// Each CPU's share of `total` bytes of mapping-record buffers, a power of two from
+/// `MIN_PER_CPU` to `MAX_PER_CPU`. The kernel allocates every buffer whole, whether or not
+/// it fills, so a fixed size per CPU costs a 128-CPU host 32 times what it costs a
+/// 4-CPU one; one CPU's records between two drains (5 ms) take a few KiB.
+fn per_cpu_bytes(total: usize, cpus: usize) -> usize {
+    const MIN_PER_CPU: usize = 256 << 10;
+    const MAX_PER_CPU: usize = 4 << 20;
+    let share = total / cpus.max(1);
+    // The largest power of two not above the share.
+    let pow2 = if share == 0 { 0 } else { 1 << share.ilog2() };
+    pow2.clamp(MIN_PER_CPU, MAX_PER_CPU)
+}
+
 fn online_cpus() -> Result<Vec<usize>> {
     let text = std::fs::read_to_string("/sys/devices/system/cpu/online")?;
     parse_cpu_list(text.trim())
@@ -296,5 +310,26 @@ mod tests {
         );
         assert_eq!(super::parse_cpu_list("0").unwrap(), [0]);
         assert!(super::parse_cpu_list("x").is_err());
+    }
+
+    #[test]
+    fn buffers_per_cpu() {
+        const MIB: usize = 1 << 20;
+        for (total, cpus, each) in [
+            (8 * MIB, 1, 4 * MIB),
+            (8 * MIB, 2, 4 * MIB),
+            (8 * MIB, 4, 2 * MIB),
+            (8 * MIB, 6, MIB),
+            (8 * MIB, 32, 256 << 10),
+            (8 * MIB, 128, 256 << 10),
+            (8 * MIB, 0, 4 * MIB),
+            (0, 4, 256 << 10),
+        ] {
+            assert_eq!(
+                super::per_cpu_bytes(total, cpus),
+                each,
+                "{total} over {cpus}"
+            );
+        }
     }
 }
