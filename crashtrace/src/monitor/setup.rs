@@ -61,18 +61,18 @@ pub fn outputs(o: &Outputs, metrics: Option<Arc<Metrics>>) -> anyhow::Result<Vec
 }
 
 /// The symbolizer, with debuginfod when asked for: its cache is one more debug directory.
+/// Plain copies of compressed debug files go beside it (see `symbolize::plain`).
 pub fn make_symbolizer(args: &Args) -> Symbolizer {
+    let cache = std::env::var_os("CRASHTRACE_CACHE_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+            std::path::PathBuf::from(home).join(".cache/crashtrace")
+        });
     let debuginfod = if args.debuginfod {
-        let cache = std::env::var_os("CRASHTRACE_CACHE_DIR")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| {
-                let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-                std::path::PathBuf::from(home).join(".cache/crashtrace")
-            })
-            .join("debuginfod");
         let d = Debuginfod::new(
             args.debuginfod_url.as_deref().unwrap_or(""),
-            cache,
+            cache.join("debuginfod"),
             Duration::from_secs_f64(args.debuginfod_timeout.max(0.0)),
         );
         if d.is_none() {
@@ -82,7 +82,7 @@ pub fn make_symbolizer(args: &Args) -> Symbolizer {
     } else {
         None
     };
-    Symbolizer::new(&args.debug_dirs, debuginfod)
+    Symbolizer::new(&args.debug_dirs, debuginfod).with_plain_dir(cache.join("plain"))
 }
 
 /// File pins need descriptors: take the hard limit, as perf and debuggers do.

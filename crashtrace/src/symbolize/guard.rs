@@ -87,7 +87,7 @@ pub fn ready(file: Arc<File>, origin: &str) -> Result<Ready> {
 }
 
 /// Whether a directory and every one above it can be changed by root only.
-fn root_only_dirs(dir: &Path) -> bool {
+pub(super) fn root_only_dirs(dir: &Path) -> bool {
     dir.ancestors()
         .all(|d| std::fs::metadata(d).is_ok_and(|md| md.is_dir() && files::root_only(&md)))
 }

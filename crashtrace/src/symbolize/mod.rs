@@ -10,8 +10,10 @@ pub mod debuginfod;
 pub mod elf;
 pub mod guard;
 pub mod libc;
+mod plain;
 pub mod unwind;
 pub mod versions;
+mod warm;
 
 use std::{
     collections::HashMap,
@@ -54,6 +56,10 @@ pub struct Symbolizer {
     /// This report's notes, and why files could not be had, by path.
     notes: Vec<String>,
     unavailable: HashMap<Arc<str>, String>,
+    /// Where plain copies of compressed debug files go (see `warm`), if anywhere, and
+    /// glibc's (its module's key, the copy) once made.
+    plain_dir: Option<PathBuf>,
+    plain_libc: Option<(usize, Arc<Ready>)>,
 }
 
 /// Stand-in files kept open at most.
@@ -83,6 +89,8 @@ impl Symbolizer {
             debug_files: HashMap::new(),
             notes: Vec::new(),
             unavailable: HashMap::new(),
+            plain_dir: None,
+            plain_libc: None,
         }
     }
 
@@ -110,28 +118,6 @@ impl Symbolizer {
                 },
             })
             .collect()
-    }
-
-    /// Reads the installed glibc and its debug file before any crash: nearly every stack
-    /// has frames in it, and parsing them was most of the first report's time.
-    pub fn warm_libc(&mut self) {
-        // A function of this process's glibc, which is the installed one.
-        let at = ::libc::abort as *const () as u64;
-        let maps = crate::sys::procfs::read_maps("self").unwrap_or_default();
-        let Some(m) = maps
-            .into_iter()
-            .find(|m| m.contains(at) && libc::is_glibc(&m.path))
-        else {
-            return;
-        };
-        let pins = FilePins::new();
-        let loaded = self.load(std::slice::from_ref(&m), &pins);
-        let raw = RawFrame {
-            address: at,
-            lookup: at,
-            is_return: false,
-        };
-        self.symbolize(&[raw], &loaded, &pins);
     }
 
     /// What this report's files said: stand-ins used, files not found.
@@ -389,7 +375,9 @@ impl Symbolizer {
                 .clone()
                 .expect("grouped only with a module");
             let offsets: Vec<u64> = items.iter().map(|(_, o)| *o).collect();
-            let (debug_file, fetch_error) = if module.wants_debug_file() {
+            let (debug_file, fetch_error) = if let Some(plain) = self.plain_copy_of(&module) {
+                (Some(plain), None)
+            } else if module.wants_debug_file() {
                 self.debug_file(&module)
             } else {
                 (None, None)
