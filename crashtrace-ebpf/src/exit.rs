@@ -18,10 +18,10 @@ use crate::{
 pub fn on_process_exit(task: u64) {
     // The first and only test for almost every exit: a thread of a process killed by a
     // signal exits with that signal in its code, and a handler that ends its process
-    // (`_exit(2)`) leaves a non-zero status. A status-0 exit is nobody's crash: one read
-    // of the hot task_struct, no helper call and no map lookup. (Python processes leave PYPROCS through
-    // crashtrace, which sees every exit; HANDLED entries are checked against the process
-    // start time where they are used.)
+    // (`_exit(2)`) leaves a non-zero status. A status-0 exit is nobody's crash: one load
+    // from the hot task_struct, no helper call and no map lookup. (Python processes leave
+    // PYPROCS through crashtrace, which sees every exit; HANDLED entries are checked
+    // against the process start time where they are used.)
     let exit_code = btf_field::<u32>(task, config!(offsets.task_exit_code));
     if exit_code != 0 {
         // The rest in a subprogram, as for the signal programs (see `on_signal_generate`).

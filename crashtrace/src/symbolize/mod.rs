@@ -57,9 +57,9 @@ pub struct Symbolizer {
     notes: Vec<String>,
     unavailable: HashMap<Arc<str>, String>,
     /// Where plain copies of compressed debug files go (see `warm`), if anywhere, and
-    /// glibc's (its module's key, the copy) once made.
+    /// glibc's module with its copy once made (held, so no other module takes its place).
     plain_dir: Option<PathBuf>,
-    plain_libc: Option<(usize, Arc<Ready>)>,
+    plain_libc: Option<(Arc<ElfModule>, Arc<Ready>)>,
 }
 
 /// Stand-in files kept open at most.

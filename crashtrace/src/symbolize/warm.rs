@@ -40,8 +40,8 @@ impl Symbolizer {
 
     /// The plain copy of `module`'s debug file, if `warm_libc` made one for it.
     pub(super) fn plain_copy_of(&self, module: &Arc<ElfModule>) -> Option<Arc<Ready>> {
-        let (key, ready) = self.plain_libc.as_ref()?;
-        (*key == Arc::as_ptr(module) as usize).then(|| ready.clone())
+        let (libc, ready) = self.plain_libc.as_ref()?;
+        Arc::ptr_eq(libc, module).then(|| ready.clone())
     }
 
     /// Reads `module`'s debug file from its plain copy from now on, made if missing;
@@ -71,6 +71,8 @@ impl Symbolizer {
             .create(&dir);
         if made_dir.is_err() || !guard::root_only_dirs(&dir) {
             log::debug!("no plain copy of glibc's debug file in {}", dir.display());
+            // Made just now, and empty: not left behind where it is not used.
+            let _ = std::fs::remove_dir(&dir);
             return;
         }
         // SAFETY: root's file in a root-only directory (`ready` checked), read once here.
@@ -91,7 +93,7 @@ impl Symbolizer {
             .and_then(|f| guard::ready(Arc::new(f), &origin))
         {
             Ok(plain) if plain.debuglink.is_none() => {
-                self.plain_libc = Some((Arc::as_ptr(module) as usize, Arc::new(plain)));
+                self.plain_libc = Some((module.clone(), Arc::new(plain)));
             }
             Ok(_) => log::debug!("{origin} is not in a root-only directory"),
             Err(e) => log::debug!("{origin}: {e:#}"),
