@@ -14,7 +14,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
 
-use super::measure::{Tracer, prog_stats, run_timed, stop_child};
+use super::measure::{Tracer, median, prog_stats, run_timed, stop_child};
 
 /// The events crashtrace attaches to, as (crashtrace program prefix, bpftrace tracepoint).
 const EVENTS: [(&str, &str); 3] = [
@@ -26,16 +26,17 @@ const EVENTS: [(&str, &str); 3] = [
 /// Runs and mean ns per run of each event, for one tracer over one workload.
 type Costs = Vec<(String, u64, f64)>;
 
-pub fn per_event(bin: &Path, workloads: &[(&str, Vec<String>)]) -> Result<Value> {
+pub fn per_event(bin: &Path, workloads: &[(&str, Vec<String>)], rounds: usize) -> Result<Value> {
     let stats_before = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
         .context("reading kernel.bpf_stats_enabled")?;
     let mut rows = vec![];
     println!(
-        "\nPER-EVENT COST in the kernel (mean ns per program run; each tracer alone; \
-         empty probes of both kinds; `above floor`: crashtrace minus the empty tp_btf)"
+        "\nPER-EVENT COST in the kernel (mean ns per program run, median of {rounds} rounds; each \
+         tracer alone; empty probes of both kinds; `above floor`: crashtrace minus the empty \
+         tp_btf, median and range over the rounds)"
     );
     println!(
-        "{:<18} {:<20} {:>9} {:>12} {:>16} {:>12} {:>12} {:>12}",
+        "{:<18} {:<20} {:>9} {:>12} {:>16} {:>12} {:>12} {:>22}",
         "workload",
         "event",
         "runs",
@@ -46,30 +47,66 @@ pub fn per_event(bin: &Path, workloads: &[(&str, Vec<String>)]) -> Result<Value>
         "above floor"
     );
     for (name, cmd) in workloads {
-        let ours = crashtrace(bin, cmd)?;
-        set_stats("1")?;
-        let filtered = bpftrace(cmd, |tp| {
-            format!("tracepoint:{tp} /comm == \"crasher\"/ {{ @[ustack] = count(); }}")
-        });
-        let empty = bpftrace(cmd, |tp| format!("tracepoint:{tp} {{ }}"));
-        let floor = empty_tp_btf(cmd);
-        set_stats(stats_before.trim())?;
-        let (filtered, empty, floor) = (filtered?, empty?, floor?);
+        // Each tracer's costs, round by round; the order turns each round, so that a
+        // drift of the machine within the run does not fall on one tracer.
+        let mut got: [Vec<Costs>; 4] = Default::default();
+        for round in 0..rounds {
+            for k in 0..4 {
+                let which = (round + k) % 4;
+                let costs = match which {
+                    0 => crashtrace(bin, cmd)?,
+                    _ => {
+                        set_stats("1")?;
+                        let c = match which {
+                            1 => bpftrace(cmd, |tp| {
+                                format!(
+                                    "tracepoint:{tp} /comm == \"crasher\"/ {{ @[ustack] = count(); }}"
+                                )
+                            }),
+                            2 => bpftrace(cmd, |tp| format!("tracepoint:{tp} {{ }}")),
+                            _ => empty_tp_btf(cmd),
+                        };
+                        set_stats(stats_before.trim())?;
+                        c?
+                    }
+                };
+                got[which].push(costs);
+            }
+        }
+        let [ours, filtered, empty, floor] = &got;
         for (prog, tp) in EVENTS {
             let find = |c: &Costs, key: &str| c.iter().find(|e| e.0.starts_with(key)).cloned();
-            let Some((_, runs, ns)) = find(&ours, prog) else {
-                continue;
-            };
-            if runs < 1000 {
+            let mine: Vec<_> = ours.iter().filter_map(|c| find(c, prog)).collect();
+            let runs = mine.iter().map(|e| e.1).min().unwrap_or(0);
+            if mine.len() < rounds || runs < 1000 {
                 // A few stray events of the machine's own: no mean worth printing.
                 continue;
             }
-            let f = find(&filtered, tp).map(|e| e.2);
-            let e = find(&empty, tp).map(|e| e.2);
-            let fl = find(&floor, prog).map(|e| e.2);
+            let med = |c: &[Costs], key: &str| -> Option<f64> {
+                let mut v: Vec<f64> = c.iter().filter_map(|c| find(c, key)).map(|e| e.2).collect();
+                (!v.is_empty()).then(|| median(&mut v))
+            };
+            let ns = med(ours, prog).unwrap_or(f64::NAN);
+            let (f, e, fl) = (med(filtered, tp), med(empty, tp), med(floor, prog));
+            // Paired by round: each round's crashtrace minus that round's floor.
+            let mut above: Vec<f64> = ours
+                .iter()
+                .zip(floor)
+                .filter_map(|(o, f)| Some(find(o, prog)?.2 - find(f, prog)?.2))
+                .collect();
+            let above_cell = if above.is_empty() {
+                "-".to_string()
+            } else {
+                let m = median(&mut above);
+                format!(
+                    "{m:+.0} ({:+.0}..{:+.0}) ns",
+                    above[0],
+                    above[above.len() - 1]
+                )
+            };
             let cell = |v: Option<f64>| v.map(|v| format!("{v:.0} ns")).unwrap_or("-".into());
             println!(
-                "{:<18} {:<20} {:>9} {:>12} {:>16} {:>12} {:>12} {:>12}",
+                "{:<18} {:<20} {:>9} {:>12} {:>16} {:>12} {:>12} {:>22}",
                 name,
                 prog,
                 runs,
@@ -77,12 +114,12 @@ pub fn per_event(bin: &Path, workloads: &[(&str, Vec<String>)]) -> Result<Value>
                 cell(f),
                 cell(e),
                 cell(fl),
-                fl.map(|fl| format!("{:+.0} ns", ns - fl))
-                    .unwrap_or("-".into()),
+                above_cell,
             );
             rows.push(json!({
-                "workload": name, "event": prog, "runs": runs, "crashtrace_ns": ns,
-                "bpftrace_filtered_ns": f, "empty_probe_ns": e, "empty_tp_btf_ns": fl,
+                "workload": name, "event": prog, "runs": runs, "rounds": rounds,
+                "crashtrace_ns": ns, "bpftrace_filtered_ns": f, "empty_probe_ns": e,
+                "empty_tp_btf_ns": fl, "above_floor_ns": above,
             }));
         }
     }

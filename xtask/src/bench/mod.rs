@@ -113,7 +113,7 @@ fn bench(root: &Path, bin: &Path, quick: bool, events_only: bool) -> Result<()> 
     let mut results = json!({ "quick": quick, "machine": machine() });
     let rejected = [&workloads[1], &workloads[2], &workloads[0]].map(|w| (w.0, w.1.clone()));
     if events_only {
-        results["per_event"] = events::per_event(&bin, &rejected)?;
+        results["per_event"] = events::per_event(&bin, &rejected, sz.rounds)?;
         return write_results(&out_dir.join("events.json"), &results);
     }
 
@@ -187,7 +187,7 @@ fn bench(root: &Path, bin: &Path, quick: bool, events_only: bool) -> Result<()> 
     // 2. Per-event cost in the kernel, from BPF run-time statistics: rejected events
     //    side by side with bpftrace, then captures.
     eprintln!("bench: per-event cost");
-    results["per_event"] = events::per_event(&bin, &rejected)?;
+    results["per_event"] = events::per_event(&bin, &rejected, sz.rounds)?;
     results["forkexec"] =
         events::forkexec_breakdown(&bin, &workloads[0].1, sz.forkexec, sz.rounds)?;
     let t = Tracer::crashtrace(&bin, &["--bpf-stats", "--comm", "=crasher"], Stdio::null())?;
