@@ -39,6 +39,12 @@ impl CommPattern {
     }
 }
 
+/// The offset `sched_process_exit` loads `task_struct.exit_code` from, as compiled: the
+/// loader writes the kernel's real offset into that one instruction (see
+/// `crashtrace::capture::patch`). Far beyond any `task_struct`, so a load left unpatched
+/// is refused by the verifier, never run.
+pub const EXIT_CODE_PLACEHOLDER: i16 = 0x7ffc;
+
 /// Kernel structure offsets the eBPF side needs, read from the running kernel's BTF
 /// at load time (Rust eBPF emits no CO-RE relocations).
 #[repr(C)]

@@ -2,8 +2,8 @@
 
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns};
 use crashtrace_common::{
-    CrashState, EXIT_AFTER_HANDLER, HANDLED_END_NS, ProcessExit, RecordHeader, RecordKind, Stat,
-    Usage,
+    CrashState, EXIT_AFTER_HANDLER, EXIT_CODE_PLACEHOLDER, HANDLED_END_NS, ProcessExit,
+    RecordHeader, RecordKind, Stat, Usage,
 };
 
 use crate::{
@@ -22,7 +22,9 @@ pub fn on_process_exit(task: u64) {
     // from the hot task_struct, no helper call and no map lookup. (Python processes leave
     // PYPROCS through crashtrace, which sees every exit; HANDLED entries are checked
     // against the process start time where they are used.)
-    let exit_code = btf_field::<u32>(task, config!(offsets.task_exit_code));
+    // Its offset is written into this load's instruction by the loader, not read from the
+    // configuration: that would be one more cache line, cold in a fork+exec storm.
+    let exit_code = btf_field::<u32>(task, EXIT_CODE_PLACEHOLDER as u32);
     if exit_code != 0 {
         // The rest in a subprogram, as for the signal programs (see `on_signal_generate`).
         process_exited(task, exit_code);

@@ -37,10 +37,17 @@ impl Probes {
     /// Loads and attaches; returns the probes and the maps (the ring buffer their records
     /// arrive in among them).
     pub fn load(config: &Config, ring_bytes: u32) -> Result<(Self, ProbeMaps)> {
+        let object = super::patch::field_offset(
+            EBPF_OBJECT,
+            "sched_process_exit",
+            crashtrace_common::EXIT_CODE_PLACEHOLDER,
+            config.offsets.task_exit_code,
+        )
+        .context("writing task_struct.exit_code's offset into the eBPF object")?;
         let mut ebpf = EbpfLoader::new()
             .override_global("CONFIG", config, true)
             .map_max_entries("EVENTS", ring_bytes)
-            .load(EBPF_OBJECT)
+            .load(object.bytes())
             .map_err(|e| explain(anyhow!(e), "loading the eBPF programs"))?;
         let btf = Btf::from_sys_fs().context("reading the kernel's BTF")?;
         // The signal_deliver program whose records hold `--stack-size` (see STACK_CLASSES).

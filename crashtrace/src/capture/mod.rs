@@ -8,6 +8,7 @@ pub mod btf;
 pub mod features;
 pub mod iter;
 pub mod loader;
+mod patch;
 pub mod perf;
 pub mod pins;
 pub mod processes;
