@@ -36,6 +36,10 @@ pub struct BenchArgs {
     /// the full ones.
     #[arg(long)]
     events: bool,
+    /// Instead: only the crowded host (start-up and memory with many processes and
+    /// threads made), at `--quick`'s size or the full one.
+    #[arg(long)]
+    scale: bool,
     /// The crashtrace to measure (default: this checkout's release build).
     #[arg(long, value_name = "PATH")]
     bin: Option<PathBuf>,
@@ -57,6 +61,13 @@ pub fn run(root: &Path, otel_venv: &Path, a: BenchArgs) -> Result<()> {
     } else if let Some(seconds) = a.rest {
         super::rest::at_rest(&bin, seconds).map(|_| ())
     } else {
-        super::bench(root, &bin, a.quick, a.events)
+        let only = if a.events {
+            super::Only::Events
+        } else if a.scale {
+            super::Only::Scale
+        } else {
+            super::Only::All
+        };
+        super::bench(root, &bin, a.quick, only)
     }
 }

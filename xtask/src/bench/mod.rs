@@ -65,9 +65,18 @@ const FULL: Sizes = Sizes {
     population: (10_000, 10),
 };
 
-/// `bin`: the crashtrace to measure (another build's, to compare two). `events_only`:
-/// only the per-event cost of rejected events.
-fn bench(root: &Path, bin: &Path, quick: bool, events_only: bool) -> Result<()> {
+/// Which part of the bench to run.
+#[derive(PartialEq, Eq)]
+enum Only {
+    All,
+    /// The per-event cost of rejected events.
+    Events,
+    /// The crowded host.
+    Scale,
+}
+
+/// `bin`: the crashtrace to measure (another build's, to compare two).
+fn bench(root: &Path, bin: &Path, quick: bool, only: Only) -> Result<()> {
     let sz = if quick { &QUICK } else { &FULL };
     let out_dir = root.join("target/bench");
     std::fs::create_dir_all(&out_dir)?;
@@ -112,9 +121,17 @@ fn bench(root: &Path, bin: &Path, quick: bool, events_only: bool) -> Result<()> 
     ];
     let mut results = json!({ "quick": quick, "machine": machine() });
     let rejected = [&workloads[1], &workloads[2], &workloads[0]].map(|w| (w.0, w.1.clone()));
-    if events_only {
-        results["per_event"] = events::per_event(&bin, &rejected, sz.rounds)?;
-        return write_results(&out_dir.join("events.json"), &results);
+    match only {
+        Only::Events => {
+            results["per_event"] = events::per_event(&bin, &rejected, sz.rounds)?;
+            return write_results(&out_dir.join("events.json"), &results);
+        }
+        Only::Scale => {
+            let (procs, threads) = sz.population;
+            results["scale"] = scale::scale(&bin, &w("population"), procs, threads)?;
+            return write_results(&out_dir.join("scale.json"), &results);
+        }
+        Only::All => {}
     }
 
     // 1. Overhead on healthy processes, modes alternating round by round.
