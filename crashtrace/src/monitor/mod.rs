@@ -102,10 +102,6 @@ pub async fn run(args: Args) -> Result<i32> {
     let mut stream = MappingStream::open(MAPPING_RING_BYTES, args.pin_on_exec)
         .map_err(|e| explain(e, "opening the kernel's mapping records (perf_event_open)"))?;
     raise_fd_limit();
-    let mut table = ProcessTable::new();
-    let mut pins = FilePins::new();
-    table.scan_proc(|pid, m| pins.pin(pid, m));
-    stream.drain_into(&mut table, &mut pins);
     // Held for the whole run: the kernel counts program run time only while it is open.
     let _stats_fd = if args.bpf_stats {
         Some(
@@ -115,7 +111,23 @@ pub async fn run(args: Args) -> Result<i32> {
     } else {
         None
     };
-    let (probes, maps) = Probes::load(&config, args.ring_buffer_size)?;
+    let mut table = ProcessTable::new();
+    let mut pins = FilePins::new();
+    // The two slow parts of the start, side by side: the verifier's pass over the programs
+    // (seconds on some kernels) and the /proc scan (about 0.2 ms a process). Nothing is
+    // read from the ring before both are done. The load stays on this thread: its tens of
+    // MB of parsed BTF, freed after it, would pin a second malloc arena's pages.
+    let (loaded, scanned) = std::thread::scope(|s| {
+        let scan = s.spawn(|| {
+            table.scan_proc(|pid, m| pins.pin(pid, m));
+            stream.drain_into(&mut table, &mut pins);
+        });
+        (Probes::load(&config, args.ring_buffer_size), scan.join())
+    });
+    if let Err(panic) = scanned {
+        std::panic::resume_unwind(panic);
+    }
+    let (probes, maps) = loaded?;
     // SAFETY: the ring buffer owns its fd and the AsyncFd owns the ring buffer until the end.
     let mut ring =
         unsafe { AsyncFd::register(maps.events) }.context("registering the ring buffer")?;
