@@ -17,7 +17,7 @@ pub fn load_vmlinux() -> Result<Btf> {
         );
     }
     // Read whole first: parsing straight from the file seeks once per type (over 100 000
-    // system calls, seconds of start-up); from memory it takes a fraction of that.
+    // system calls; about twice the parse time).
     let bytes = std::fs::read(VMLINUX_BTF).with_context(|| format!("reading {VMLINUX_BTF}"))?;
     Btf::from_bytes(&bytes).map_err(|e| anyhow!("cannot parse {VMLINUX_BTF}: {e}"))
 }

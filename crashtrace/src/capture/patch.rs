@@ -3,7 +3,7 @@
 //! programs carry none). Every other offset is read from the configuration at run time;
 //! this one is the first load of `sched_process_exit`, run for every exit on the machine,
 //! where that read is a cache miss in a fork+exec storm (`cargo xtask bench --events`:
-//! about 100 ns above the empty program with it, about 20 without).
+//! 114 and 126 ns above the empty program with it, 43 and 56 without).
 //!
 //! The instruction format is fixed (8 bytes: opcode, registers, a 16-bit offset, a 32-bit
 //! immediate), so it is read here in place; the `object` crate finds the program's bytes.
