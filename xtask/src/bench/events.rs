@@ -3,7 +3,8 @@
 //! `--comm` filters), empty bpftrace probes, and empty BTF tracepoint programs of the
 //! kind crashtrace's are (`floor.rs`): what any program on that event costs on this
 //! machine before it does anything. Means from the kernel's BPF run-time statistics,
-//! each tracer alone on the same workload.
+//! each tracer alone on the same workload; then crashtrace and the empty programs
+//! together, in both orders, for the difference on the same events (`paired`).
 
 use std::{
     path::Path,
@@ -33,10 +34,12 @@ pub fn per_event(bin: &Path, workloads: &[(&str, Vec<String>)], rounds: usize) -
     println!(
         "\nPER-EVENT COST in the kernel (mean ns per program run, median of {rounds} rounds; each \
          tracer alone; empty probes of both kinds; `above floor`: crashtrace minus the empty \
-         tp_btf, median and range over the rounds)"
+         tp_btf, median and range over the rounds; `same events`: both attached together, \
+         crashtrace's mean minus the empty program's, median over the rounds where the empty \
+         one ran first / where it ran second, and their mean)"
     );
     println!(
-        "{:<18} {:<20} {:>9} {:>12} {:>16} {:>12} {:>12} {:>22}",
+        "{:<18} {:<20} {:>9} {:>12} {:>16} {:>12} {:>12} {:>22} {:>24}",
         "workload",
         "event",
         "runs",
@@ -44,12 +47,15 @@ pub fn per_event(bin: &Path, workloads: &[(&str, Vec<String>)], rounds: usize) -
         "bpftrace filter",
         "empty probe",
         "empty tp_btf",
-        "above floor"
+        "above floor",
+        "same events"
     );
     for (name, cmd) in workloads {
         // Each tracer's costs, round by round; the order turns each round, so that a
         // drift of the machine within the run does not fall on one tracer.
         let mut got: [Vec<Costs>; 4] = Default::default();
+        // Per round, both orders of the paired run: (floor first, crashtrace first).
+        let mut pairs = vec![];
         for round in 0..rounds {
             for k in 0..4 {
                 let which = (round + k) % 4;
@@ -72,6 +78,10 @@ pub fn per_event(bin: &Path, workloads: &[(&str, Vec<String>)], rounds: usize) -
                 };
                 got[which].push(costs);
             }
+            set_stats("1")?;
+            let both = (paired(bin, cmd, true), paired(bin, cmd, false));
+            set_stats(stats_before.trim())?;
+            pairs.push((both.0?, both.1?));
         }
         let [ours, filtered, empty, floor] = &got;
         for (prog, tp) in EVENTS {
@@ -104,9 +114,24 @@ pub fn per_event(bin: &Path, workloads: &[(&str, Vec<String>)], rounds: usize) -
                     above[above.len() - 1]
                 )
             };
+            let diffs = |second: bool| -> Vec<f64> {
+                pairs
+                    .iter()
+                    .map(|p| if second { &p.1 } else { &p.0 })
+                    .filter_map(|r| r.iter().find(|e| e.0 == prog))
+                    .map(|e| e.2 - e.3)
+                    .collect()
+            };
+            let (mut first, mut second) = (diffs(false), diffs(true));
+            let same_cell = if first.is_empty() || second.is_empty() {
+                "-".to_string()
+            } else {
+                let (a, b) = (median(&mut first), median(&mut second));
+                format!("{a:+.0} / {b:+.0}: {:+.0} ns", (a + b) / 2.0)
+            };
             let cell = |v: Option<f64>| v.map(|v| format!("{v:.0} ns")).unwrap_or("-".into());
             println!(
-                "{:<18} {:<20} {:>9} {:>12} {:>16} {:>12} {:>12} {:>22}",
+                "{:<18} {:<20} {:>9} {:>12} {:>16} {:>12} {:>12} {:>22} {:>24}",
                 name,
                 prog,
                 runs,
@@ -115,11 +140,13 @@ pub fn per_event(bin: &Path, workloads: &[(&str, Vec<String>)], rounds: usize) -
                 cell(e),
                 cell(fl),
                 above_cell,
+                same_cell,
             );
             rows.push(json!({
                 "workload": name, "event": prog, "runs": runs, "rounds": rounds,
                 "crashtrace_ns": ns, "bpftrace_filtered_ns": f, "empty_probe_ns": e,
                 "empty_tp_btf_ns": fl, "above_floor_ns": above,
+                "same_events_floor_first_ns": first, "same_events_floor_second_ns": second,
             }));
         }
     }
@@ -130,6 +157,75 @@ fn crashtrace(bin: &Path, cmd: &[String]) -> Result<Costs> {
     let t = Tracer::crashtrace(bin, &["--bpf-stats", "--comm", "=crasher"], Stdio::null())?;
     run_timed(cmd)?;
     Ok(prog_stats(&t.stop()))
+}
+
+/// crashtrace and the empty `tp_btf` programs attached together, so both run on the very
+/// same events: the difference of their means is what crashtrace's tests add, free of
+/// the run-to-run spread that separate runs carry (about 25 ns a round on a fork+exec
+/// storm here). The program attached first runs first on each event; `floor_first`
+/// turns that order round by round. Returns (event, runs, crashtrace ns, floor ns).
+fn paired(bin: &Path, cmd: &[String], floor_first: bool) -> Result<Vec<(String, u64, f64, f64)>> {
+    let names = EVENTS.map(|(prog, _)| prog);
+    let mut floor = None;
+    if floor_first {
+        floor = Some(super::floor::Floor::attach(&names)?);
+    }
+    let t = Tracer::crashtrace(bin, &["--bpf-stats", "--comm", "=crasher"], Stdio::null())?;
+    let floor = match floor {
+        Some(f) => f,
+        None => super::floor::Floor::attach(&names)?,
+    };
+    let ids: Vec<u32> = fdinfos(t.pid())
+        .iter()
+        .filter_map(|s| s.lines().find_map(|l| l.strip_prefix("prog_id:")))
+        .filter_map(|v| v.trim().parse().ok())
+        .collect();
+    let ours = || -> Vec<(String, u64, u64)> {
+        aya::programs::loaded_programs()
+            .flatten()
+            .filter(|p| ids.contains(&p.id()))
+            .map(|p| {
+                let name = p.name_as_str().unwrap_or("").to_string();
+                (name, p.run_count(), p.run_time().as_nanos() as u64)
+            })
+            .collect()
+    };
+    let (o0, f0) = (ours(), floor.counters()?);
+    let ran = run_timed(cmd);
+    let (o1, f1) = (ours(), floor.counters()?);
+    drop(floor);
+    t.stop();
+    ran?;
+    let mut out = vec![];
+    for (i, event) in names.iter().enumerate() {
+        let (fruns, fns) = (f1[i].0 - f0[i].0, f1[i].1 - f0[i].1);
+        // The kernel keeps 15 bytes of a name (`signal_deliver_`, `sched_process_e`); of
+        // the programs so named, the one attached ran.
+        let Some((_, oruns, ons)) = o1
+            .iter()
+            .filter(|(n, ..)| event.starts_with(n.as_str()) || n.starts_with(*event))
+            .filter_map(|(n, r, ns)| {
+                let (r0, ns0) = o0
+                    .iter()
+                    .find(|(m, ..)| m == n)
+                    .map(|(_, r, ns)| (*r, *ns))?;
+                Some((n, r - r0, ns - ns0))
+            })
+            .max_by_key(|(_, r, _)| *r)
+        else {
+            continue;
+        };
+        if oruns == 0 || fruns == 0 {
+            continue;
+        }
+        out.push((
+            event.to_string(),
+            oruns.min(fruns),
+            ons as f64 / oruns as f64,
+            fns as f64 / fruns as f64,
+        ));
+    }
+    Ok(out)
 }
 
 /// Empty `tp_btf` programs on the same events, alone.
