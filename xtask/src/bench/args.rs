@@ -40,6 +40,10 @@ pub struct BenchArgs {
     /// threads made), at `--quick`'s size or the full one.
     #[arg(long)]
     scale: bool,
+    /// Instead: only fork+exec with and without crashtrace, at `--quick`'s sizes or the
+    /// full ones.
+    #[arg(long)]
+    forkexec: bool,
     /// The crashtrace to measure (default: this checkout's release build).
     #[arg(long, value_name = "PATH")]
     bin: Option<PathBuf>,
@@ -65,6 +69,8 @@ pub fn run(root: &Path, otel_venv: &Path, a: BenchArgs) -> Result<()> {
             super::Only::Events
         } else if a.scale {
             super::Only::Scale
+        } else if a.forkexec {
+            super::Only::Forkexec
         } else {
             super::Only::All
         };

@@ -15,6 +15,7 @@ mod dump;
 mod events;
 mod fleet;
 mod floor;
+mod forkexec;
 mod measure;
 mod rest;
 mod scale;
@@ -73,6 +74,8 @@ enum Only {
     Events,
     /// The crowded host.
     Scale,
+    /// Fork+exec with and without crashtrace.
+    Forkexec,
 }
 
 /// `bin`: the crashtrace to measure (another build's, to compare two).
@@ -130,6 +133,11 @@ fn bench(root: &Path, bin: &Path, quick: bool, only: Only) -> Result<()> {
             let (procs, threads) = sz.population;
             results["scale"] = scale::scale(&bin, &w("population"), procs, threads)?;
             return write_results(&out_dir.join("scale.json"), &results);
+        }
+        Only::Forkexec => {
+            results["forkexec"] =
+                forkexec::forkexec(&bin, &workloads[0].1, sz.forkexec, sz.rounds.max(5))?;
+            return write_results(&out_dir.join("forkexec.json"), &results);
         }
         Only::All => {}
     }
@@ -205,8 +213,7 @@ fn bench(root: &Path, bin: &Path, quick: bool, only: Only) -> Result<()> {
     //    side by side with bpftrace, then captures.
     eprintln!("bench: per-event cost");
     results["per_event"] = events::per_event(&bin, &rejected, sz.rounds)?;
-    results["forkexec"] =
-        events::forkexec_breakdown(&bin, &workloads[0].1, sz.forkexec, sz.rounds)?;
+    results["forkexec"] = forkexec::forkexec(&bin, &workloads[0].1, sz.forkexec, sz.rounds.max(5))?;
     let t = Tracer::crashtrace(&bin, &["--bpf-stats", "--comm", "=crasher"], Stdio::null())?;
     for _ in 0..sz.crashes {
         let _ = Command::new(w("crasher")).arg("small").status();
