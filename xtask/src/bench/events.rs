@@ -119,7 +119,7 @@ pub fn per_event(bin: &Path, workloads: &[(&str, Vec<String>)], rounds: usize) -
                     .iter()
                     .map(|p| if second { &p.1 } else { &p.0 })
                     .filter_map(|r| r.iter().find(|e| e.0 == prog))
-                    .map(|e| e.2 - e.3)
+                    .map(|e| e.1 - e.2)
                     .collect()
             };
             let (mut first, mut second) = (diffs(false), diffs(true));
@@ -163,8 +163,8 @@ fn crashtrace(bin: &Path, cmd: &[String]) -> Result<Costs> {
 /// same events: the difference of their means is what crashtrace's tests add, free of
 /// the run-to-run spread that separate runs carry (about 25 ns a round on a fork+exec
 /// storm here). The program attached first runs first on each event; `floor_first`
-/// turns that order round by round. Returns (event, runs, crashtrace ns, floor ns).
-fn paired(bin: &Path, cmd: &[String], floor_first: bool) -> Result<Vec<(String, u64, f64, f64)>> {
+/// turns that order round by round. Returns (event, crashtrace ns, floor ns).
+fn paired(bin: &Path, cmd: &[String], floor_first: bool) -> Result<Vec<(String, f64, f64)>> {
     let names = EVENTS.map(|(prog, _)| prog);
     let mut floor = None;
     if floor_first {
@@ -220,7 +220,6 @@ fn paired(bin: &Path, cmd: &[String], floor_first: bool) -> Result<Vec<(String, 
         }
         out.push((
             event.to_string(),
-            oruns.min(fruns),
             ons as f64 / oruns as f64,
             fns as f64 / fruns as f64,
         ));
